@@ -1,0 +1,116 @@
+#pragma once
+// The audit log's front door: the proxy hands it an exchange and a decision,
+// it redacts, chains and writes. DESIGN §6. Thread-safe.
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace runwarden::audit {
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+struct ApprovalInfo {
+  std::string id;
+  std::string by;
+  std::int64_t wait_ms = 0;
+};
+
+struct RequestInfo {
+  std::string method;
+  std::string url;       // canonical URL (userinfo never present; redacted anyway)
+  HeaderList headers;    // unredacted; redaction happens inside the audit module
+  std::string body;      // the assembled body (or its inspected prefix)
+  std::uint64_t body_bytes = 0;  // full length on the wire
+  bool body_complete = true;     // false: `body` is a prefix
+};
+
+struct ResponseInfo {
+  int status = 0;
+  HeaderList headers;
+  std::string body;     // assembled prefix kept for the record
+  std::uint64_t bytes = 0;
+  bool body_complete = true;
+};
+
+struct Timing {
+  double total_ms = 0;
+  double upstream_ms = 0;
+  double hold_ms = 0;
+};
+
+/// One request's record. `outcome` is one of: forwarded, denied, held, approved_forwarded,
+/// approval_denied, approval_timeout, approval_pending, paused, refused (malformed/limits),
+/// upstream_error, client_gone.
+struct Exchange {
+  std::string id;  // request id "req_..."
+  std::string run;
+  std::string agent;
+  std::string runbook;
+  std::string runbook_sha256;
+  std::string action;
+  std::string cls;  // action class or ""
+  std::string outcome;
+  std::string code;    // decision code (e.g. denied_by_runbook)
+  std::string reason;
+  std::optional<ApprovalInfo> approval;
+  RequestInfo request;
+  std::optional<ResponseInfo> response;
+  Timing timing;
+  std::string traceparent;
+  std::string client;  // peer address of the agent connection
+};
+
+enum class Durability : std::uint8_t {
+  written,  // write(2) returned before the callback; fsync on an interval
+  synced,   // fsync'ed (group commit) before the callback
+};
+
+struct Options {
+  std::string path;  // active file; rotated files sit beside it
+  Durability durability = Durability::written;
+  std::chrono::milliseconds fsync_interval{50};
+  std::size_t body_bytes = 16 * 1024;
+  std::uint64_t rotate_bytes = 256ull * 1024 * 1024;
+  std::string signing_key_pem;  // optional Ed25519 private key for checkpoints
+  std::uint64_t checkpoint_records = 1000;
+  std::chrono::milliseconds checkpoint_interval{10000};
+  // Additions to the built-in redaction set.
+  std::vector<std::string> redact_headers;
+  std::vector<std::string> redact_json_keys;
+  std::vector<std::string> redact_patterns;  // RE2
+};
+
+/// Called once the record is as durable as Options::durability says, or with the error
+/// that prevented it (the caller must then refuse to act).
+using Completion = std::function<void(std::error_code)>;
+
+class AuditLog {
+public:
+  /// Opens (or creates) the log, recovers a torn last line, resumes the chain.
+  /// Throws std::runtime_error at start-up on failure.
+  static std::unique_ptr<AuditLog> open(const Options& options);
+  virtual ~AuditLog() = default;
+
+  /// The decision record, written before a request is forwarded (or the only record of
+  /// a refused request when `final` is true).
+  virtual void record(const Exchange& exchange, bool final, Completion done) = 0;
+  /// An event record: mode change, reload, run killed, recovery, ...
+  virtual void event(std::string_view type, const nlohmann::json& fields, Completion done) = 0;
+
+  /// False after a write/fsync error: the proxy refuses new traffic with failure().
+  virtual bool healthy() const = 0;
+  virtual std::string failure() const = 0;
+  /// Flushes and syncs everything written so far.
+  virtual std::error_code sync() = 0;
+};
+
+}  // namespace runwarden::audit
