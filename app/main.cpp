@@ -1,0 +1,31 @@
+// runwarden: a sidecar proxy that keeps AI agents on their runbooks.
+// Exceptions are for start-up only: caught here, printed, non-zero exit.
+
+#include "app/commands.hpp"
+
+#include <exception>
+#include <iostream>
+
+int main(int argc, char** argv) {
+  CLI::App root{"runwarden: a sidecar proxy that keeps AI agents on their runbooks.\n"
+                "It judges every outbound tool call against the active runbook, holds what needs\n"
+                "a human, and writes a redacted, hash-chained audit log.",
+                "runwarden"};
+  root.require_subcommand(1);
+  root.set_version_flag("--version", "runwarden 0.1.0");
+  runwarden::app::Runner run;
+  // Command families (one per file). Keep in the order `runwarden --help` shows them.
+  // BEGIN COMMANDS
+  // END COMMANDS
+  try {
+    root.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return root.exit(e);
+  }
+  try {
+    return run ? run() : 2;
+  } catch (const std::exception& e) {
+    std::cerr << "runwarden: " << e.what() << "\n";
+    return 1;
+  }
+}
