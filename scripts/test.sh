@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The one test command (README, CI): installs dependencies, then
+#  1. builds everything with warnings as errors and runs every test (unit + integration),
+#  2. builds again under AddressSanitizer + UndefinedBehaviorSanitizer and runs the unit tests,
+#  3. builds the libFuzzer targets with clang and runs each for a bounded time,
+#  4. checks clang-format.
+# Environment: FUZZ_SECONDS (default 30 per target), SKIP_SANITIZE=1, SKIP_FUZZ=1, JOBS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+jobs=${JOBS:-$(nproc)}
+fuzz_seconds=${FUZZ_SECONDS:-30}
+
+scripts/install-deps.sh
+export CCACHE_DIR=${CCACHE_DIR:-$root/build/.ccache}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+
+step() { printf '\n=== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
+
+step "build (Werror)"
+cmake -S . -B build/ci -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRUNWARDEN_WERROR=ON >/dev/null
+ninja -C build/ci -j"$jobs"
+
+step "tests: unit + integration"
+ctest --test-dir build/ci --output-on-failure -j"$jobs" --timeout 600
+
+if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
+  step "build (ASan + UBSan)"
+  cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DRUNWARDEN_WERROR=ON \
+    -DRUNWARDEN_SANITIZE=address,undefined -DRUNWARDEN_BUILD_BENCH=OFF >/dev/null
+  ninja -C build/asan -j"$jobs"
+  step "tests: unit under ASan + UBSan"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build/asan --output-on-failure -j"$jobs" -L unit --timeout 600
+fi
+
+if [ "${SKIP_FUZZ:-0}" != 1 ] && [ -f fuzz/CMakeLists.txt ]; then
+  step "fuzz (${fuzz_seconds}s per target)"
+  cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+    -DRUNWARDEN_FUZZ=ON -DRUNWARDEN_BUILD_TESTS=OFF -DRUNWARDEN_BUILD_BENCH=OFF >/dev/null
+  ninja -C build/fuzz -j"$jobs"
+  for target in build/fuzz/fuzz/*_fuzz; do
+    [ -x "$target" ] || continue
+    name=$(basename "$target")
+    corpus=build/fuzz/corpus/$name
+    mkdir -p "$corpus"
+    seeds=()
+    [ -d "fuzz/corpus/$name" ] && seeds=("fuzz/corpus/$name")
+    echo "fuzz: $name"
+    "$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=0 \
+      -artifact_prefix="build/fuzz/$name-" "$corpus" "${seeds[@]}" 2>&1 | tail -n 3
+    test "${PIPESTATUS[0]}" -eq 0
+  done
+fi
+
+step "clang-format"
+files=$(git ls-files '*.cpp' '*.hpp')
+if [ -n "$files" ]; then
+  clang-format --dry-run --Werror $files
+fi
+
+step "all tests passed"
