@@ -435,7 +435,10 @@ std::shared_ptr<const Leaf> Authority::mint(const std::string& host, std::string
   ok = ok && add_ext(cert.get(), &ctx, NID_basic_constraints, "critical,CA:FALSE");
   ok = ok && add_ext(cert.get(), &ctx, NID_key_usage, "critical,digitalSignature");
   ok = ok && add_ext(cert.get(), &ctx, NID_ext_key_usage, "serverAuth");
-  ok = ok && add_ext(cert.get(), &ctx, NID_authority_key_identifier, "keyid:always");
+  // AKI by key id; a foreign CA without SKI is identified by issuer name and serial instead.
+  const char* aki =
+      X509_get0_subject_key_id(ca_cert_) != nullptr ? "keyid:always" : "issuer:always";
+  ok = ok && add_ext(cert.get(), &ctx, NID_authority_key_identifier, aki);
   ok = ok && X509_sign(cert.get(), ca_key_, digest_for(ca_key_)) > 0;
   if (!ok) {
     *error = openssl_error("cannot mint certificate for " + host);
