@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   runwarden::app::Runner run;
   // Command families (one per file). Keep in the order `runwarden --help` shows them.
   // BEGIN COMMANDS
+  runwarden::app::add_ca_commands(root, run);
   // END COMMANDS
   try {
     root.parse(argc, argv);
