@@ -1,0 +1,598 @@
+#include "audit/redactor.hpp"
+
+#include "audit/digest.hpp"
+
+#include <algorithm>
+#include <array>
+#include <re2/re2.h>
+#include <stdexcept>
+
+namespace runwarden::audit {
+namespace {
+
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    c = lower(c);
+  }
+  return out;
+}
+
+// Lower-case with separators dropped: "Client-Secret", "client_secret", "clientSecret" agree.
+std::string normalize_key(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (c == '_' || c == '-' || c == '.' || c == ' ') {
+      continue;
+    }
+    out += lower(c);
+  }
+  return out;
+}
+
+constexpr std::array<std::string_view, 5> kCredentialHeaders = {
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"};
+constexpr std::array<std::string_view, 9> kHeaderWords = {
+    "token", "secret", "key", "auth", "session", "password", "passwd", "cookie", "credential"};
+
+constexpr std::array<std::string_view, 24> kExactKeys = {
+    "password",   "passwd",      "pwd",           "pass",       "secret",       "token",
+    "apikey",     "accesstoken", "refreshtoken",  "idtoken",    "clientsecret", "privatekey",
+    "cardnumber", "cardno",      "ccnumber",      "creditcard", "cvv",          "cvc",
+    "cvv2",       "ssn",         "authorization", "auth",       "sessionid",    "cookie"};
+constexpr std::array<std::string_view, 11> kKeyWords = {
+    "password",     "passwd",       "secret",     "apikey",     "privatekey", "accesstoken",
+    "refreshtoken", "sessiontoken", "credential", "cardnumber", "authtoken"};
+
+struct BuiltinPattern {
+  std::string_view regex;
+  bool value_group; // group 1 is the secret, the rest is context
+  bool card;
+};
+
+// Each is one alternative of a single combined RE2 (one pass over the text).
+constexpr std::array<BuiltinPattern, 13> kBuiltinPatterns = {{
+    {R"(-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\z))",
+     false, false},
+    {R"(eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)", false, false},
+    {R"((?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16})", false, false},
+    {R"(\b(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{20,255}))", false, false},
+    {R"(\bxox[abposr]-[A-Za-z0-9-]{10,})", false, false},
+    {R"(hooks\.slack\.com/services/[A-Za-z0-9/]+)", false, false},
+    {R"(\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|\bwhsec_[A-Za-z0-9]{20,})", false, false},
+    {R"(\bsk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,})", false, false},
+    {R"(\bAIza[0-9A-Za-z_-]{35})", false, false},
+    {R"((?i:bearer)\s+([A-Za-z0-9._~+/=-]{8,}))", true, false},
+    {R"(Basic\s+([A-Za-z0-9+/]{12,}={0,2}))", true, false},
+    {R"((?i)(?:^|[^a-z0-9])(?:password|passwd|pwd|secret|client[_-]?secret|api[_-]?key|access[_-]?token|refresh[_-]?token|auth[_-]?token|id[_-]?token|private[_-]?key|token)\\?["']?\s*[:=]\s*\\?["']?([^\s"'\\&,;}<>]+))",
+     true, false},
+    {R"(\b(?:\d[ -]?){12,18}\d\b)", false, true},
+}};
+
+bool luhn_ok(std::string_view digits) {
+  int sum = 0;
+  bool twice = false;
+  for (auto it = digits.rbegin(); it != digits.rend(); ++it) {
+    int d = *it - '0';
+    if (twice) {
+      d *= 2;
+      if (d > 9) {
+        d -= 9;
+      }
+    }
+    sum += d;
+    twice = !twice;
+  }
+  return sum % 10 == 0;
+}
+
+// Accepts an incomplete sequence at the very end: bodies may be prefixes.
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    std::uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1Fu;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0Fu;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07u;
+    } else {
+      return false;
+    }
+    for (std::size_t k = 1; k < len; ++k) {
+      if (i + k >= n) {
+        return true; // truncated tail
+      }
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) {
+        return false;
+      }
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  c = lower(c);
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  return -1;
+}
+
+std::string form_decode(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() + 0 && hex_value(s[i + 1]) >= 0 &&
+               hex_value(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+bool is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+// Index just past the closing quote of the string starting at `i` (s[i] == '"'),
+// or s.size() when the text ends first.
+std::size_t skip_string(std::string_view s, std::size_t i) {
+  for (++i; i < s.size(); ++i) {
+    if (s[i] == '\\') {
+      ++i;
+    } else if (s[i] == '"') {
+      return i + 1;
+    }
+  }
+  return s.size();
+}
+
+// Index just past the JSON value starting at `i` (tolerant: stops at the end of the text).
+std::size_t skip_value(std::string_view s, std::size_t i) {
+  if (i >= s.size()) {
+    return s.size();
+  }
+  if (s[i] == '"') {
+    return skip_string(s, i);
+  }
+  if (s[i] == '{' || s[i] == '[') {
+    int depth = 0;
+    for (; i < s.size(); ++i) {
+      const char c = s[i];
+      if (c == '"') {
+        i = skip_string(s, i) - 1;
+      } else if (c == '{' || c == '[') {
+        ++depth;
+      } else if (c == '}' || c == ']') {
+        if (--depth == 0) {
+          return i + 1;
+        }
+      }
+    }
+    return s.size();
+  }
+  while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && !is_ws(s[i])) {
+    ++i;
+  }
+  return i;
+}
+
+std::string decode_json_key(std::string_view raw) {
+  if (raw.find('\\') == std::string_view::npos) {
+    return std::string(raw);
+  }
+  std::string out;
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] != '\\' || i + 1 >= raw.size()) {
+      out += raw[i];
+      continue;
+    }
+    const char e = raw[++i];
+    if (e == 'u' && i + 4 < raw.size()) {
+      int cp = 0;
+      bool ok = true;
+      for (std::size_t k = 1; k <= 4; ++k) {
+        const int h = hex_value(raw[i + k]);
+        ok = ok && h >= 0;
+        cp = cp * 16 + (h < 0 ? 0 : h);
+      }
+      out += (ok && cp < 0x80) ? static_cast<char>(cp) : '?';
+      i += 4;
+    } else {
+      out += e;
+    }
+  }
+  return out;
+}
+
+} // namespace
+
+Redactor::Redactor(const RedactionRules& extra) {
+  std::string combined;
+  int next_group = 1;
+  auto add = [&](std::string_view regex, bool value_group, bool card) {
+    const re2::RE2 single{re2::StringPiece(regex.data(), regex.size()), RE2::Quiet};
+    if (!single.ok()) {
+      throw std::invalid_argument("redaction pattern \"" + std::string(regex) +
+                                  "\": " + single.error());
+    }
+    if (!combined.empty()) {
+      combined += '|';
+    }
+    combined += '(';
+    combined += regex;
+    combined += ')';
+    Alternative alt;
+    alt.group = next_group;
+    alt.value_group = (value_group && single.NumberOfCapturingGroups() >= 1) ? next_group + 1 : 0;
+    alt.card = card;
+    alternatives_.push_back(alt);
+    next_group += 1 + single.NumberOfCapturingGroups();
+  };
+  for (const auto& p : kBuiltinPatterns) {
+    add(p.regex, p.value_group, p.card);
+  }
+  for (const auto& p : extra.patterns) {
+    add(p, true, false);
+  }
+  RE2::Options options;
+  options.set_encoding(RE2::Options::EncodingLatin1);
+  options.set_max_mem(64 << 20);
+  options.set_log_errors(false);
+  combined_ = std::make_unique<re2::RE2>(combined, options);
+  if (!combined_->ok()) {
+    throw std::invalid_argument("redaction patterns: " + combined_->error());
+  }
+  submatches_ = next_group;
+  for (const auto& h : extra.headers) {
+    extra_headers_.push_back(to_lower(h));
+  }
+  for (const auto& k : extra.json_keys) {
+    extra_keys_.push_back(normalize_key(k));
+  }
+}
+
+Redactor::~Redactor() = default;
+
+bool Redactor::is_sensitive_header(std::string_view name) const {
+  const std::string n = to_lower(name);
+  if (std::find(kCredentialHeaders.begin(), kCredentialHeaders.end(), n) !=
+          kCredentialHeaders.end() ||
+      std::find(extra_headers_.begin(), extra_headers_.end(), n) != extra_headers_.end()) {
+    return true;
+  }
+  return std::any_of(kHeaderWords.begin(), kHeaderWords.end(),
+                     [&](std::string_view w) { return n.find(w) != std::string::npos; });
+}
+
+bool Redactor::is_sensitive_key(std::string_view name) const {
+  const std::string k = normalize_key(name);
+  if (k.empty()) {
+    return false;
+  }
+  if (std::find(kExactKeys.begin(), kExactKeys.end(), k) != kExactKeys.end() ||
+      std::find(extra_keys_.begin(), extra_keys_.end(), k) != extra_keys_.end()) {
+    return true;
+  }
+  if (k.size() > 5 && k.compare(k.size() - 5, 5, "token") == 0) {
+    return true;
+  }
+  return std::any_of(kKeyWords.begin(), kKeyWords.end(),
+                     [&](std::string_view w) { return k.find(w) != std::string::npos; });
+}
+
+void Redactor::pattern_spans(std::string_view text, std::vector<Span>& spans) const {
+  const re2::StringPiece input(text.data(), text.size());
+  std::vector<re2::StringPiece> m(static_cast<std::size_t>(submatches_));
+  std::size_t pos = 0;
+  // Each iteration consumes at least one byte: bounded by the text length.
+  while (pos <= text.size() &&
+         combined_->Match(input, pos, text.size(), RE2::UNANCHORED, m.data(), submatches_)) {
+    const std::size_t match_end = static_cast<std::size_t>(m[0].data() - text.data()) + m[0].size();
+    for (const Alternative& alt : alternatives_) {
+      const auto& whole = m[static_cast<std::size_t>(alt.group)];
+      if (whole.data() == nullptr) {
+        continue;
+      }
+      const auto& value =
+          alt.value_group != 0 ? m[static_cast<std::size_t>(alt.value_group)] : whole;
+      if (value.data() == nullptr || value.empty()) {
+        break;
+      }
+      const auto begin = static_cast<std::size_t>(value.data() - text.data());
+      Span span{begin, begin + value.size()};
+      if (alt.card) {
+        std::string digits;
+        for (char c : std::string_view(value.data(), value.size())) {
+          if (c >= '0' && c <= '9') {
+            digits += c;
+          }
+        }
+        if (digits.size() < 13 || digits.size() > 19 || !luhn_ok(digits)) {
+          break;
+        }
+        span.keep_last4 = true;
+      }
+      spans.push_back(span);
+      break;
+    }
+    pos = match_end > pos ? match_end : pos + 1;
+  }
+}
+
+void Redactor::json_spans(std::string_view s, std::vector<Span>& spans) const {
+  std::vector<char> stack;
+  bool expect_key = false;
+  std::size_t i = 0;
+  // Every branch advances i or returns: bounded by the text length.
+  while (i < s.size()) {
+    if (is_ws(s[i])) {
+      ++i;
+      continue;
+    }
+    const char c = s[i];
+    if (!stack.empty() && stack.back() == '{' && expect_key) {
+      if (c == '}') {
+        stack.pop_back();
+        expect_key = false;
+        ++i;
+        continue;
+      }
+      if (c != '"') {
+        return; // not JSON after all: the text patterns still apply
+      }
+      const std::size_t key_end = skip_string(s, i);
+      if (key_end >= s.size()) {
+        return;
+      }
+      const std::string key = decode_json_key(s.substr(i + 1, key_end - i - 2));
+      i = key_end;
+      while (i < s.size() && is_ws(s[i])) {
+        ++i;
+      }
+      if (i >= s.size() || s[i] != ':') {
+        return;
+      }
+      ++i;
+      while (i < s.size() && is_ws(s[i])) {
+        ++i;
+      }
+      expect_key = false;
+      if (i < s.size() && is_sensitive_key(key)) {
+        const std::size_t end = skip_value(s, i);
+        if (s[i] == '"') {
+          const std::size_t content_end =
+              (end > i + 1 && end <= s.size() && s[end - 1] == '"' && end != i + 1) ? end - 1 : end;
+          if (content_end > i + 1) {
+            spans.push_back(Span{i + 1, content_end});
+          }
+        } else if (s.compare(i, 4, "null") != 0) {
+          spans.push_back(Span{i, end, true});
+        }
+        i = end;
+      }
+      continue;
+    }
+    switch (c) {
+    case ',':
+      expect_key = !stack.empty() && stack.back() == '{';
+      ++i;
+      break;
+    case '}':
+    case ']':
+      if (!stack.empty()) {
+        stack.pop_back();
+      }
+      ++i;
+      break;
+    case '{':
+      stack.push_back('{');
+      expect_key = true;
+      ++i;
+      break;
+    case '[':
+      stack.push_back('[');
+      ++i;
+      break;
+    case '"':
+      i = skip_string(s, i);
+      break;
+    default: {
+      const std::size_t end = skip_value(s, i);
+      if (end == i) {
+        return;
+      }
+      i = end;
+    }
+    }
+  }
+}
+
+void Redactor::form_spans(std::string_view text, std::size_t offset,
+                          std::vector<Span>& spans) const {
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    std::size_t end = text.find('&', start);
+    if (end == std::string_view::npos) {
+      end = text.size();
+    }
+    const std::string_view part = text.substr(start, end - start);
+    const std::size_t eq = part.find('=');
+    if (eq != std::string_view::npos && eq + 1 < part.size() &&
+        is_sensitive_key(form_decode(part.substr(0, eq)))) {
+      spans.push_back(Span{offset + start + eq + 1, offset + end});
+    }
+    start = end + 1;
+  }
+}
+
+std::string Redactor::apply(std::string_view text, std::vector<Span>& spans) {
+  if (spans.empty()) {
+    return std::string(text);
+  }
+  std::sort(spans.begin(), spans.end(),
+            [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  std::vector<Span> merged;
+  for (const Span& s : spans) {
+    if (!merged.empty() && s.begin < merged.back().end) {
+      Span& last = merged.back();
+      last.end = std::max(last.end, s.end);
+      last.quote = last.quote || s.quote;
+      last.keep_last4 = false;
+    } else {
+      merged.push_back(s);
+    }
+  }
+  std::string out;
+  out.reserve(text.size() + 24 * merged.size());
+  std::size_t pos = 0;
+  for (const Span& s : merged) {
+    out.append(text.substr(pos, s.begin - pos));
+    const std::string_view value = text.substr(s.begin, s.end - s.begin);
+    if (s.quote) {
+      out += '"';
+    }
+    out += redaction_marker(value);
+    if (s.keep_last4) {
+      std::string last4;
+      for (auto it = value.rbegin(); it != value.rend() && last4.size() < 4; ++it) {
+        if (*it >= '0' && *it <= '9') {
+          last4.insert(last4.begin(), *it);
+        }
+      }
+      out += last4;
+    }
+    if (s.quote) {
+      out += '"';
+    }
+    pos = s.end;
+  }
+  out.append(text.substr(pos));
+  return out;
+}
+
+std::string Redactor::redact_text(std::string_view text) const {
+  std::vector<Span> spans;
+  pattern_spans(text, spans);
+  return apply(text, spans);
+}
+
+std::string Redactor::redact_header(std::string_view name, std::string_view value) const {
+  if (is_sensitive_header(name)) {
+    return value.empty() ? std::string() : redaction_marker(value);
+  }
+  return redact_text(value);
+}
+
+std::string Redactor::redact_url(std::string_view url) const {
+  std::vector<Span> spans;
+  std::size_t authority_end = 0;
+  const std::size_t scheme = url.find("://");
+  if (scheme != std::string_view::npos) {
+    const std::size_t authority = scheme + 3;
+    authority_end = url.find_first_of("/?#", authority);
+    if (authority_end == std::string_view::npos) {
+      authority_end = url.size();
+    }
+    const std::size_t at = url.substr(authority, authority_end - authority).rfind('@');
+    if (at != std::string_view::npos && at > 0) {
+      spans.push_back(Span{authority, authority + at});
+    }
+  }
+  const std::size_t q = url.find('?', authority_end);
+  if (q != std::string_view::npos) {
+    std::size_t q_end = url.find('#', q);
+    if (q_end == std::string_view::npos) {
+      q_end = url.size();
+    }
+    form_spans(url.substr(q + 1, q_end - q - 1), q + 1, spans);
+  }
+  pattern_spans(url, spans);
+  return apply(url, spans);
+}
+
+RedactedBody Redactor::redact_body(std::string_view body, std::string_view content_type,
+                                   std::size_t max_bytes) const {
+  RedactedBody out;
+  out.sha256 = sha256_hex(body);
+  std::string ct = to_lower(content_type.substr(0, content_type.find(';')));
+  while (!ct.empty() && is_ws(ct.back())) {
+    ct.pop_back();
+  }
+  const bool json = ct.find("json") != std::string::npos;
+  const bool form = ct == "application/x-www-form-urlencoded";
+  const bool texty =
+      ct.empty() || ct.rfind("text/", 0) == 0 || json || form ||
+      ct.find("xml") != std::string::npos || ct.find("javascript") != std::string::npos ||
+      ct.find("graphql") != std::string::npos || ct.find("yaml") != std::string::npos;
+  if (!texty || !valid_utf8(body)) {
+    out.binary = !body.empty();
+    return out;
+  }
+  std::vector<Span> spans;
+  std::size_t first = 0;
+  while (first < body.size() && is_ws(body[first])) {
+    ++first;
+  }
+  if (json || (first < body.size() && (body[first] == '{' || body[first] == '['))) {
+    json_spans(body, spans);
+  }
+  if (form) {
+    form_spans(body, 0, spans);
+  }
+  pattern_spans(body, spans);
+  out.text = apply(body, spans);
+  if (out.text.size() > max_bytes) {
+    std::size_t cut = max_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(out.text[cut]) & 0xC0) == 0x80) {
+      --cut;
+    }
+    static constexpr std::string_view kMarker = "[REDACTED:";
+    static constexpr std::size_t kMarkerSize = kMarker.size() + 8 + 1;
+    const std::size_t from = cut > kMarkerSize ? cut - kMarkerSize : 0;
+    for (std::size_t m = out.text.find(kMarker, from); m != std::string::npos && m < cut;
+         m = out.text.find(kMarker, m + 1)) {
+      if (m + kMarkerSize > cut) {
+        cut = m; // the marker straddles the cut: drop it whole
+        break;
+      }
+    }
+    out.text.resize(cut);
+    out.truncated = true;
+  }
+  return out;
+}
+
+} // namespace runwarden::audit

@@ -1,0 +1,85 @@
+#pragma once
+// Redaction before anything touches disk (DESIGN §6). Usable on its own: the approvals
+// module shows operators redacted packets with it. Immutable after construction and
+// therefore safe to share between threads.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace re2 {
+class RE2;
+}
+
+namespace runwarden::audit {
+
+/// Additions to the built-in rules (DESIGN §2 `redaction:`).
+struct RedactionRules {
+  std::vector<std::string> headers;   // header names, case-insensitive
+  std::vector<std::string> json_keys; // also applied to query and form field names
+  std::vector<std::string> patterns;  // RE2; group 1 is redacted when present, else the match
+};
+
+/// A body as it may be kept: redacted text cut to the excerpt limit, or only its digest.
+struct RedactedBody {
+  std::string text;       // redacted excerpt ("" for binary bodies)
+  std::string sha256;     // hex SHA-256 of the original inspected body
+  bool binary = false;    // not text: only length and digest are kept
+  bool truncated = false; // the excerpt is shorter than the redacted body
+};
+
+class Redactor {
+public:
+  /// Throws std::invalid_argument (start-up only) when an added pattern does not compile.
+  explicit Redactor(const RedactionRules& extra = {});
+  ~Redactor();
+  Redactor(const Redactor&) = delete;
+  Redactor& operator=(const Redactor&) = delete;
+
+  /// Secret patterns anywhere in free text (tokens, keys, JWTs, PEM blocks, cards...).
+  std::string redact_text(std::string_view text) const;
+  /// Credential headers lose their whole value; other values get the text patterns.
+  std::string redact_header(std::string_view name, std::string_view value) const;
+  /// Userinfo, sensitive query parameters, then text patterns.
+  std::string redact_url(std::string_view url) const;
+  /// JSON (sensitive keys at any depth, tolerant of a truncated prefix), form bodies
+  /// (sensitive fields) and text, by content type and shape; binary bodies keep only
+  /// their digest. The excerpt is cut at `max_bytes` after redaction of the whole body,
+  /// never inside a marker or a UTF-8 sequence.
+  RedactedBody redact_body(std::string_view body, std::string_view content_type,
+                           std::size_t max_bytes) const;
+
+  /// True for a header whose whole value is a credential.
+  bool is_sensitive_header(std::string_view name) const;
+  /// True for a JSON key / query / form field name whose value is a secret.
+  bool is_sensitive_key(std::string_view name) const;
+
+private:
+  struct Span {
+    std::size_t begin;
+    std::size_t end;
+    bool quote = false;      // replacement must be a JSON string (non-string JSON value)
+    bool keep_last4 = false; // card number: keep the last four digits
+  };
+  void pattern_spans(std::string_view text, std::vector<Span>& spans) const;
+  void json_spans(std::string_view text, std::vector<Span>& spans) const;
+  void form_spans(std::string_view text, std::size_t offset, std::vector<Span>& spans) const;
+  static std::string apply(std::string_view text, std::vector<Span>& spans);
+
+  struct Alternative {
+    int group = 0;       // submatch index of the alternative
+    int value_group = 0; // submatch index of the part to redact (0: whole alternative)
+    bool card = false;
+  };
+  std::unique_ptr<re2::RE2> combined_;
+  std::vector<Alternative> alternatives_;
+  int submatches_ = 0;
+  std::vector<std::string> extra_headers_; // lower-case
+  std::vector<std::string> extra_keys_;    // normalized
+};
+
+} // namespace runwarden::audit
