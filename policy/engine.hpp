@@ -17,19 +17,19 @@ std::string_view to_string(Mode m);
 std::optional<Mode> parse_mode(std::string_view s);
 
 enum class Verdict : std::uint8_t {
-  allow,   // forward
-  deny,    // 403 denied_by_runbook (or 400 for a request that cannot be judged)
-  hold,    // approval_required: wait for a human
-  paused,  // 503 runwarden_paused
+  allow,  // forward
+  deny,   // 403 denied_by_runbook (or 400 for a request that cannot be judged)
+  hold,   // approval_required: wait for a human
+  paused, // 503 runwarden_paused
 };
 std::string_view to_string(Verdict v);
 
 /// A JSON-RPC call found in the body (one per batch element).
 struct JsonRpcCall {
-  nlohmann::json id;      // null for notifications
+  nlohmann::json id; // null for notifications
   std::string method;
-  std::string tool;       // params.name for tools/call
-  std::string action;     // the action that decided this element ("" if unmatched)
+  std::string tool;   // params.name for tools/call
+  std::string action; // the action that decided this element ("" if unmatched)
   std::optional<ActionClass> cls;
   Verdict verdict = Verdict::deny;
   std::string reason;
@@ -42,12 +42,12 @@ struct Decision {
   /// "body_too_large", "body_duplicate_key", "body_invalid_utf8", "body_too_deep",
   /// "body_number_out_of_range", "approval_required", ...
   std::string code;
-  std::string reason;  // one precise human sentence naming the rule (file:line)
+  std::string reason; // one precise human sentence naming the rule (file:line)
   std::string runbook;
   std::string runbook_sha256;
-  std::string action;  // deciding action; "" when nothing matched
+  std::string action; // deciding action; "" when nothing matched
   std::optional<ActionClass> cls;
-  std::vector<std::string> matched_actions;  // every action that matched
+  std::vector<std::string> matched_actions; // every action that matched
   /// For holds: what the approver sees (risk, effect, rollback, approvers, timeout).
   const RunbookAction* approval = nullptr;
   /// Non-empty when the body is JSON-RPC (MCP): one entry per call, in order.
@@ -63,13 +63,13 @@ struct EngineLimits {
 
 /// How each condition of one matcher fared, for `runwarden explain`.
 struct ConditionResult {
-  std::string condition;  // e.g. "host logs.internal", "body /amount lte 5000"
+  std::string condition; // e.g. "host logs.internal", "body /amount lte 5000"
   bool held = false;
-  std::string detail;     // why not, when it did not hold
+  std::string detail; // why not, when it did not hold
 };
 struct MatcherExplanation {
   std::string action;
-  std::optional<ActionClass> cls;  // nullopt: in catalogue but not in the runbook
+  std::optional<ActionClass> cls; // nullopt: in catalogue but not in the runbook
   SourceMark mark;
   bool matched = false;
   std::vector<ConditionResult> conditions;
@@ -105,4 +105,4 @@ private:
   std::unique_ptr<Index> index_;
 };
 
-}  // namespace runwarden::policy
+} // namespace runwarden::policy

@@ -3,12 +3,11 @@
 // action catalogue (what an action looks like on the wire) and runbooks
 // (which actions a run may take, in which class). No I/O here.
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,7 +27,12 @@ struct SourceMark {
 };
 
 /// Ordered by restrictiveness: a larger value wins when several actions match.
-enum class ActionClass : std::uint8_t { read_only = 0, allowed = 1, approval_required = 2, denied = 3 };
+enum class ActionClass : std::uint8_t {
+  read_only = 0,
+  allowed = 1,
+  approval_required = 2,
+  denied = 3
+};
 std::string_view to_string(ActionClass c);
 std::optional<ActionClass> parse_action_class(std::string_view s);
 
@@ -44,8 +48,13 @@ public:
   Kind kind() const { return kind_; }
 
 private:
+  enum class Fast : std::uint8_t { exact, prefix, any, regex };
   std::string pattern_;
   Kind kind_ = Kind::path;
+  // Most catalogue globs are a literal or "literal/**": those skip the regex.
+  Fast fast_ = Fast::exact;
+  std::string literal_;                // exact text, or the prefix before "/**"
+  std::shared_ptr<const re2::RE2> re_; // full-match program for everything else
 };
 
 /// Host pattern: an exact canonical host ("logs.internal", "10.0.0.1", "[::1]")
@@ -85,9 +94,9 @@ std::string_view to_string(PredicateOp op);
 /// For query parameters and headers the value tested is a string.
 struct Predicate {
   PredicateOp op = PredicateOp::eq;
-  nlohmann::json operand;                  // eq: any; in: array; lt..gte: number; exists: bool
-  std::optional<Glob> glob;                // op == glob (Kind::text)
-  std::shared_ptr<const re2::RE2> regex;   // op == regex (full match)
+  nlohmann::json operand;                // eq: any; in: array; lt..gte: number; exists: bool
+  std::optional<Glob> glob;              // op == glob (Kind::text)
+  std::shared_ptr<const re2::RE2> regex; // op == regex (full match)
   SourceMark mark;
 };
 
@@ -100,7 +109,7 @@ struct PointerPredicates {
 
 /// All predicates must hold on the named query parameter or header.
 struct NamedPredicates {
-  std::string name;  // header names lower-cased; query names exact
+  std::string name; // header names lower-cased; query names exact
   std::vector<Predicate> predicates;
   SourceMark mark;
 };
@@ -119,23 +128,23 @@ struct JsonRpcMatch {
 /// One wire shape of an action. Every present dimension must hold.
 /// Empty vectors / nullopt mean "any".
 struct Matcher {
-  std::vector<std::string> schemes;        // "http", "https"
+  std::vector<std::string> schemes; // "http", "https"
   std::vector<HostPattern> hosts;
   std::vector<std::uint16_t> ports;
-  std::vector<std::string> methods;        // upper-case
-  std::optional<Glob> path;                // Kind::path
+  std::vector<std::string> methods; // upper-case
+  std::optional<Glob> path;         // Kind::path
   std::shared_ptr<const re2::RE2> path_regex;
   std::vector<NamedPredicates> query;
   std::vector<NamedPredicates> headers;
-  std::vector<PointerPredicates> body;     // JSON body
-  std::optional<McpMatch> mcp;             // implies a JSON-RPC body
-  std::optional<JsonRpcMatch> jsonrpc;     // implies a JSON-RPC body
+  std::vector<PointerPredicates> body; // JSON body
+  std::optional<McpMatch> mcp;         // implies a JSON-RPC body
+  std::optional<JsonRpcMatch> jsonrpc; // implies a JSON-RPC body
   SourceMark mark;
 };
 
 struct Action {
   std::string name;
-  std::vector<Matcher> matchers;  // any one matching means the action matches
+  std::vector<Matcher> matchers; // any one matching means the action matches
   SourceMark mark;
 };
 
@@ -148,12 +157,13 @@ struct Catalogue {
 struct RunbookAction {
   std::string name;
   ActionClass cls = ActionClass::denied;
-  std::string risk;       // "low" | "medium" | "high" | "critical" | ""
+  std::string risk; // "low" | "medium" | "high" | "critical" | ""
   std::string effect;
   std::string rollback;
   std::vector<std::string> approvers;
-  std::optional<std::chrono::milliseconds> timeout;  // approval hold timeout override
-  std::optional<std::chrono::milliseconds> wait;     // hold-then-defer: answer approval_pending after this
+  std::optional<std::chrono::milliseconds> timeout; // approval hold timeout override
+  std::optional<std::chrono::milliseconds>
+      wait; // hold-then-defer: answer approval_pending after this
   SourceMark mark;
 };
 
@@ -169,7 +179,7 @@ struct Budgets {
 struct Runbook {
   std::string name;
   std::string file;
-  std::string sha256;  // hex SHA-256 of the file's bytes: the version recorded in audit records
+  std::string sha256; // hex SHA-256 of the file's bytes: the version recorded in audit records
   std::string owner;
   // Sections operators write, kept verbatim (as JSON) for approval packets and audit.
   nlohmann::json trigger;
@@ -183,4 +193,4 @@ struct Runbook {
   SourceMark mark;
 };
 
-}  // namespace runwarden::policy
+} // namespace runwarden::policy

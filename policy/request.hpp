@@ -10,20 +10,20 @@
 namespace runwarden::policy {
 
 struct Header {
-  std::string name;  // as received (matching is case-insensitive)
+  std::string name; // as received (matching is case-insensitive)
   std::string value;
 };
 
 struct Request {
-  std::string scheme;  // "http" | "https"
-  std::string host;    // canonical: lower-case, no trailing dot, IPv6 in brackets
+  std::string scheme; // "http" | "https"
+  std::string host;   // canonical: lower-case, no trailing dot, IPv6 in brackets
   std::uint16_t port = 0;
-  std::string method;  // as received (methods are case-sensitive, RFC 9110)
-  std::string path;    // canonical: starts with '/', dot-segments resolved, unreserved escapes decoded
-  std::string query;   // raw, without '?'; may be empty
+  std::string method; // as received (methods are case-sensitive, RFC 9110)
+  std::string path; // canonical: starts with '/', dot-segments resolved, unreserved escapes decoded
+  std::string query; // raw, without '?'; may be empty
   std::vector<Header> headers;
-  std::string body;            // the inspected body (at most the inspect limit)
-  bool body_complete = true;   // false: body is longer than the inspect limit; body holds a prefix
+  std::string body;          // the inspected body (at most the inspect limit)
+  bool body_complete = true; // false: body is longer than the inspect limit; body holds a prefix
 
   /// "scheme://host[:port]/path[?query]" with the port omitted when default.
   std::string url() const;
@@ -44,10 +44,10 @@ enum class NormalizeError : std::uint8_t {
   bad_port,
   userinfo,
   bad_path,
-  encoded_slash,      // %2F or %5C in the path
-  encoded_nul,        // %00 anywhere in the target
+  encoded_slash, // %2F or %5C in the path
+  encoded_nul,   // %00 anywhere in the target
   bad_percent_escape,
-  path_above_root,    // "/../x" is refused rather than clamped
+  path_above_root, // "/../x" is refused rather than clamped
   bad_target,
 };
 std::string_view to_string(NormalizeError e);
@@ -63,4 +63,4 @@ NormalizeError normalize_target(std::string_view raw_target, std::string& path, 
 /// scheme, host, port, path and query. Userinfo is refused.
 NormalizeError normalize_absolute_url(std::string_view url, Request& out);
 
-}  // namespace runwarden::policy
+} // namespace runwarden::policy
