@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds the pod's network on this machine (see common.sh): two namespaces joined by a veth
+# pair, the tools upstream servers, an agent-local server on loopback, and the REAL
+# deploy/iptables-init.sh run inside the agent namespace. Root only. Undo with teardown.sh.
+#   RWNT_ID=<id> integration/netns/setup.sh
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+[[ $(id -u) == 0 ]] || rwnt_die "needs root (network namespaces, iptables)"
+for tool in ip iptables node curl setpriv timeout; do
+  command -v "$tool" >/dev/null || rwnt_die "'$tool' not found (scripts/install-deps.sh installs it)"
+done
+for ns in "$NS_AGENT" "$NS_TOOLS"; do
+  [[ ! -e /run/netns/$ns ]] || rwnt_die "namespace $ns exists: run RWNT_ID=$RWNT_ID teardown.sh first"
+done
+
+mkdir -p "$STATE"
+chmod 0755 "$STATE"
+: >"$STATE/pids"
+
+rwnt_log "namespaces $NS_AGENT, $NS_TOOLS"
+ip netns add "$NS_AGENT"
+ip netns add "$NS_TOOLS"
+ip link add "$VETH_AGENT" type veth peer name "$VETH_TOOLS"
+ip link set "$VETH_AGENT" netns "$NS_AGENT"
+ip link set "$VETH_TOOLS" netns "$NS_TOOLS"
+
+ip -n "$NS_AGENT" link set lo up
+ip -n "$NS_AGENT" addr add "$AGENT4/24" dev "$VETH_AGENT"
+ip -n "$NS_AGENT" addr add "$AGENT6/64" dev "$VETH_AGENT" nodad
+ip -n "$NS_AGENT" link set "$VETH_AGENT" up
+ip -n "$NS_AGENT" route add "$EXCLUDE_CIDRS" via "$TOOLS4" dev "$VETH_AGENT"
+
+ip -n "$NS_TOOLS" link set lo up
+ip -n "$NS_TOOLS" addr add "$TOOLS4/24" dev "$VETH_TOOLS"
+ip -n "$NS_TOOLS" addr add "$TOOLS4_EXCLUDED/24" dev "$VETH_TOOLS"
+ip -n "$NS_TOOLS" addr add "$TOOLS6/64" dev "$VETH_TOOLS" nodad
+ip -n "$NS_TOOLS" link set "$VETH_TOOLS" up
+
+# Safety: no default route anywhere, so nothing in these namespaces can reach a real network.
+if ip -n "$NS_AGENT" route get 192.0.2.1 >/dev/null 2>&1 ||
+  ip -n "$NS_TOOLS" route get 192.0.2.1 >/dev/null 2>&1; then
+  rwnt_die "a namespace has a route beyond the test bed"
+fi
+
+# Upstream "tool APIs": listed ports (80, 443), an unlisted port (8080), an excluded CIDR.
+start_recorder "$NS_TOOLS" 0 upstream tools \
+  "$TOOLS4:80" "$TOOLS4:443" "$TOOLS4:8080" "$TOOLS4_EXCLUDED:80" "[$TOOLS6]:80" "[$TOOLS6]:443"
+# Something on the agent's own loopback and own address, which must never be redirected.
+start_recorder "$NS_AGENT" 0 upstream agent-local "127.0.0.1:80" "$AGENT4:80" "[::1]:80"
+
+rwnt_log "deploy/iptables-init.sh in $NS_AGENT (RUNWARDEN_UID=$RW_UID)"
+ip netns exec "$NS_AGENT" env RUNWARDEN_UID="$RW_UID" RUNWARDEN_PORTS=80,443 \
+  RUNWARDEN_TRANSPARENT_PORT="$TRANSPARENT_PORT" RUNWARDEN_EXCLUDE_CIDRS="$EXCLUDE_CIDRS" \
+  RUNWARDEN_IPV6=auto "$RWNT_REPO/deploy/iptables-init.sh" 2>"$STATE/iptables-init.log" ||
+  {
+    cat "$STATE/iptables-init.log" >&2
+    rwnt_die "iptables-init.sh failed"
+  }
+rwnt_log "ready (state in $STATE)"
