@@ -17,7 +17,7 @@
 namespace runwarden::config {
 
 struct Endpoint {
-  std::string host;  // literal address ("127.0.0.1", "::1", "0.0.0.0")
+  std::string host; // literal address ("127.0.0.1", "::1", "0.0.0.0")
   std::uint16_t port = 0;
   std::string to_string() const;
 };
@@ -31,21 +31,21 @@ struct Listen {
 struct Tls {
   std::filesystem::path ca_cert;
   std::filesystem::path ca_key;
-  std::string upstream_trust = "system";  // "system" or a PEM bundle path (resolved)
+  std::string upstream_trust = "system"; // "system" or a PEM bundle path (resolved)
   std::vector<policy::HostPattern> passthrough;
 };
 
 struct Webhook {
   std::string url;
-  std::string secret_env;  // name of the environment variable holding the secret
+  std::string secret_env; // name of the environment variable holding the secret
 };
 
 struct Approvals {
   std::chrono::milliseconds hold_timeout{std::chrono::minutes(10)};
-  std::string on_timeout = "deny";  // only "deny" is accepted: fail closed
+  std::string on_timeout = "deny"; // only "deny" is accepted: fail closed
   std::size_t max_pending = 10000;
   std::vector<Webhook> webhooks;
-  std::filesystem::path operator_tokens_file;  // empty: none
+  std::filesystem::path operator_tokens_file; // empty: none
 };
 
 struct Audit {
@@ -54,15 +54,15 @@ struct Audit {
   std::chrono::milliseconds fsync_interval{std::chrono::milliseconds(50)};
   std::size_t body_bytes = 16 * 1024;
   std::size_t rotate_bytes = 256ull * 1024 * 1024;
-  std::filesystem::path signing_key;  // optional Ed25519 private key (PEM) for checkpoints
+  std::filesystem::path signing_key; // optional Ed25519 private key (PEM) for checkpoints
   std::uint64_t checkpoint_records = 1000;
   std::chrono::milliseconds checkpoint_interval{std::chrono::seconds(10)};
 };
 
 struct Redaction {
-  std::vector<std::string> headers;    // lower-cased
-  std::vector<std::string> json_keys;  // lower-cased
-  std::vector<std::string> patterns;   // RE2, validated
+  std::vector<std::string> headers;   // lower-cased
+  std::vector<std::string> json_keys; // lower-cased
+  std::vector<std::string> patterns;  // RE2, validated
 };
 
 struct Limits {
@@ -78,24 +78,24 @@ struct Limits {
 };
 
 struct Config {
-  std::filesystem::path file;  // the runwarden.yaml that was loaded
+  std::filesystem::path file; // the runwarden.yaml that was loaded
   Listen listen;
   std::string agent_id;
   std::filesystem::path catalogue_file;
   std::vector<std::filesystem::path> runbook_paths;
   std::string active_runbook;
-  std::vector<std::string> selectable_runbooks;  // agent may pick via Runwarden-Runbook
+  std::vector<std::string> selectable_runbooks; // agent may pick via Runwarden-Runbook
   Tls tls;
   Approvals approvals;
   Audit audit;
   Redaction redaction;
   Limits limits;
-  std::filesystem::path kill_switch_file;  // optional: its presence means paused
-  unsigned threads = 0;                    // 0: one per core
+  std::filesystem::path kill_switch_file; // optional: its presence means paused
+  unsigned threads = 0;                   // 0: one per core
 
   std::shared_ptr<const policy::Catalogue> catalogue;
   std::vector<std::shared_ptr<const policy::Runbook>> runbooks;
-  std::shared_ptr<const policy::Engine> engine;  // built from catalogue + runbooks
+  std::shared_ptr<const policy::Engine> engine; // built from catalogue + runbooks
 };
 
 /// All load errors, one per line, each "file:line:col: path: message".
@@ -111,4 +111,4 @@ private:
 /// Loads runwarden.yaml, the catalogue and every runbook. Throws ConfigError.
 std::shared_ptr<const Config> load_config(const std::filesystem::path& file);
 
-}  // namespace runwarden::config
+} // namespace runwarden::config

@@ -1,0 +1,235 @@
+#include "config/runbook_loader.hpp"
+
+#include "config/yaml_reader.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <map>
+#include <openssl/evp.h>
+#include <stdexcept>
+
+namespace runwarden::config {
+namespace {
+
+struct Listed {
+  std::string path;
+  int line = 0;
+};
+
+bool is_runbook_name(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return std::isalnum(u) != 0 || c == '_' || c == '-' || c == '.';
+  });
+}
+
+class RunbookParser {
+public:
+  RunbookParser(const YamlReader& r, const policy::Catalogue& catalogue)
+      : r_(r), catalogue_(catalogue) {
+    for (const auto& [name, action] : catalogue.actions) {
+      action_names_.push_back(name);
+    }
+  }
+
+  void parse(policy::Runbook& rb) {
+    r_.for_each(r_.root(),
+                {"runbook", "owner", "trigger", "diagnostics", "allowed_actions", "unmatched",
+                 "budgets", "verification", "escalation", "rollback"},
+                [&](const std::string& key, const YAML::Mark&, const Field& value) {
+                  if (key == "runbook") {
+                    auto s = r_.string(value);
+                    if (s && !is_runbook_name(*s)) {
+                      r_.error(value, "invalid runbook name \"" + *s +
+                                          "\": use letters, digits, '_', '-' or '.'");
+                    } else if (s) {
+                      rb.name = *s;
+                      rb.mark = r_.mark(value.mark);
+                    }
+                  } else if (key == "owner") {
+                    rb.owner = r_.string(value).value_or("");
+                  } else if (key == "trigger") {
+                    rb.trigger = r_.json(value).value_or(nullptr);
+                  } else if (key == "diagnostics") {
+                    rb.diagnostics = r_.json(value).value_or(nullptr);
+                  } else if (key == "verification") {
+                    rb.verification = r_.json(value).value_or(nullptr);
+                  } else if (key == "escalation") {
+                    rb.escalation = r_.json(value).value_or(nullptr);
+                  } else if (key == "rollback") {
+                    rb.rollback = r_.json(value).value_or(nullptr);
+                  } else if (key == "allowed_actions") {
+                    parse_classes(rb, value);
+                  } else if (key == "unmatched") {
+                    auto s = r_.string(value);
+                    if (s == "deny") {
+                      rb.unmatched = policy::Unmatched::deny;
+                    } else if (s == "approval") {
+                      rb.unmatched = policy::Unmatched::approval;
+                    } else if (s) {
+                      r_.error(value,
+                               "unmatched must be \"deny\" or \"approval\", got \"" + *s + "\"");
+                    }
+                  } else if (key == "budgets") {
+                    parse_budgets(rb.budgets, value);
+                  }
+                });
+    r_.require(r_.root(), "runbook");
+    r_.require(r_.root(), "allowed_actions");
+  }
+
+private:
+  void parse_budgets(policy::Budgets& b, const Field& f) {
+    r_.for_each(f, {"calls", "denied", "per_minute"},
+                [&](const std::string& key, const YAML::Mark&, const Field& value) {
+                  constexpr std::int64_t max = 1'000'000'000'000;
+                  auto n = r_.integer(value, key == "denied" ? 0 : 1, max);
+                  if (!n) {
+                    return;
+                  }
+                  const auto v = static_cast<std::uint64_t>(*n);
+                  (key == "calls" ? b.calls : key == "denied" ? b.denied : b.per_minute) = v;
+                });
+  }
+
+  void parse_classes(policy::Runbook& rb, const Field& f) {
+    r_.for_each(f, {"read_only", "allowed", "approval_required", "denied"},
+                [&](const std::string& key, const YAML::Mark&, const Field& value) {
+                  const auto cls = policy::parse_action_class(key);
+                  if (!cls) {
+                    r_.error(value, "unknown action class \"" + key + "\"");
+                    return;
+                  }
+                  if (value.node.IsNull()) {
+                    return; // `denied:` with nothing listed
+                  }
+                  auto list = r_.elements(value);
+                  if (!list) {
+                    return;
+                  }
+                  for (const auto& element : *list) {
+                    parse_entry(rb, *cls, element);
+                  }
+                });
+  }
+
+  void parse_entry(policy::Runbook& rb, policy::ActionClass cls, const Field& f) {
+    policy::RunbookAction a;
+    a.cls = cls;
+    a.mark = r_.mark(f.mark);
+    Field name_field = f;
+    if (f.node.IsMap()) {
+      bool has_action = false;
+      r_.for_each(f, {"action", "risk", "effect", "rollback", "approvers", "timeout", "wait"},
+                  [&](const std::string& key, const YAML::Mark&, const Field& value) {
+                    if (key == "action") {
+                      has_action = true;
+                      name_field = value;
+                      a.name = r_.string(value).value_or("");
+                    } else if (key == "risk") {
+                      auto s = r_.string(value);
+                      if (s && *s != "low" && *s != "medium" && *s != "high" && *s != "critical") {
+                        r_.error(value,
+                                 "risk must be low, medium, high or critical, got \"" + *s + "\"");
+                      } else if (s) {
+                        a.risk = *s;
+                      }
+                    } else if (key == "effect") {
+                      a.effect = r_.string(value).value_or("");
+                    } else if (key == "rollback") {
+                      a.rollback = r_.string(value).value_or("");
+                    } else if (key == "approvers") {
+                      if (auto list = r_.elements(value)) {
+                        for (const auto& element : *list) {
+                          if (auto s = r_.string(element)) {
+                            a.approvers.push_back(*s);
+                          }
+                        }
+                      }
+                    } else if (key == "timeout") {
+                      a.timeout = r_.duration(value);
+                    } else if (key == "wait") {
+                      a.wait = r_.duration(value);
+                    }
+                  });
+      if (!has_action) {
+        r_.require(f, "action");
+        return;
+      }
+      if (a.name.empty()) {
+        return; // reported by string()
+      }
+    } else {
+      auto s = r_.string(f);
+      if (!s) {
+        return;
+      }
+      a.name = *s;
+    }
+    if (catalogue_.actions.find(a.name) == catalogue_.actions.end()) {
+      std::string msg = "unknown action \"" + a.name + "\"";
+      const std::string hint = closest_key(a.name, action_names_);
+      if (!hint.empty()) {
+        msg += " (did you mean \"" + hint + "\"?)";
+      } else {
+        msg += " (not in the catalogue " + catalogue_.file + ")";
+      }
+      r_.error(name_field.mark, f.path, msg);
+      return;
+    }
+    const auto [it, inserted] = listed_.emplace(a.name, Listed{f.path, f.mark.line + 1});
+    if (!inserted) {
+      r_.error(name_field.mark, f.path,
+               "action \"" + a.name + "\" is already listed at " + it->second.path + " (line " +
+                   std::to_string(it->second.line) + "); an action belongs to exactly one class");
+      return;
+    }
+    rb.actions.emplace(a.name, std::move(a));
+  }
+
+  const YamlReader& r_;
+  const policy::Catalogue& catalogue_;
+  std::vector<std::string> action_names_;
+  std::map<std::string, Listed, std::less<>> listed_;
+};
+
+} // namespace
+
+std::string sha256_hex(std::string_view bytes) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+  unsigned int len = 0;
+  if (EVP_Digest(bytes.data(), bytes.size(), md.data(), &len, EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("SHA-256 failed (OpenSSL EVP_Digest)");
+  }
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * len);
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(hex[md[i] >> 4]);
+    out.push_back(hex[md[i] & 0xf]);
+  }
+  return out;
+}
+
+std::shared_ptr<policy::Runbook> load_runbook(const std::filesystem::path& file,
+                                              std::string display,
+                                              const policy::Catalogue& catalogue, Diagnostics& diag,
+                                              const policy::SourceMark* from,
+                                              std::string_view from_path) {
+  auto reader = YamlReader::open(file, std::move(display), diag, from, from_path);
+  if (!reader) {
+    return nullptr;
+  }
+  auto rb = std::make_shared<policy::Runbook>();
+  rb->file = reader->file();
+  rb->sha256 = sha256_hex(reader->bytes());
+  rb->mark = reader->mark(reader->root().mark);
+  RunbookParser(*reader, catalogue).parse(*rb);
+  if (rb->name.empty()) {
+    return nullptr;
+  }
+  return rb;
+}
+
+} // namespace runwarden::config
