@@ -9,20 +9,21 @@ import path from "node:path";
 import { ProxyAgent } from "undici";
 
 /**
- * Runs curl with `args`; returns { status, contentType, body, exitCode, stderr }.
+ * Runs curl with `args`; returns { status, contentType, connectStatus (the proxy's answer to
+ * CONNECT, 0 if none), body, exitCode, stderr }.
  * `env` adds environment variables (HTTP_PROXY, HTTPS_PROXY, ...).
  */
 export function curl(args, { env = {}, timeoutMs = 20000 } = {}) {
   const bodyFile = path.join(os.tmpdir(), `rw-curl-${process.pid}-${crypto.randomBytes(6).toString("hex")}`);
   const fullArgs = ["-sS", "--max-time", String(Math.ceil(timeoutMs / 1000)), "-o", bodyFile,
-    "-w", "%{http_code}\\n%{content_type}", ...args];
+    "-w", "%{http_code}\\n%{content_type}\\n%{http_connect}", ...args];
   const cleanEnv = { PATH: process.env.PATH, HOME: process.env.HOME ?? "/tmp", ...env };
   return new Promise((resolve) => {
     execFile("curl", fullArgs, { env: cleanEnv, timeout: timeoutMs + 5000 }, (err, stdout, stderr) => {
       let body = "";
       try { body = fs.readFileSync(bodyFile, "utf8"); fs.unlinkSync(bodyFile); } catch { /* no body */ }
-      const [status, contentType = ""] = stdout.split("\n");
-      resolve({ status: Number(status), contentType, body, exitCode: err ? err.code : 0, stderr });
+      const [status, contentType = "", connect = "0"] = stdout.split("\n");
+      resolve({ status: Number(status), contentType, connectStatus: Number(connect), body, exitCode: err ? err.code : 0, stderr });
     });
   });
 }
@@ -100,4 +101,52 @@ export function parseResponses(text) {
     out.push({ status, headers, body });
   }
   return out;
+}
+
+/**
+ * Opens a CONNECT tunnel through the proxy to host:port, then TLS inside it (trusting `ca`,
+ * checking `host`), writes `data` and collects the decrypted bytes until close or timeout.
+ * Returns { connectStatus, text, closedByPeer }.
+ */
+export async function rawTlsExchange(proxyPort, host, port, ca, data, { timeoutMs = 4000, headers = "" } = {}) {
+  const tls = await import("node:tls");
+  const sock = net.connect({ host: "127.0.0.1", port: proxyPort });
+  await new Promise((resolve, reject) => { sock.once("connect", resolve); sock.once("error", reject); });
+  sock.write(`CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\n${headers}\r\n`);
+  const head = await new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const t = setTimeout(() => { sock.removeAllListeners("data"); resolve(buf.toString("latin1")); }, timeoutMs);
+    sock.on("data", (c) => {
+      buf = Buffer.concat([buf, c]);
+      if (buf.includes("\r\n\r\n")) {
+        clearTimeout(t);
+        sock.removeAllListeners("data");
+        resolve(buf.toString("latin1"));
+      }
+    });
+  });
+  const connectStatus = Number(head.split(" ")[1]);
+  if (connectStatus !== 200) {
+    sock.destroy();
+    return { connectStatus, text: head, closedByPeer: true };
+  }
+  return new Promise((resolve) => {
+    const chunks = [];
+    let settled = false;
+    const t = tls.connect({ socket: sock, servername: host, ca, ALPNProtocols: ["http/1.1"] });
+    const finish = (closedByPeer) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      t.destroy();
+      sock.destroy();
+      resolve({ connectStatus, text: Buffer.concat(chunks).toString("latin1"), closedByPeer });
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    t.on("secureConnect", () => t.write(data));
+    t.on("data", (c) => chunks.push(c));
+    t.on("end", () => finish(true));
+    t.on("close", () => finish(true));
+    t.on("error", () => finish(true));
+  });
 }

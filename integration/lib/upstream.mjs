@@ -26,7 +26,7 @@ function listen(server) {
 /**
  * Starts the upstream. Options: { tlsCert: {cert, key} | undefined, name }.
  * Endpoints: /echo (JSON of what arrived), /sse?n=&delay=&hold=1, /chunked?n=, /large?bytes=,
- * /status/<code>, /mcp (MCP SDK server), anything else: echo.
+ * any path ending in /status/<code> (that status), /mcp (MCP SDK server), anything else: echo.
  */
 export async function startUpstream({ tlsCert, name = "upstream" } = {}) {
   const requests = [];
@@ -97,7 +97,8 @@ export async function startUpstream({ tlsCert, name = "upstream" } = {}) {
       res.end(body);
       return;
     }
-    const status = url.pathname.startsWith("/status/") ? Number(url.pathname.slice(8)) : 200;
+    const statusMatch = url.pathname.match(/\/status\/([1-5]\d\d)$/);
+    const status = statusMatch ? Number(statusMatch[1]) : 200;
     const payload = {
       upstream: name,
       scheme,
