@@ -68,7 +68,9 @@ ipt6=${RUNWARDEN_IP6TABLES-ip6tables}
 is_uint() { [[ $1 =~ ^[0-9]{1,10}$ ]]; }
 
 check_port() { # name value
-  is_uint "$2" && ((10#$2 >= 1 && 10#$2 <= 65535)) || die "$1: '$2' is not a TCP port (1-65535)"
+  if ! is_uint "$2" || ((10#$2 < 1 || 10#$2 > 65535)); then
+    die "$1: '$2' is not a TCP port (1-65535)"
+  fi
 }
 
 ports=()
@@ -81,11 +83,11 @@ for p in "${raw_ports[@]}"; do
 done
 ((${#ports[@]} > 0)) || die "RUNWARDEN_PORTS has no port"
 
-is_uint "$uid" && ((10#$uid <= 4294967294)) || die "RUNWARDEN_UID: '$uid' is not a numeric UID"
+if ! is_uint "$uid" || ((10#$uid > 4294967294)); then die "RUNWARDEN_UID: '$uid' is not a numeric UID"; fi
 uid=$((10#$uid))
 ((uid != 0)) || die "RUNWARDEN_UID is 0: exempting root would let any root process bypass runwarden"
 if [[ -n $gid ]]; then
-  is_uint "$gid" && ((10#$gid <= 4294967294)) || die "RUNWARDEN_GID: '$gid' is not a numeric GID"
+  if ! is_uint "$gid" || ((10#$gid > 4294967294)); then die "RUNWARDEN_GID: '$gid' is not a numeric GID"; fi
   gid=$((10#$gid))
   ((gid != 0)) || die "RUNWARDEN_GID is 0: exempting group root would be a bypass"
 fi

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced: the names are used by the scripts
 # Shared names for the netns test bed; sourced by setup.sh, teardown.sh, run-transparent-test.sh.
 # Everything lives in two network namespaces this test bed creates and deletes itself:
 #   rwnt-<id>-agent  the pod: the agent client, runwarden (or its stand-in), the REAL

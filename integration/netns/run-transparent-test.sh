@@ -10,6 +10,7 @@
 # depend on SO_ORIGINAL_DST: which traffic reaches the listener and which does not.
 set -euo pipefail
 export RWNT_ID=${RWNT_ID:-$(printf '%x' $$)}
+# shellcheck source=integration/netns/common.sh
 source "$(dirname "$0")/common.sh"
 [[ $(id -u) == 0 ]] || rwnt_die "needs root: sudo $0"
 start=$(date +%s.%N)

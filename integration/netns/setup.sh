@@ -4,6 +4,7 @@
 # deploy/iptables-init.sh run inside the agent namespace. Root only. Undo with teardown.sh.
 #   RWNT_ID=<id> integration/netns/setup.sh
 set -euo pipefail
+# shellcheck source=integration/netns/common.sh
 source "$(dirname "$0")/common.sh"
 
 [[ $(id -u) == 0 ]] || rwnt_die "needs root (network namespaces, iptables)"

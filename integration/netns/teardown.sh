@@ -3,6 +3,7 @@
 # takes their veth pair and iptables rules with them) and the state directory.
 # Safe to run twice or after a half-finished setup. RWNT_KEEP=1 keeps the logs.
 set -uo pipefail
+# shellcheck source=integration/netns/common.sh
 source "$(dirname "$0")/common.sh"
 
 [[ $(id -u) == 0 ]] || rwnt_die "needs root"
