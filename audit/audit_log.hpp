@@ -2,12 +2,11 @@
 // The audit log's front door: the proxy hands it an exchange and a decision,
 // it redacts, chains and writes. DESIGN §6. Thread-safe.
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -26,17 +25,17 @@ struct ApprovalInfo {
 
 struct RequestInfo {
   std::string method;
-  std::string url;       // canonical URL (userinfo never present; redacted anyway)
-  HeaderList headers;    // unredacted; redaction happens inside the audit module
-  std::string body;      // the assembled body (or its inspected prefix)
-  std::uint64_t body_bytes = 0;  // full length on the wire
-  bool body_complete = true;     // false: `body` is a prefix
+  std::string url;              // canonical URL (userinfo never present; redacted anyway)
+  HeaderList headers;           // unredacted; redaction happens inside the audit module
+  std::string body;             // the assembled body (or its inspected prefix)
+  std::uint64_t body_bytes = 0; // full length on the wire
+  bool body_complete = true;    // false: `body` is a prefix
 };
 
 struct ResponseInfo {
   int status = 0;
   HeaderList headers;
-  std::string body;     // assembled prefix kept for the record
+  std::string body; // assembled prefix kept for the record
   std::uint64_t bytes = 0;
   bool body_complete = true;
 };
@@ -51,42 +50,42 @@ struct Timing {
 /// approval_denied, approval_timeout, approval_pending, paused, refused (malformed/limits),
 /// upstream_error, client_gone.
 struct Exchange {
-  std::string id;  // request id "req_..."
+  std::string id; // request id "req_..."
   std::string run;
   std::string agent;
   std::string runbook;
   std::string runbook_sha256;
   std::string action;
-  std::string cls;  // action class or ""
+  std::string cls; // action class or ""
   std::string outcome;
-  std::string code;    // decision code (e.g. denied_by_runbook)
+  std::string code; // decision code (e.g. denied_by_runbook)
   std::string reason;
   std::optional<ApprovalInfo> approval;
   RequestInfo request;
   std::optional<ResponseInfo> response;
   Timing timing;
   std::string traceparent;
-  std::string client;  // peer address of the agent connection
+  std::string client; // peer address of the agent connection
 };
 
 enum class Durability : std::uint8_t {
-  written,  // write(2) returned before the callback; fsync on an interval
-  synced,   // fsync'ed (group commit) before the callback
+  written, // write(2) returned before the callback; fsync on an interval
+  synced,  // fsync'ed (group commit) before the callback
 };
 
 struct Options {
-  std::string path;  // active file; rotated files sit beside it
+  std::string path; // active file; rotated files sit beside it
   Durability durability = Durability::written;
   std::chrono::milliseconds fsync_interval{50};
   std::size_t body_bytes = 16 * 1024;
   std::uint64_t rotate_bytes = 256ull * 1024 * 1024;
-  std::string signing_key_pem;  // optional Ed25519 private key for checkpoints
+  std::string signing_key_pem; // optional Ed25519 private key for checkpoints
   std::uint64_t checkpoint_records = 1000;
   std::chrono::milliseconds checkpoint_interval{10000};
   // Additions to the built-in redaction set.
   std::vector<std::string> redact_headers;
   std::vector<std::string> redact_json_keys;
-  std::vector<std::string> redact_patterns;  // RE2
+  std::vector<std::string> redact_patterns; // RE2
 };
 
 /// Called once the record is as durable as Options::durability says, or with the error
@@ -113,4 +112,4 @@ public:
   virtual std::error_code sync() = 0;
 };
 
-}  // namespace runwarden::audit
+} // namespace runwarden::audit

@@ -1,0 +1,483 @@
+#include "audit/file_audit_log.hpp"
+
+#include "audit/digest.hpp"
+#include "audit/record_codec.hpp"
+#include "audit/rotated_name.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <filesystem>
+#include <stdexcept>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace runwarden::audit {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Writes everything or returns the errno; each iteration writes at least one byte.
+int write_all(int fd, std::string_view bytes) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return errno;
+    }
+    if (n == 0) {
+      return EIO;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return 0;
+}
+
+int fsync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    return errno;
+  }
+  const int rc = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  return rc;
+}
+
+std::string read_range(int fd, std::uint64_t offset, std::size_t size) {
+  std::string out(size, '\0');
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n =
+        ::pread(fd, out.data() + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  out.resize(done);
+  return out;
+}
+
+struct LastGood {
+  std::uint64_t seq = 0;
+  std::string hash;
+};
+
+// A whole line whose hash recomputes and whose seq parses.
+std::optional<LastGood> check_line(std::string_view line) {
+  const auto cut = RecordCodec::unseal(line);
+  if (!cut) {
+    return std::nullopt;
+  }
+  const auto parsed = nlohmann::json::parse(line, nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object() || !parsed.contains("seq") ||
+      !parsed["seq"].is_number_unsigned() || !parsed.contains("prev") ||
+      !parsed["prev"].is_string()) {
+    return std::nullopt;
+  }
+  if (RecordCodec::chain_hash(parsed["prev"].get<std::string>(), cut->unsealed) != cut->hash) {
+    return std::nullopt;
+  }
+  return LastGood{parsed["seq"].get<std::uint64_t>(), cut->hash};
+}
+
+constexpr std::size_t kTailWindow = 8u << 20;
+
+} // namespace
+
+std::unique_ptr<AuditLog> AuditLog::open(const Options& options) {
+  return std::make_unique<FileAuditLog>(options);
+}
+
+FileAuditLog::FileHandle::~FileHandle() {
+  if (fd >= 0) {
+    ::close(fd);
+  }
+}
+
+FileAuditLog::FileAuditLog(const Options& options)
+    : options_(options), builder_(RedactionRules{options.redact_headers, options.redact_json_keys,
+                                                 options.redact_patterns},
+                                  options.body_bytes),
+      head_hash_(kGenesisHash) {
+  if (options_.path.empty()) {
+    throw std::runtime_error("audit: no log path configured");
+  }
+  const fs::path p{options_.path};
+  dir_ = p.has_parent_path() ? p.parent_path().string() : std::string(".");
+  stem_ = RotatedName::stem_of(p.filename().string());
+  if (!options_.signing_key_pem.empty()) {
+    key_ = CheckpointKey::load_private(options_.signing_key_pem);
+  }
+  last_checkpoint_ = std::chrono::steady_clock::now();
+  recover_and_open();
+  if (options_.durability == Durability::synced) {
+    writer_ = std::thread([this] { writer_loop(); });
+  } else {
+    syncer_ = std::thread([this] { syncer_loop(); });
+  }
+}
+
+void FileAuditLog::recover_and_open() {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) {
+    throw std::runtime_error("audit: cannot create " + dir_ + ": " + ec.message());
+  }
+  const bool existed = fs::exists(options_.path);
+  const int fd =
+      ::open(options_.path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, S_IRUSR | S_IWUSR);
+  if (fd < 0) {
+    throw std::runtime_error("audit: cannot open " + options_.path + ": " + std::strerror(errno));
+  }
+  file_ = std::make_shared<FileHandle>(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    throw std::runtime_error("audit: " + options_.path + " is not a regular file");
+  }
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  std::optional<LastGood> last;
+  nlohmann::json torn_event;
+  if (size > 0) {
+    const std::size_t window = static_cast<std::size_t>(std::min<std::uint64_t>(size, kTailWindow));
+    const std::uint64_t base = size - window;
+    const std::string tail = read_range(fd, base, window);
+    std::size_t good_end = tail.rfind('\n');
+    good_end = good_end == std::string::npos ? 0 : good_end + 1; // bytes of whole lines
+    if (good_end == 0 && base > 0) {
+      throw std::runtime_error("audit: " + options_.path + ": last line longer than 8 MiB");
+    }
+    if (good_end > 0) {
+      const std::size_t prev_nl =
+          good_end >= 2 ? tail.rfind('\n', good_end - 2) : std::string::npos;
+      const std::size_t line_start = prev_nl == std::string::npos ? 0 : prev_nl + 1;
+      if (line_start == 0 && base > 0) {
+        throw std::runtime_error("audit: " + options_.path + ": last line longer than 8 MiB");
+      }
+      last = check_line(std::string_view(tail).substr(line_start, good_end - 1 - line_start));
+      if (!last) {
+        good_end = line_start; // an unparseable last line is torn too
+        if (good_end > 0) {
+          const std::size_t p2 = good_end >= 2 ? tail.rfind('\n', good_end - 2) : std::string::npos;
+          const std::size_t s2 = p2 == std::string::npos ? 0 : p2 + 1;
+          last = check_line(std::string_view(tail).substr(s2, good_end - 1 - s2));
+          if (!last) {
+            throw std::runtime_error("audit: " + options_.path +
+                                     ": the last two lines are damaged; run `runwarden audit "
+                                     "verify` and move the file aside");
+          }
+        }
+      }
+    }
+    if (base + good_end < size) {
+      const std::string torn = tail.substr(good_end);
+      const std::string torn_path = options_.path + "." + std::to_string(size) + ".torn";
+      const int tfd =
+          ::open(torn_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, S_IRUSR | S_IWUSR);
+      if (tfd < 0 || write_all(tfd, torn) != 0 || ::fsync(tfd) != 0) {
+        throw std::runtime_error("audit: cannot save torn line to " + torn_path);
+      }
+      ::close(tfd);
+      if (::ftruncate(fd, static_cast<off_t>(base + good_end)) != 0 || ::fsync(fd) != 0) {
+        throw std::runtime_error("audit: cannot truncate torn line of " + options_.path + ": " +
+                                 std::strerror(errno));
+      }
+      torn_event = {{"file", fs::path(torn_path).filename().string()},
+                    {"bytes", torn.size()},
+                    {"sha256", sha256_hex(torn)},
+                    {"resumed_after_seq", last ? last->seq : 0}};
+    }
+    file_bytes_ = base + good_end;
+    if (file_bytes_ > 0) {
+      const std::string head = read_range(fd, 0, std::min<std::size_t>(file_bytes_, 1u << 20));
+      const auto first = nlohmann::json::parse(head.substr(0, head.find('\n')), nullptr, false);
+      if (!first.is_discarded() && first.contains("seq") && first["seq"].is_number_unsigned()) {
+        file_first_seq_ = first["seq"].get<std::uint64_t>();
+      }
+      file_last_seq_ = last ? last->seq : 0;
+    }
+  }
+  if (!last) {
+    // The active file is empty: resume from the newest rotated file.
+    const auto rotated = RotatedName::list(dir_, stem_);
+    if (!rotated.empty()) {
+      const RotatedName& newest = rotated.back();
+      const int rfd = ::open(newest.path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (rfd < 0) {
+        throw std::runtime_error("audit: cannot read " + newest.path);
+      }
+      struct stat rst {};
+      ::fstat(rfd, &rst);
+      const auto rsize = static_cast<std::uint64_t>(rst.st_size);
+      const std::size_t window =
+          static_cast<std::size_t>(std::min<std::uint64_t>(rsize, kTailWindow));
+      const std::string tail = read_range(rfd, rsize - window, window);
+      ::close(rfd);
+      const std::size_t end = tail.size() > 0 && tail.back() == '\n' ? tail.size() - 1 : 0;
+      const std::size_t prev_nl = end > 0 ? tail.rfind('\n', end - 1) : std::string::npos;
+      const std::size_t start = prev_nl == std::string::npos ? 0 : prev_nl + 1;
+      last = end > 0 ? check_line(std::string_view(tail).substr(start, end - start)) : std::nullopt;
+      if (!last) {
+        throw std::runtime_error("audit: cannot resume the chain: last record of " + newest.path +
+                                 " is damaged; run `runwarden audit verify`");
+      }
+    }
+  }
+  if (last) {
+    next_seq_ = last->seq + 1;
+    head_hash_ = last->hash;
+  }
+  if (!existed) {
+    fsync_dir(dir_);
+  }
+  if (!torn_event.is_null()) {
+    const std::string members = builder_.event_members("torn_line_recovered", torn_event);
+    std::lock_guard lock(mu_);
+    const Pending p = seal_locked(members, false);
+    if (const std::error_code wec = write_batch(p, true)) {
+      throw std::runtime_error("audit: cannot record torn-line recovery: " + wec.message());
+    }
+  }
+}
+
+FileAuditLog::~FileAuditLog() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  queue_cv_.notify_all();
+  {
+    std::lock_guard lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (writer_.joinable()) {
+    writer_.join();
+  }
+  if (syncer_.joinable()) {
+    syncer_.join();
+  }
+  if (healthy_.load()) {
+    std::unique_lock lock(mu_);
+    if (key_ && since_checkpoint_ > 0) {
+      Pending p;
+      p.first_seq = next_seq_;
+      p.bytes = checkpoint_line_locked();
+      p.last_seq = next_seq_ - 1;
+      write_batch(p, false);
+    }
+    lock.unlock();
+    sync();
+  }
+}
+
+std::uint64_t FileAuditLog::next_seq() const {
+  std::lock_guard lock(mu_);
+  return next_seq_;
+}
+
+bool FileAuditLog::healthy() const {
+  return healthy_.load();
+}
+
+std::string FileAuditLog::failure() const {
+  std::lock_guard lock(fail_mu_);
+  return failure_;
+}
+
+std::error_code FileAuditLog::current_error() const {
+  std::lock_guard lock(fail_mu_);
+  return error_ ? error_ : std::make_error_code(std::errc::io_error);
+}
+
+std::error_code FileAuditLog::fail(const std::string& what, int err) {
+  std::lock_guard lock(fail_mu_);
+  if (healthy_.exchange(false)) {
+    error_ = std::error_code(err, std::system_category());
+    failure_ = "audit log unavailable: " + what + " " + options_.path + ": " + std::strerror(err);
+  }
+  return error_;
+}
+
+void FileAuditLog::record(const Exchange& exchange, bool final, Completion done) {
+  if (!healthy_.load()) {
+    done(current_error());
+    return;
+  }
+  submit(builder_.exchange_members(exchange, final), std::move(done));
+}
+
+void FileAuditLog::event(std::string_view type, const nlohmann::json& fields, Completion done) {
+  if (!healthy_.load()) {
+    done(current_error());
+    return;
+  }
+  submit(builder_.event_members(type, fields), std::move(done));
+}
+
+std::string FileAuditLog::checkpoint_line_locked() {
+  const std::uint64_t head_seq = next_seq_ - 1;
+  nlohmann::ordered_json cp;
+  cp["type"] = "checkpoint";
+  cp["head_seq"] = head_seq;
+  cp["head_hash"] = head_hash_;
+  cp["key_id"] = key_->key_id();
+  cp["sig"] = key_->sign(head_seq, head_hash_);
+  std::string members = RecordBuilder::dump(cp);
+  members = members.substr(1, members.size() - 2);
+  std::string hash;
+  std::string line =
+      RecordCodec::seal(next_seq_, RecordCodec::now_rfc3339(), members, head_hash_, hash);
+  ++next_seq_;
+  head_hash_ = hash;
+  since_checkpoint_ = 0;
+  last_checkpoint_ = std::chrono::steady_clock::now();
+  return line;
+}
+
+FileAuditLog::Pending FileAuditLog::seal_locked(std::string_view members, bool force_checkpoint) {
+  Pending p;
+  p.first_seq = next_seq_;
+  std::string hash;
+  p.bytes = RecordCodec::seal(next_seq_, RecordCodec::now_rfc3339(), members, head_hash_, hash);
+  ++next_seq_;
+  head_hash_ = hash;
+  ++since_checkpoint_;
+  if (key_ &&
+      (force_checkpoint || since_checkpoint_ >= options_.checkpoint_records ||
+       std::chrono::steady_clock::now() - last_checkpoint_ >= options_.checkpoint_interval)) {
+    p.bytes += checkpoint_line_locked();
+  }
+  p.last_seq = next_seq_ - 1;
+  return p;
+}
+
+void FileAuditLog::submit(std::string members, Completion done) {
+  std::unique_lock lock(mu_);
+  if (!healthy_.load()) {
+    lock.unlock();
+    done(current_error());
+    return;
+  }
+  Pending p = seal_locked(members, false);
+  if (options_.durability == Durability::synced) {
+    p.done = std::move(done);
+    queue_.push_back(std::move(p));
+    lock.unlock();
+    queue_cv_.notify_one();
+    return;
+  }
+  const std::error_code ec = write_batch(p, false);
+  lock.unlock();
+  done(ec);
+}
+
+std::error_code FileAuditLog::write_batch(const Pending& batch, bool sync_now) {
+  std::lock_guard io(io_mu_);
+  if (!healthy_.load()) {
+    return current_error();
+  }
+  if (const int err = write_all(file_->fd, batch.bytes); err != 0) {
+    return fail("write to", err);
+  }
+  if (file_first_seq_ == 0) {
+    file_first_seq_ = batch.first_seq;
+  }
+  file_last_seq_ = batch.last_seq;
+  file_bytes_ += batch.bytes.size();
+  dirty_.store(true);
+  if (sync_now) {
+    if (::fdatasync(file_->fd) != 0) {
+      return fail("fdatasync of", errno);
+    }
+    dirty_.store(false);
+  }
+  if (file_bytes_ >= options_.rotate_bytes) {
+    return rotate_io_locked();
+  }
+  return {};
+}
+
+std::error_code FileAuditLog::rotate_io_locked() {
+  if (::fdatasync(file_->fd) != 0) {
+    return fail("fdatasync before rotating", errno);
+  }
+  const std::string rotated =
+      (fs::path(dir_) / RotatedName::make(stem_, file_first_seq_, file_last_seq_)).string();
+  if (::rename(options_.path.c_str(), rotated.c_str()) != 0) {
+    return fail("rename for rotation of", errno);
+  }
+  const int fd =
+      ::open(options_.path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, S_IRUSR | S_IWUSR);
+  if (fd < 0) {
+    return fail("re-open after rotation of", errno);
+  }
+  file_ = std::make_shared<FileHandle>(fd);
+  if (const int err = fsync_dir(dir_); err != 0) {
+    return fail("directory fsync after rotating", err);
+  }
+  file_bytes_ = 0;
+  file_first_seq_ = 0;
+  file_last_seq_ = 0;
+  dirty_.store(false);
+  return {};
+}
+
+std::error_code FileAuditLog::sync() {
+  std::shared_ptr<FileHandle> handle;
+  {
+    std::lock_guard io(io_mu_);
+    handle = file_;
+  }
+  if (!healthy_.load()) {
+    return current_error();
+  }
+  dirty_.store(false);
+  if (::fdatasync(handle->fd) != 0) {
+    return fail("fdatasync of", errno);
+  }
+  return {};
+}
+
+void FileAuditLog::writer_loop() {
+  for (;;) {
+    std::deque<Pending> batch;
+    {
+      std::unique_lock lock(mu_);
+      queue_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        return; // stop_ and drained
+      }
+      batch.swap(queue_);
+    }
+    // Group commit: one write, one fdatasync, then every completion.
+    Pending all;
+    all.first_seq = batch.front().first_seq;
+    all.last_seq = batch.back().last_seq;
+    for (const Pending& p : batch) {
+      all.bytes += p.bytes;
+    }
+    const std::error_code ec = write_batch(all, true);
+    for (Pending& p : batch) {
+      p.done(ec);
+    }
+  }
+}
+
+void FileAuditLog::syncer_loop() {
+  std::unique_lock lock(stop_mu_);
+  while (!stopping_) {
+    stop_cv_.wait_for(lock, options_.fsync_interval, [this] { return stopping_; });
+    if (dirty_.load() && healthy_.load()) {
+      sync();
+    }
+  }
+}
+
+} // namespace runwarden::audit

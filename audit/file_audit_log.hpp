@@ -1,0 +1,102 @@
+#pragma once
+// The hash-chained JSON Lines writer behind AuditLog::open: redaction on the caller's
+// thread, sealing under one lock, rotation by size, torn-line recovery on open, optional
+// Ed25519 checkpoints. docs/audit.md describes the guarantees.
+
+#include "audit/audit_log.hpp"
+#include "audit/checkpoint_key.hpp"
+#include "audit/record_builder.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace runwarden::audit {
+
+class FileAuditLog final : public AuditLog {
+public:
+  /// Recovers and opens; throws std::runtime_error (start-up only) on failure.
+  explicit FileAuditLog(const Options& options);
+  ~FileAuditLog() override;
+  FileAuditLog(const FileAuditLog&) = delete;
+  FileAuditLog& operator=(const FileAuditLog&) = delete;
+
+  void record(const Exchange& exchange, bool final, Completion done) override;
+  void event(std::string_view type, const nlohmann::json& fields, Completion done) override;
+  bool healthy() const override;
+  std::string failure() const override;
+  std::error_code sync() override;
+
+  /// Sequence number the next record will get (tests and status pages).
+  std::uint64_t next_seq() const;
+
+private:
+  struct FileHandle {
+    int fd = -1;
+    explicit FileHandle(int f) : fd(f) {}
+    ~FileHandle();
+    FileHandle(const FileHandle&) = delete;
+    FileHandle& operator=(const FileHandle&) = delete;
+  };
+  struct Pending {
+    std::string bytes;
+    Completion done;
+    std::uint64_t first_seq = 0;
+    std::uint64_t last_seq = 0;
+  };
+
+  void recover_and_open();
+  void submit(std::string members, Completion done);
+  // mu_ held: assigns seq/ts/prev, seals, appends a checkpoint when one is due.
+  Pending seal_locked(std::string_view members, bool force_checkpoint);
+  std::string checkpoint_line_locked();
+  std::error_code write_batch(const Pending& batch, bool sync_now);
+  std::error_code rotate_io_locked();
+  std::error_code fail(const std::string& what, int err);
+  std::error_code current_error() const;
+  void writer_loop();
+  void syncer_loop();
+
+  Options options_;
+  std::string dir_;
+  std::string stem_;
+  RecordBuilder builder_;
+  std::unique_ptr<CheckpointKey> key_;
+
+  // Chain state.
+  mutable std::mutex mu_;
+  std::uint64_t next_seq_ = 1;
+  std::string head_hash_;
+  std::uint64_t since_checkpoint_ = 0;
+  std::chrono::steady_clock::time_point last_checkpoint_;
+  std::deque<Pending> queue_; // synced mode
+  std::condition_variable queue_cv_;
+  bool stop_ = false;
+
+  // File state.
+  std::mutex io_mu_;
+  std::shared_ptr<FileHandle> file_;
+  std::uint64_t file_bytes_ = 0;
+  std::uint64_t file_first_seq_ = 0;
+  std::uint64_t file_last_seq_ = 0;
+  std::atomic<bool> dirty_{false};
+
+  std::atomic<bool> healthy_{true};
+  mutable std::mutex fail_mu_;
+  std::string failure_;
+  std::error_code error_;
+
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::thread writer_;
+  std::thread syncer_;
+};
+
+} // namespace runwarden::audit

@@ -1,0 +1,40 @@
+#pragma once
+// Turns an Exchange or an event into the redacted JSON members of one record. Runs on the
+// caller's thread, outside the writer's lock: redaction is the expensive part.
+
+#include "audit/audit_log.hpp"
+#include "audit/redactor.hpp"
+
+#include <cstddef>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+namespace runwarden::audit {
+
+class RecordBuilder {
+public:
+  RecordBuilder(const RedactionRules& rules, std::size_t body_bytes);
+
+  /// `"type":"decision"|"exchange",...` members, pure ASCII (every non-ASCII byte,
+  /// control character, U+2028 and invalid UTF-8 escaped or replaced).
+  std::string exchange_members(const Exchange& exchange, bool final) const;
+  /// `"type":"event","event":"<type>","data":{...}`; string values pass the text patterns.
+  std::string event_members(std::string_view type, const nlohmann::json& fields) const;
+
+  const Redactor& redactor() const { return redactor_; }
+
+  /// Compact dump that keeps every line one valid ASCII JSON value.
+  static std::string dump(const nlohmann::ordered_json& value);
+
+private:
+  nlohmann::ordered_json headers(const HeaderList& list) const;
+  void body(nlohmann::ordered_json& out, std::string_view text, const HeaderList& headers,
+            bool complete) const;
+  nlohmann::json redact_json(const nlohmann::json& value) const;
+
+  Redactor redactor_;
+  std::size_t body_bytes_;
+};
+
+} // namespace runwarden::audit

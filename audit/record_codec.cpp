@@ -1,0 +1,168 @@
+#include "audit/record_codec.hpp"
+
+#include "audit/digest.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <openssl/evp.h>
+
+namespace runwarden::audit {
+namespace {
+
+constexpr std::string_view kHashPrefix = ",\"hash\":\"";
+constexpr std::size_t kSuffixSize = kHashPrefix.size() + 64 + 2; // ,"hash":"<64>"}
+
+bool is_hex64(std::string_view s) {
+  if (s.size() != 64) {
+    return false;
+  }
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Days from 1970-01-01 to y-m-d (proleptic Gregorian), Howard Hinnant's algorithm.
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2 ? 1 : 0;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? 0u - 3u : 9u)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
+  if (pos + n > s.size()) {
+    return false;
+  }
+  out = 0;
+  for (std::size_t i = pos; i < pos + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') {
+      return false;
+    }
+    out = out * 10 + (s[i] - '0');
+  }
+  return true;
+}
+
+} // namespace
+
+std::string RecordCodec::chain_hash(std::string_view prev, std::string_view unsealed) {
+  unsigned char digest[32];
+  unsigned int len = 0;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  EVP_DigestUpdate(ctx, prev.data(), prev.size());
+  EVP_DigestUpdate(ctx, unsealed.data(), unsealed.size());
+  EVP_DigestFinal_ex(ctx, digest, &len);
+  EVP_MD_CTX_free(ctx);
+  return to_hex(digest, 32);
+}
+
+std::string RecordCodec::seal(std::uint64_t seq, std::string_view ts, std::string_view members,
+                              std::string_view prev, std::string& hash_out) {
+  std::string line;
+  line.reserve(members.size() + 256);
+  line += "{\"v\":1,\"seq\":";
+  line += std::to_string(seq);
+  line += ",\"ts\":\"";
+  line += ts;
+  line += "\",";
+  line += members;
+  line += ",\"prev\":\"";
+  line += prev;
+  line += "\"}";
+  hash_out = chain_hash(prev, line);
+  line.pop_back(); // '}'
+  line += kHashPrefix;
+  line += hash_out;
+  line += "\"}\n";
+  return line;
+}
+
+std::optional<UnsealedLine> RecordCodec::unseal(std::string_view line) {
+  if (line.size() < kSuffixSize + 2 || line.substr(line.size() - 2) != "\"}") {
+    return std::nullopt;
+  }
+  const std::size_t at = line.size() - kSuffixSize;
+  if (line.substr(at, kHashPrefix.size()) != kHashPrefix) {
+    return std::nullopt;
+  }
+  UnsealedLine out;
+  out.hash = std::string(line.substr(at + kHashPrefix.size(), 64));
+  if (!is_hex64(out.hash)) {
+    return std::nullopt;
+  }
+  out.unsealed.reserve(at + 1);
+  out.unsealed.append(line.substr(0, at));
+  out.unsealed += '}';
+  return out;
+}
+
+std::string RecordCodec::now_rfc3339() {
+  const auto now = std::chrono::system_clock::now();
+  const auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(us / 1000000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<long long>(us % 1000000));
+  return buf;
+}
+
+std::optional<std::int64_t> RecordCodec::parse_rfc3339(std::string_view s) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0;
+  if (!digits(s, 0, 4, y) || s.size() < 20 || s[4] != '-' || !digits(s, 5, 2, mo) || s[7] != '-' ||
+      !digits(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      !digits(s, 11, 2, h) || s[13] != ':' || !digits(s, 14, 2, mi) || s[16] != ':' ||
+      !digits(s, 17, 2, se)) {
+    return std::nullopt;
+  }
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) {
+    return std::nullopt;
+  }
+  std::size_t i = 19;
+  std::int64_t micros = 0;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    std::int64_t scale = 100000;
+    const std::size_t start = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      micros += scale * (s[i] - '0');
+      scale /= 10;
+      ++i;
+    }
+    if (i == start) {
+      return std::nullopt;
+    }
+  }
+  std::int64_t offset_s = 0;
+  if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
+    ++i;
+  } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
+    int oh = 0, om = 0;
+    if (!digits(s, i + 1, 2, oh) || i + 3 >= s.size() || s[i + 3] != ':' ||
+        !digits(s, i + 4, 2, om)) {
+      return std::nullopt;
+    }
+    offset_s = (s[i] == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+    i += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (i != s.size()) {
+    return std::nullopt;
+  }
+  const std::int64_t days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
+  const std::int64_t secs = days * 86400 + h * 3600 + mi * 60 + se - offset_s;
+  return secs * 1000000 + micros;
+}
+
+} // namespace runwarden::audit
