@@ -1,0 +1,167 @@
+#include "approval/signature.hpp"
+
+namespace runwarden::approval {
+
+namespace {
+
+std::string signed_payload(std::int64_t t, std::string_view body) {
+  std::string payload = std::to_string(t);
+  payload.push_back('.');
+  payload.append(body);
+  return payload;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+struct Parsed {
+  std::int64_t t = 0;
+  std::vector<Sha256> v1;
+};
+
+bool parse_header(std::string_view header, Parsed& out) {
+  bool have_t = false;
+  std::size_t pos = 0;
+  while (pos <= header.size()) {
+    std::size_t end = header.find(',', pos);
+    if (end == std::string_view::npos) {
+      end = header.size();
+    }
+    const std::string_view item = trim(header.substr(pos, end - pos));
+    pos = end + 1;
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos || eq == 0) {
+      return false;
+    }
+    const std::string_view key = item.substr(0, eq);
+    const std::string_view value = item.substr(eq + 1);
+    if (key == "t") {
+      if (have_t || value.empty() || value.size() > 12) {
+        return false;
+      }
+      std::int64_t t = 0;
+      for (const char c : value) {
+        if (c < '0' || c > '9') {
+          return false;
+        }
+        t = t * 10 + (c - '0');
+      }
+      out.t = t;
+      have_t = true;
+    } else if (key == "v1") {
+      const auto mac = sha256_from_hex(value);
+      if (!mac || out.v1.size() >= 8) {
+        return false;
+      }
+      out.v1.push_back(*mac);
+    }
+    // Other schemes (v0, v2...) are ignored so senders can add them without breaking us.
+  }
+  return have_t && !out.v1.empty();
+}
+
+} // namespace
+
+std::string sign(std::string_view secret, std::int64_t t, std::string_view body) {
+  const Sha256 mac = hmac_sha256(secret, signed_payload(t, body));
+  return "t=" + std::to_string(t) + ",v1=" + to_hex(mac.data(), mac.size());
+}
+
+std::string_view to_string(SignatureError e) {
+  switch (e) {
+  case SignatureError::ok:
+    return "ok";
+  case SignatureError::missing:
+    return "signature_missing";
+  case SignatureError::malformed:
+    return "signature_malformed";
+  case SignatureError::stale:
+    return "signature_stale";
+  case SignatureError::future:
+    return "signature_from_future";
+  case SignatureError::mismatch:
+    return "signature_mismatch";
+  case SignatureError::replayed:
+    return "signature_replayed";
+  case SignatureError::cache_full:
+    return "signature_cache_full";
+  }
+  return "signature_invalid";
+}
+
+SignatureVerifier::SignatureVerifier(std::vector<SignatureKey> keys, std::chrono::seconds window,
+                                     std::size_t max_remembered)
+    : keys_(std::move(keys)), window_(window.count()), max_(max_remembered) {}
+
+VerifyResult SignatureVerifier::verify(std::string_view header, std::string_view body,
+                                       std::int64_t now_unix) {
+  VerifyResult r;
+  header = trim(header);
+  if (header.empty()) {
+    r.error = SignatureError::missing;
+    return r;
+  }
+  Parsed parsed;
+  if (!parse_header(header, parsed)) {
+    r.error = SignatureError::malformed;
+    return r;
+  }
+  if (parsed.t < now_unix - window_) {
+    r.error = SignatureError::stale;
+    return r;
+  }
+  if (parsed.t > now_unix + window_) {
+    r.error = SignatureError::future;
+    return r;
+  }
+  const std::string payload = signed_payload(parsed.t, body);
+  const SignatureKey* matched = nullptr;
+  const Sha256* matched_mac = nullptr;
+  for (const auto& key : keys_) { // every key and every v1: no early exit
+    const Sha256 expected = hmac_sha256(key.secret, payload);
+    for (const auto& mac : parsed.v1) {
+      if (digest_equal(expected, mac) && matched == nullptr) {
+        matched = &key;
+        matched_mac = &mac;
+      }
+    }
+  }
+  if (matched == nullptr) {
+    r.error = SignatureError::mismatch;
+    return r;
+  }
+  const std::string seen_key = to_hex(matched_mac->data(), matched_mac->size());
+  std::lock_guard lock(mutex_);
+  while (!expiry_.empty() && expiry_.begin()->first < now_unix) {
+    seen_.erase(expiry_.begin()->second);
+    expiry_.erase(expiry_.begin());
+  }
+  if (seen_.count(seen_key) != 0) {
+    r.error = SignatureError::replayed;
+    return r;
+  }
+  if (seen_.size() >= max_) {
+    r.error = SignatureError::cache_full;
+    return r;
+  }
+  seen_.insert(seen_key);
+  // Remember until the signature can no longer pass the window check.
+  expiry_.emplace(parsed.t + window_, seen_key);
+  r.error = SignatureError::ok;
+  r.signer = matched->name;
+  return r;
+}
+
+std::size_t SignatureVerifier::remembered() const {
+  std::lock_guard lock(mutex_);
+  return seen_.size();
+}
+
+} // namespace runwarden::approval
