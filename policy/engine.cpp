@@ -730,7 +730,6 @@ Decision Engine::decide(const Request& req, std::string_view runbook_name, Mode 
       d.code = std::move(o.code);
       d.reason = "cannot evaluate action " + ref.action->name + " (" + where(ref.matcher->mark) +
                  "): " + o.detail;
-      d.action = ref.action->name;
       return d;
     }
     if (o.kind == Outcome::Kind::yes) {
