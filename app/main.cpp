@@ -16,7 +16,9 @@ int main(int argc, char** argv) {
   runwarden::app::Runner run;
   // Command families (one per file). Keep in the order `runwarden --help` shows them.
   // BEGIN COMMANDS
+  runwarden::app::add_check_commands(root, run);
   runwarden::app::add_ca_commands(root, run);
+  runwarden::app::add_audit_commands(root, run);
   // END COMMANDS
   try {
     root.parse(argc, argv);
