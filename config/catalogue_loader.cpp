@@ -167,7 +167,6 @@ std::optional<policy::Matcher> parse_matcher(const YamlReader& r, const Field& f
   policy::Matcher m;
   m.mark = r.mark(f.mark);
   bool ok = true;
-  bool any = false;
   std::optional<YAML::Mark> path_mark;
   std::optional<Field> path_regex_field;
   std::optional<Field> jsonrpc_field;
@@ -178,7 +177,6 @@ std::optional<policy::Matcher> parse_matcher(const YamlReader& r, const Field& f
       {"scheme", "host", "port", "method", "path", "path_regex", "query", "headers", "body", "mcp",
        "jsonrpc"},
       [&](const std::string& key, const YAML::Mark& key_mark, const Field& value) {
-        any = true;
         if (key == "scheme") {
           auto list = r.one_or_many(value);
           if (!list) {
@@ -321,7 +319,7 @@ std::optional<policy::Matcher> parse_matcher(const YamlReader& r, const Field& f
   if (!is_map) {
     return std::nullopt;
   }
-  if (!any) {
+  if (f.node.size() == 0) {
     r.error(f, "a matcher needs at least one condition (an empty matcher would match every "
                "request)");
     return std::nullopt;

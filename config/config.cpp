@@ -458,15 +458,12 @@ std::shared_ptr<const Config> load_config(const std::filesystem::path& file) {
     catalogue = load_catalogue(config->catalogue_file, config->catalogue_file.string(), diag, &from,
                                parser.catalogue_field->path);
   }
-  // Runbooks are loaded even without a catalogue so that their own errors show;
-  // every action name is then unknown, which the missing catalogue explains.
-  const policy::Catalogue empty_catalogue;
+  // Runbooks are loaded even without a catalogue so that their own errors show.
   std::map<std::string, const policy::Runbook*, std::less<>> by_name;
   bool runbooks_complete = true; // false when a file gave no runbook: its name is unknown
   for (const auto& [path, field] : parser.runbook_files) {
     const auto from = reader->mark(field.mark);
-    auto rb = load_runbook(path, path.string(), catalogue ? *catalogue : empty_catalogue, diag,
-                           &from, field.path);
+    auto rb = load_runbook(path, path.string(), catalogue.get(), diag, &from, field.path);
     if (!rb) {
       runbooks_complete = false;
       continue;

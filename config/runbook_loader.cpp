@@ -26,10 +26,12 @@ bool is_runbook_name(std::string_view s) {
 
 class RunbookParser {
 public:
-  RunbookParser(const YamlReader& r, const policy::Catalogue& catalogue)
+  RunbookParser(const YamlReader& r, const policy::Catalogue* catalogue)
       : r_(r), catalogue_(catalogue) {
-    for (const auto& [name, action] : catalogue.actions) {
-      action_names_.push_back(name);
+    if (catalogue != nullptr) {
+      for (const auto& [name, action] : catalogue->actions) {
+        action_names_.push_back(name);
+      }
     }
   }
 
@@ -167,13 +169,13 @@ private:
       }
       a.name = *s;
     }
-    if (catalogue_.actions.find(a.name) == catalogue_.actions.end()) {
+    if (catalogue_ != nullptr && catalogue_->actions.find(a.name) == catalogue_->actions.end()) {
       std::string msg = "unknown action \"" + a.name + "\"";
       const std::string hint = closest_key(a.name, action_names_);
       if (!hint.empty()) {
         msg += " (did you mean \"" + hint + "\"?)";
       } else {
-        msg += " (not in the catalogue " + catalogue_.file + ")";
+        msg += " (not in the catalogue " + catalogue_->file + ")";
       }
       r_.error(name_field.mark, f.path, msg);
       return;
@@ -189,7 +191,7 @@ private:
   }
 
   const YamlReader& r_;
-  const policy::Catalogue& catalogue_;
+  const policy::Catalogue* catalogue_;
   std::vector<std::string> action_names_;
   std::map<std::string, Listed, std::less<>> listed_;
 };
@@ -214,7 +216,7 @@ std::string sha256_hex(std::string_view bytes) {
 
 std::shared_ptr<policy::Runbook> load_runbook(const std::filesystem::path& file,
                                               std::string display,
-                                              const policy::Catalogue& catalogue, Diagnostics& diag,
+                                              const policy::Catalogue* catalogue, Diagnostics& diag,
                                               const policy::SourceMark* from,
                                               std::string_view from_path) {
   auto reader = YamlReader::open(file, std::move(display), diag, from, from_path);
