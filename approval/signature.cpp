@@ -102,6 +102,10 @@ SignatureVerifier::SignatureVerifier(std::vector<SignatureKey> keys, std::chrono
 
 VerifyResult SignatureVerifier::verify(std::string_view header, std::string_view body,
                                        std::int64_t now_unix) {
+  {
+    std::lock_guard lock(mutex_);
+    forget_expired_locked(now_unix);
+  }
   VerifyResult r;
   header = trim(header);
   if (header.empty()) {
@@ -139,10 +143,7 @@ VerifyResult SignatureVerifier::verify(std::string_view header, std::string_view
   }
   const std::string seen_key = to_hex(matched_mac->data(), matched_mac->size());
   std::lock_guard lock(mutex_);
-  while (!expiry_.empty() && expiry_.begin()->first < now_unix) {
-    seen_.erase(expiry_.begin()->second);
-    expiry_.erase(expiry_.begin());
-  }
+  forget_expired_locked(now_unix);
   if (seen_.count(seen_key) != 0) {
     r.error = SignatureError::replayed;
     return r;
@@ -157,6 +158,13 @@ VerifyResult SignatureVerifier::verify(std::string_view header, std::string_view
   r.error = SignatureError::ok;
   r.signer = matched->name;
   return r;
+}
+
+void SignatureVerifier::forget_expired_locked(std::int64_t now_unix) {
+  while (!expiry_.empty() && expiry_.begin()->first < now_unix) {
+    seen_.erase(expiry_.begin()->second);
+    expiry_.erase(expiry_.begin());
+  }
 }
 
 std::size_t SignatureVerifier::remembered() const {

@@ -57,6 +57,7 @@ public:
   std::size_t remembered() const;
 
 private:
+  void forget_expired_locked(std::int64_t now_unix);
   std::vector<SignatureKey> keys_;
   std::int64_t window_;
   std::size_t max_;
