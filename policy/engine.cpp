@@ -120,7 +120,8 @@ struct Outcome {
 /// Per-decision lazily computed views of the request.
 class Context {
 public:
-  Context(const Request& req, const EngineLimits& limits) : req_(req), limits_(limits) {}
+  Context(const Request& req, const EngineLimits& limits, const JsonWant& want)
+      : req_(req), limits_(limits), want_(want) {}
 
   const Request& req() const { return req_; }
 
@@ -133,7 +134,7 @@ public:
         body_detail_ = "the body is larger than the inspect limit (" +
                        std::to_string(limits_.inspect_body_bytes) + " bytes)";
       } else {
-        StrictJsonResult r = parse_strict_json(req_.body, limits_.max_json_depth);
+        StrictJsonResult r = parse_strict_json(req_.body, limits_.max_json_depth, want_);
         if (r.error == JsonError::ok) {
           body_state_ = 1;
           doc_ = std::move(r.value);
@@ -256,6 +257,7 @@ private:
 
   const Request& req_;
   const EngineLimits& limits_;
+  const JsonWant& want_;
   int body_state_ = 0; // 0 not tried, 1 parsed, 2 failed
   std::string body_code_;
   std::string body_detail_;
@@ -637,6 +639,7 @@ struct Engine::Index {
   StringMap<Bucket> wildcard; // keyed by the suffix after "*."
   Bucket any_host;
   StringMap<const Runbook*> runbooks;
+  JsonWant body_want; // every body path some matcher reads
 
   void candidates(const Request& req, std::vector<MatcherRef>& out) const {
     if (auto it = exact.find(req.host); it != exact.end()) {
@@ -665,6 +668,12 @@ Engine::Engine(std::shared_ptr<const Catalogue> catalogue,
   for (const auto& [name, action] : catalogue_->actions) {
     for (const Matcher& m : action.matchers) {
       MatcherRef ref{&action, &m};
+      for (const PointerPredicates& pp : m.body) {
+        index_->body_want.add(pp.pointer.tokens());
+      }
+      if (is_rpc_matcher(m)) {
+        index_->body_want.add({}); // JSON-RPC calls are read whole
+      }
       if (m.hosts.empty()) {
         index_->any_host.add(ref);
         continue;
@@ -720,7 +729,7 @@ Decision Engine::decide(const Request& req, std::string_view runbook_name, Mode 
 
   std::vector<MatcherRef> cands;
   index_->candidates(req, cands);
-  Context ctx(req, limits_);
+  Context ctx(req, limits_, index_->body_want);
   std::vector<MatcherRef> matched;     // request-level matches
   std::vector<MatcherRef> rpc_matched; // matched except for their per-call conditions
   for (const MatcherRef& ref : cands) {
@@ -815,7 +824,7 @@ std::vector<MatcherExplanation> Engine::explain(const Request& req,
   const Runbook* rb = runbook(runbook_name);
   std::vector<MatcherRef> cands;
   index_->candidates(req, cands);
-  Context ctx(req, limits_);
+  Context ctx(req, limits_, index_->body_want);
   for (const MatcherRef& ref : cands) {
     MatcherExplanation e;
     e.action = ref.action->name;

@@ -58,5 +58,52 @@ TEST(StrictJson, KeepsValues) {
   EXPECT_NE(dup.detail.find("\"k\""), std::string::npos);
 }
 
+TEST(StrictJson, PrunedParseValidatesEverythingButKeepsOnlyWantedPaths) {
+  JsonWant want;
+  want.add({"amount"});
+  want.add({"items", "1", "sku"});
+  StrictJsonResult r = parse_strict_json(
+      R"({"amount":12,"memo":"x","items":[{"sku":"a"},{"sku":"b","qty":2}]})", 8, want);
+  ASSERT_EQ(r.error, JsonError::ok) << r.detail;
+  EXPECT_EQ(r.value["amount"], 12);
+  EXPECT_FALSE(r.value.contains("memo"));
+  EXPECT_EQ(r.value["items"][1]["sku"], "b");
+  EXPECT_FALSE(r.value["items"][1].contains("qty"));
+  // Unwanted parts are still checked strictly.
+  EXPECT_EQ(parse_strict_json(R"({"amount":1,"memo":{"a":1,"a":2}})", 8, want).error,
+            JsonError::duplicate_key);
+  EXPECT_EQ(parse_strict_json(R"({"amount":1,"memo":"\udc00"})", 8, want).error,
+            JsonError::invalid_utf8);
+  EXPECT_EQ(parse_strict_json(R"({"amount":1,"memo":[1e999]})", 8, want).error,
+            JsonError::number_out_of_range);
+}
+
+TEST(StrictJson, DuplicateDetectedInLargeObjects) {
+  std::string doc = "{";
+  for (int i = 0; i < 100; ++i) {
+    doc += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+  }
+  std::string ok = doc + "\"last\":0}";
+  std::string dup = doc + "\"k\\u00350\":0}"; // "k50" spelled with an escape
+  EXPECT_EQ(parse_strict_json(ok, 8).error, JsonError::ok);
+  EXPECT_EQ(parse_strict_json(dup, 8).error, JsonError::duplicate_key);
+}
+
+TEST(StrictJson, NumbersKeepTheirKind) {
+  StrictJsonResult r = parse_strict_json(
+      R"([-9223372036854775808,18446744073709551615,1.5,1e2,184467440737095516160])", 8);
+  ASSERT_EQ(r.error, JsonError::ok) << r.detail;
+  EXPECT_TRUE(r.value[0].is_number_integer());
+  EXPECT_TRUE(r.value[1].is_number_unsigned());
+  EXPECT_TRUE(r.value[2].is_number_float());
+  EXPECT_EQ(r.value[3], 100.0);
+  EXPECT_TRUE(r.value[4].is_number_float());
+  EXPECT_EQ(parse_strict_json("01", 8).error, JsonError::not_json);
+  EXPECT_EQ(parse_strict_json("1.", 8).error, JsonError::not_json);
+  EXPECT_EQ(parse_strict_json("-", 8).error, JsonError::not_json);
+  EXPECT_EQ(parse_strict_json("\xEF\xBB\xBF{}", 8).error, JsonError::not_json);
+  EXPECT_EQ(parse_strict_json("1e-400", 8).error, JsonError::ok);
+}
+
 } // namespace
 } // namespace runwarden::policy
