@@ -271,7 +271,7 @@ std::optional<policy::Matcher> parse_matcher(const YamlReader& r, const Field& f
           }
           m.path = std::move(*glob);
         } else if (key == "path_regex") {
-          path_regex_field = Field{value.node, key_mark, value.path};
+          path_regex_field.emplace(Field{value.node, key_mark, value.path});
           auto s = r.string(value);
           if (!s) {
             return fail();
@@ -299,7 +299,7 @@ std::optional<policy::Matcher> parse_matcher(const YamlReader& r, const Field& f
             fail();
           }
         } else if (key == "jsonrpc") {
-          jsonrpc_field = Field{value.node, key_mark, value.path};
+          jsonrpc_field.emplace(Field{value.node, key_mark, value.path});
           policy::JsonRpcMatch j;
           bool j_ok = r.for_each(value, {"method"},
                                  [&](const std::string&, const YAML::Mark&, const Field& v) {

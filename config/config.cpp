@@ -116,14 +116,14 @@ public:
           } else if (key == "catalogue") {
             if (auto p = r_.path(v)) {
               c_.catalogue_file = *p;
-              catalogue_field = v;
+              catalogue_field.emplace(v);
             }
           } else if (key == "runbooks") {
             runbooks(v);
           } else if (key == "active_runbook") {
             if (auto s = r_.string(v)) {
               c_.active_runbook = *s;
-              active_field = v;
+              active_field.emplace(v);
             }
           } else if (key == "selectable_runbooks") {
             if (auto list = r_.elements(v)) {
@@ -153,7 +153,8 @@ public:
     for (const auto* key : {"listen", "catalogue", "runbooks", "active_runbook"}) {
       r_.require(r_.root(), key);
     }
-    if (!r_.root().node["audit"]) {
+    const YAML::Node& root = r_.root().node;
+    if (!root["audit"]) {
       c_.audit.path = (c_.file.parent_path() / "audit" / "audit.jsonl").lexically_normal();
     }
   }

@@ -120,14 +120,14 @@ private:
     policy::RunbookAction a;
     a.cls = cls;
     a.mark = r_.mark(f.mark);
-    Field name_field = f;
+    YAML::Mark name_mark = f.mark; // where the action name is written
     if (f.node.IsMap()) {
       bool has_action = false;
       r_.for_each(f, {"action", "risk", "effect", "rollback", "approvers", "timeout", "wait"},
                   [&](const std::string& key, const YAML::Mark&, const Field& value) {
                     if (key == "action") {
                       has_action = true;
-                      name_field = value;
+                      name_mark = value.mark;
                       a.name = r_.string(value).value_or("");
                     } else if (key == "risk") {
                       auto s = r_.string(value);
@@ -177,12 +177,12 @@ private:
       } else {
         msg += " (not in the catalogue " + catalogue_->file + ")";
       }
-      r_.error(name_field.mark, f.path, msg);
+      r_.error(name_mark, f.path, msg);
       return;
     }
     const auto [it, inserted] = listed_.emplace(a.name, Listed{f.path, f.mark.line + 1});
     if (!inserted) {
-      r_.error(name_field.mark, f.path,
+      r_.error(name_mark, f.path,
                "action \"" + a.name + "\" is already listed at " + it->second.path + " (line " +
                    std::to_string(it->second.line) + "); an action belongs to exactly one class");
       return;

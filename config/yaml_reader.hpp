@@ -21,6 +21,9 @@
 namespace runwarden::config {
 
 /// A value in a YAML file, where to point at it, and its dotted path.
+/// Never copy-assign a Field: YAML::Node::operator= writes through to the document
+/// (it does not rebind), which would corrupt the tree being walked. Copy-construct
+/// or emplace instead.
 struct Field {
   YAML::Node node;
   YAML::Mark mark;  // 0-based (yaml-cpp); the key's mark when the value is empty

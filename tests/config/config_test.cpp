@@ -594,6 +594,97 @@ TEST_F(ConfigTest, ConfigFileItselfMissing) {
                 "1:1: cannot read \"" + (dir_ / "runwarden.yaml").string() + "\": no such file"));
 }
 
+TEST_F(ConfigTest, RunbookKeysAndEntryFieldsAreChecked) {
+  write("runbooks/rb.yaml", R"(runbook: rb
+alowed_actions: {}
+allowed_actions:
+  aproval_required:
+    - {action: refund, risk: severe, timeout: soon}
+    - {risk: low}
+  allowed: read_logs
+budgets: {calls: 0}
+)");
+  EXPECT_EQ(errors(),
+            (std::vector<std::string>{
+                at("runbooks/rb.yaml") + "2:1: alowed_actions: unknown key \"alowed_actions\" (did "
+                                         "you mean \"allowed_actions\"?)",
+                at("runbooks/rb.yaml") + "4:3: allowed_actions.aproval_required: unknown key "
+                                         "\"aproval_required\" (did you mean "
+                                         "\"approval_required\"?)",
+                at("runbooks/rb.yaml") + "7:12: allowed_actions.allowed: expected a list, got a "
+                                         "scalar",
+                at("runbooks/rb.yaml") + "8:18: budgets.calls: expected an integer between 1 and "
+                                         "1000000000000, got 0",
+            }));
+  write("runbooks/rb.yaml", R"(runbook: rb
+allowed_actions:
+  approval_required:
+    - {action: refund, risk: severe, timeout: soon}
+    - {risk: low}
+)");
+  EXPECT_EQ(errors(),
+            (std::vector<std::string>{
+                at("runbooks/rb.yaml") + "4:30: allowed_actions.approval_required[0].risk: risk "
+                                         "must be low, medium, high or critical, got \"severe\"",
+                at("runbooks/rb.yaml") + "4:47: allowed_actions.approval_required[0].timeout: "
+                                         "invalid duration \"soon\": use a whole number followed "
+                                         "by ms, s, m or h (e.g. 50ms, 10s, 15m, 1h)",
+                at("runbooks/rb.yaml") + "5:7: allowed_actions.approval_required[1].action: "
+                                         "missing required key \"action\"",
+            }));
+}
+
+TEST_F(ConfigTest, PredicateErrors) {
+  write("actions.yaml", std::string(kActions) + R"(  bad:
+    - method: POST
+      body:
+        /a: {regex: "x++("}
+        /b: {glob: "ch_*", exists: maybe}
+        /c: {in: []}
+        /d: {}
+        /e: {lt: 1, between: 2}
+      headers: {"bad header": x}
+)");
+  const auto e = errors();
+  ASSERT_EQ(e.size(), 6u);
+  EXPECT_EQ(e[0], at("actions.yaml") + "14:21: actions.bad[0].body[\"/a\"].regex: invalid regular "
+                                       "expression \"x++(\": bad repetition operator: ++");
+  EXPECT_EQ(e[1], at("actions.yaml") +
+                      "15:36: actions.bad[0].body[\"/b\"].exists: expected true or "
+                      "false, got a string");
+  EXPECT_EQ(e[2], at("actions.yaml") +
+                      "16:18: actions.bad[0].body[\"/c\"].in: expected at least one "
+                      "value (an empty list matches nothing)");
+  EXPECT_EQ(e[3], at("actions.yaml") +
+                      "17:13: actions.bad[0].body[\"/d\"]: expected at least one "
+                      "predicate: eq, in, glob, regex, lt, lte, gt, gte or exists");
+  EXPECT_EQ(e[4], at("actions.yaml") + "18:21: actions.bad[0].body[\"/e\"].between: unknown key "
+                                       "\"between\"");
+  EXPECT_EQ(e[5], at("actions.yaml") + "19:17: actions.bad[0].headers[\"bad header\"]: invalid "
+                                       "header name \"bad header\"");
+}
+
+TEST_F(ConfigTest, WebhooksAndRedactionAreValidated) {
+  write("runwarden.yaml", std::string(kConfig) + R"(approvals:
+  webhooks:
+    - {url: "ftp://x", secret_env: "my secret"}
+    - {url: "https://ops.example/hook"}
+redaction: {patterns: ["(unclosed"]}
+)");
+  EXPECT_EQ(errors(),
+            (std::vector<std::string>{
+                at("runwarden.yaml") + "10:13: approvals.webhooks[0].url: webhook url must start "
+                                       "with https:// or http://, got \"ftp://x\"",
+                at("runwarden.yaml") + "10:36: approvals.webhooks[0].secret_env: \"my secret\" is "
+                                       "not an environment variable name (the secret itself never "
+                                       "goes in the config)",
+                at("runwarden.yaml") + "11:7: approvals.webhooks[1].secret_env: missing required "
+                                       "key \"secret_env\"",
+                at("runwarden.yaml") + "12:24: redaction.patterns[0]: invalid regular expression "
+                                       "\"(unclosed\": missing ): (unclosed",
+            }));
+}
+
 TEST_F(ConfigTest, ConfigErrorWhatJoinsAllLines) {
   const ConfigError e({"a:1:1: x: one", "b:2:2: y: two"});
   EXPECT_STREQ(e.what(), "a:1:1: x: one\nb:2:2: y: two");
