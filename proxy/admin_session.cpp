@@ -1,0 +1,101 @@
+// One admin connection: HTTP/1.1 keep-alive, each request routed through the AdminRouter.
+
+#include "proxy/log.hpp"
+#include "proxy/server.hpp"
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <optional>
+
+namespace runwarden::proxy {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+constexpr std::uint32_t kAdminHeaderLimit = 16 * 1024;
+constexpr std::uint64_t kAdminBodyLimit = 1024 * 1024;
+constexpr std::chrono::seconds kAdminTimeout{30};
+
+class AdminSession : public std::enable_shared_from_this<AdminSession> {
+public:
+  AdminSession(const AdminRouter& router, std::shared_ptr<ProxyContext> ctx, tcp::socket&& socket)
+      : router_(router), ctx_(std::move(ctx)), stream_(std::move(socket)) {}
+
+  void start() { do_read(); }
+
+private:
+  void do_read() {
+    parser_.emplace();
+    parser_->header_limit(kAdminHeaderLimit);
+    parser_->body_limit(kAdminBodyLimit);
+    stream_.expires_after(kAdminTimeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&AdminSession::on_read, shared_from_this()));
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec) {
+      if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
+          ec != net::error::operation_aborted) {
+        reply(400, "application/json", R"({"error":"malformed_request"})", false);
+      }
+      return;
+    }
+    auto& req = parser_->get();
+    AdminRequest ar;
+    ar.method = std::string(req.method_string());
+    std::string_view target = req.target();
+    auto q = target.find('?');
+    ar.path = std::string(target.substr(0, q));
+    if (q != std::string_view::npos) {
+      ar.query = std::string(target.substr(q + 1));
+    }
+    for (const auto& f : req) {
+      ar.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    }
+    ar.body = std::move(req.body());
+    AdminResponse r = router_.handle(ar);
+    log_event(LogLevel::debug, "admin", 0, {},
+              {{"method", ar.method}, {"path", ar.path}, {"status", std::to_string(r.status)}});
+    reply(r.status, r.content_type, std::move(r.body), req.keep_alive() && !ctx_->draining.load());
+  }
+
+  void reply(int status, const std::string& content_type, std::string body, bool keep) {
+    auto res =
+        std::make_shared<http::response<http::string_body>>(static_cast<http::status>(status), 11);
+    res->set(http::field::server, "runwarden");
+    res->set(http::field::content_type, content_type);
+    res->body() = std::move(body);
+    res->keep_alive(keep);
+    res->prepare_payload();
+    stream_.expires_after(kAdminTimeout);
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
+                        if (ec || !keep) {
+                          beast::error_code ignored;
+                          self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                          return;
+                        }
+                        self->do_read();
+                      });
+  }
+
+  const AdminRouter& router_;
+  std::shared_ptr<ProxyContext> ctx_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+};
+
+} // namespace
+
+void start_admin_session(const AdminRouter& router, std::shared_ptr<ProxyContext> ctx,
+                         tcp::socket socket) {
+  std::make_shared<AdminSession>(router, std::move(ctx), std::move(socket))->start();
+}
+
+} // namespace runwarden::proxy

@@ -1,0 +1,49 @@
+#pragma once
+// State every proxy connection shares: immutable config and policy, the audit log, the CA,
+// the TLS contexts, the post-decision gate and the counters the admin API reports.
+
+#include "audit/audit_log.hpp"
+#include "config/config.hpp"
+#include "policy/engine.hpp"
+#include "proxy/gate.hpp"
+
+#include <atomic>
+#include <boost/asio/ssl/context.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+
+namespace runwarden::certs {
+class Authority;
+}
+
+namespace runwarden::proxy {
+
+struct ProxyContext {
+  std::shared_ptr<const config::Config> config;
+  std::shared_ptr<audit::AuditLog> audit;
+  std::shared_ptr<certs::Authority> authority; // null: CONNECT interception is refused
+  std::shared_ptr<Gate> gate;
+  std::unique_ptr<boost::asio::ssl::context> server_tls;   // interception, one for all
+  std::unique_ptr<boost::asio::ssl::context> upstream_tls; // verified client side
+
+  /// Ports a CONNECT may name: those named by catalogue matchers (443 for an https or
+  /// any-scheme matcher without ports).
+  std::set<std::uint16_t> connect_ports;
+  /// Our own listener ports, refused as targets ("loop_refused").
+  std::set<std::uint16_t> own_ports;
+  std::string own_host;
+
+  std::atomic<policy::Mode> mode{policy::Mode::normal};
+  std::atomic<bool> draining{false};
+  std::atomic<std::uint64_t> next_conn_id{1};
+  std::atomic<std::uint64_t> open_connections{0};
+  std::atomic<std::uint64_t> rejected_connections{0};
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> in_flight{0};
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+};
+
+} // namespace runwarden::proxy

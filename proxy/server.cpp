@@ -1,0 +1,270 @@
+#include "proxy/server.hpp"
+
+#include "certs/authority.hpp"
+#include "proxy/log.hpp"
+#include "proxy/session.hpp"
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <nlohmann/json.hpp>
+#include <openssl/ssl.h>
+#include <stdexcept>
+#include <string>
+
+namespace runwarden::proxy {
+namespace {
+
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+
+constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+
+/// Server side ALPN: http/1.1 when offered, otherwise no ALPN at all (clients then speak
+/// HTTP/1.1); h2 is never selected.
+int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void*) {
+  unsigned int i = 0;
+  while (i < inlen) {
+    unsigned int len = in[i];
+    if (i + 1 + len > inlen) {
+      break;
+    }
+    if (len == 8 && std::string_view(reinterpret_cast<const char*>(in + i + 1), 8) == "http/1.1") {
+      *out = in + i + 1;
+      *outlen = static_cast<unsigned char>(len);
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+std::set<std::uint16_t> connect_ports(const policy::Catalogue* catalogue) {
+  std::set<std::uint16_t> ports;
+  if (catalogue == nullptr) {
+    return ports;
+  }
+  for (const auto& [name, action] : catalogue->actions) {
+    for (const auto& m : action.matchers) {
+      if (!m.ports.empty()) {
+        ports.insert(m.ports.begin(), m.ports.end());
+        continue;
+      }
+      bool https = m.schemes.empty();
+      for (const auto& s : m.schemes) {
+        https = https || s == "https";
+      }
+      if (https) {
+        ports.insert(443);
+      }
+    }
+  }
+  return ports;
+}
+
+} // namespace
+
+struct Server::Listener {
+  explicit Listener(net::io_context& ioc) : acceptor(ioc) {}
+  tcp::acceptor acceptor;
+  bool admin = false;
+};
+
+Server::Server(net::io_context& ioc, ServerOptions options)
+    : ioc_(ioc), ctx_(std::make_shared<ProxyContext>()), drain_timer_(ioc) {
+  if (!options.config || !options.config->engine || !options.audit) {
+    throw std::runtime_error("proxy server needs a loaded config with an engine and an audit log");
+  }
+  ctx_->config = std::move(options.config);
+  ctx_->audit = std::move(options.audit);
+  ctx_->authority = std::move(options.authority);
+  ctx_->gate = options.gate ? std::move(options.gate) : std::make_shared<RefuseHolds>();
+
+  ctx_->server_tls = std::make_unique<ssl::context>(ssl::context::tls_server);
+  ctx_->server_tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                                ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                                ssl::context::no_tlsv1_1);
+  SSL_CTX_set_alpn_select_cb(ctx_->server_tls->native_handle(), select_alpn, nullptr);
+
+  ctx_->upstream_tls = std::make_unique<ssl::context>(ssl::context::tls_client);
+  ctx_->upstream_tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                                  ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                                  ssl::context::no_tlsv1_1);
+  ctx_->upstream_tls->set_verify_mode(ssl::verify_peer);
+  boost::system::error_code ec;
+  const auto& trust = ctx_->config->tls.upstream_trust;
+  if (trust.empty() || trust == "system") {
+    ctx_->upstream_tls->set_default_verify_paths(ec);
+  } else {
+    ctx_->upstream_tls->load_verify_file(trust, ec);
+  }
+  if (ec) {
+    throw std::runtime_error("tls.upstream_trust: cannot load \"" + trust + "\": " + ec.message());
+  }
+  if (SSL_CTX_set_alpn_protos(ctx_->upstream_tls->native_handle(), kAlpnHttp11,
+                              sizeof kAlpnHttp11) != 0) {
+    throw std::runtime_error("cannot configure upstream ALPN");
+  }
+  ctx_->connect_ports = connect_ports(ctx_->config->catalogue.get());
+  add_builtin_admin_routes(router_, ctx_);
+}
+
+Server::~Server() = default;
+
+void Server::start() {
+  const auto& listen = ctx_->config->listen;
+  auto bind = [this](const config::Endpoint& where, bool admin) {
+    auto l = std::make_shared<Listener>(ioc_);
+    l->admin = admin;
+    boost::system::error_code ec;
+    auto address = net::ip::make_address(where.host, ec);
+    if (ec) {
+      throw std::runtime_error("listen: bad address \"" + where.host + "\"");
+    }
+    tcp::endpoint ep(address, where.port);
+    l->acceptor.open(ep.protocol(), ec);
+    if (!ec) {
+      l->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+    }
+    if (!ec) {
+      l->acceptor.bind(ep, ec);
+    }
+    if (!ec) {
+      l->acceptor.listen(net::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+      throw std::runtime_error("listen: cannot bind " + where.to_string() + ": " + ec.message());
+    }
+    return l;
+  };
+  proxy_ = bind(listen.proxy, false);
+  admin_ = bind(listen.admin, true);
+  ctx_->own_ports = {proxy_->acceptor.local_endpoint().port(),
+                     admin_->acceptor.local_endpoint().port()};
+  if (listen.transparent) {
+    ctx_->own_ports.insert(listen.transparent->port);
+  }
+  ctx_->own_host = listen.proxy.host;
+  log_event(LogLevel::info, "listening", 0, {},
+            {{"proxy", proxy_->acceptor.local_endpoint().address().to_string() + ":" +
+                           std::to_string(proxy_->acceptor.local_endpoint().port())},
+             {"admin", admin_->acceptor.local_endpoint().address().to_string() + ":" +
+                           std::to_string(admin_->acceptor.local_endpoint().port())}});
+  accept(proxy_);
+  accept(admin_);
+}
+
+tcp::endpoint Server::proxy_endpoint() const {
+  return proxy_->acceptor.local_endpoint();
+}
+tcp::endpoint Server::admin_endpoint() const {
+  return admin_->acceptor.local_endpoint();
+}
+
+void Server::accept(const std::shared_ptr<Listener>& listener) {
+  listener->acceptor.async_accept(
+      net::make_strand(ioc_), [this, listener](boost::system::error_code ec, tcp::socket socket) {
+        if (ec == net::error::operation_aborted || !listener->acceptor.is_open()) {
+          return;
+        }
+        if (!ec) {
+          if (listener->admin) {
+            start_admin_session(router_, ctx_, std::move(socket));
+          } else {
+            start_proxy_session(ctx_, std::move(socket));
+          }
+        } else {
+          log_event(LogLevel::warn, "accept_failed", 0, {}, {{"error", ec.message()}});
+        }
+        accept(listener);
+      });
+}
+
+void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) {
+  ctx_->draining.store(true);
+  log_event(LogLevel::info, "draining", 0, {},
+            {{"in_flight", std::to_string(ctx_->in_flight.load())},
+             {"open_connections", std::to_string(ctx_->open_connections.load())}});
+  for (auto* l : {&proxy_, &admin_}) {
+    if (*l) {
+      auto listener = *l;
+      net::post(listener->acceptor.get_executor(), [listener] {
+        boost::system::error_code ignored;
+        listener->acceptor.close(ignored);
+      });
+    }
+  }
+  poll_drain(std::chrono::steady_clock::now() + grace, std::move(done));
+}
+
+void Server::poll_drain(std::chrono::steady_clock::time_point deadline,
+                        std::function<void()> done) {
+  drain_timer_.expires_after(std::chrono::milliseconds(50));
+  drain_timer_.async_wait([this, deadline, done = std::move(done)](boost::system::error_code) {
+    bool idle = ctx_->in_flight.load() == 0;
+    if (idle || std::chrono::steady_clock::now() >= deadline) {
+      log_event(
+          LogLevel::info, "drained", 0, {},
+          {{"in_flight", std::to_string(ctx_->in_flight.load())}, {"clean", idle ? "yes" : "no"}});
+      done();
+      return;
+    }
+    poll_drain(deadline, done);
+  });
+}
+
+void add_builtin_admin_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx) {
+  router.add("GET", "/healthz", [](const AdminRequest&) {
+    AdminResponse r;
+    r.content_type = "text/plain";
+    r.body = "ok";
+    return r;
+  });
+  router.add("GET", "/readyz", [ctx](const AdminRequest&) {
+    nlohmann::json failing = nlohmann::json::object();
+    if (!ctx->config || !ctx->config->engine) {
+      failing["config"] = "no policy loaded";
+    }
+    if (!ctx->authority) {
+      failing["ca"] = "no CA loaded: TLS interception unavailable";
+    }
+    if (!ctx->audit || !ctx->audit->healthy()) {
+      failing["audit"] = ctx->audit ? ctx->audit->failure() : std::string("no audit log");
+    }
+    if (ctx->draining.load()) {
+      failing["draining"] = "shutting down";
+    }
+    AdminResponse r;
+    r.status = failing.empty() ? 200 : 503;
+    r.body = failing.empty() ? nlohmann::json{{"ready", true}}.dump()
+                             : nlohmann::json{{"ready", false}, {"failing", failing}}.dump();
+    return r;
+  });
+  router.add("GET", "/v1/status", [ctx](const AdminRequest&) {
+    const auto& cfg = *ctx->config;
+    std::string sha;
+    if (cfg.engine) {
+      if (const auto* rb = cfg.engine->runbook(cfg.active_runbook)) {
+        sha = rb->sha256;
+      }
+    }
+    auto uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx->started);
+    nlohmann::json j{{"mode", policy::to_string(ctx->mode.load())},
+                     {"agent", cfg.agent_id},
+                     {"active_runbook", cfg.active_runbook},
+                     {"runbook_sha256", sha},
+                     {"uptime_s", uptime.count()},
+                     {"open_connections", ctx->open_connections.load()},
+                     {"rejected_connections", ctx->rejected_connections.load()},
+                     {"requests", ctx->requests.load()},
+                     {"in_flight", ctx->in_flight.load()},
+                     {"draining", ctx->draining.load()}};
+    AdminResponse r;
+    r.body = j.dump();
+    return r;
+  });
+}
+
+} // namespace runwarden::proxy

@@ -1,0 +1,67 @@
+#pragma once
+// The proxy server: binds the explicit proxy and admin listeners, accepts connections onto
+// their own strands, and drains on request. Start-up errors throw; the data path does not.
+
+#include "proxy/admin_router.hpp"
+#include "proxy/proxy_context.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+
+namespace runwarden::proxy {
+
+struct ServerOptions {
+  std::shared_ptr<const config::Config> config;
+  std::shared_ptr<audit::AuditLog> audit;
+  std::shared_ptr<certs::Authority> authority; // null: CONNECT interception refused (503)
+  std::shared_ptr<Gate> gate;                  // null: RefuseHolds
+};
+
+class Server {
+public:
+  /// Builds the TLS contexts (throws std::runtime_error on a bad trust bundle).
+  Server(boost::asio::io_context& ioc, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// Binds listen.proxy and listen.admin (port 0 picks a free port) and starts accepting.
+  /// Throws std::runtime_error when a listener cannot be bound.
+  void start();
+
+  boost::asio::ip::tcp::endpoint proxy_endpoint() const;
+  boost::asio::ip::tcp::endpoint admin_endpoint() const;
+
+  /// Routes served on the admin listener; add routes before start().
+  AdminRouter& admin_router() { return router_; }
+  const std::shared_ptr<ProxyContext>& context() const { return ctx_; }
+
+  /// Stops accepting, lets in-flight exchanges finish, and calls done once none remain or
+  /// the grace period has passed (the caller then stops the io_context, cancelling the rest).
+  void drain(std::chrono::milliseconds grace, std::function<void()> done);
+
+private:
+  struct Listener;
+  void accept(const std::shared_ptr<Listener>& listener);
+  void poll_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done);
+
+  boost::asio::io_context& ioc_;
+  std::shared_ptr<ProxyContext> ctx_;
+  AdminRouter router_;
+  std::shared_ptr<Listener> proxy_;
+  std::shared_ptr<Listener> admin_;
+  boost::asio::steady_timer drain_timer_;
+};
+
+/// GET /healthz, /readyz and /v1/status.
+void add_builtin_admin_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx);
+
+/// Serves one admin connection (admin_session.cpp).
+void start_admin_session(const AdminRouter& router, std::shared_ptr<ProxyContext> ctx,
+                         boost::asio::ip::tcp::socket socket);
+
+} // namespace runwarden::proxy

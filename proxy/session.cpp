@@ -1,0 +1,1507 @@
+// The data plane: explicit-proxy sessions (absolute-form HTTP and CONNECT), TLS interception
+// sessions, passthrough tunnels and the upstream relay. The only translation unit that
+// instantiates Beast's HTTP templates for the proxy, to keep builds short.
+
+#include "proxy/session.hpp"
+
+#include "certs/authority.hpp"
+#include "proxy/log.hpp"
+#include "proxy/responses.hpp"
+
+#include <algorithm>
+#include <array>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <map>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <sys/socket.h>
+#include <type_traits>
+#include <vector>
+
+namespace runwarden::proxy {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kRelayBuffer = 16 * 1024;
+constexpr std::size_t kMaxIdleUpstreams = 8;
+constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
+constexpr int kMaxInterimResponses = 8;
+constexpr std::chrono::seconds kLingerTimeout{2};
+constexpr std::size_t kLingerBytes = 256 * 1024;
+constexpr std::string_view kConnectOk = "HTTP/1.1 200 Connection Established\r\n\r\n";
+
+std::string random_hex(std::size_t bytes) {
+  std::array<unsigned char, 32> raw{};
+  bytes = std::min(bytes, raw.size());
+  if (RAND_bytes(raw.data(), static_cast<int>(bytes)) != 1) {
+    // Ids are correlation handles, not secrets: fall back to a counter-derived value.
+    static std::atomic<std::uint64_t> counter{1};
+    std::uint64_t v = counter.fetch_add(1) * 0x9E3779B97F4A7C15ull;
+    for (std::size_t i = 0; i < bytes; ++i) {
+      raw[i] = static_cast<unsigned char>(v >> ((i % 8) * 8));
+    }
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes * 2);
+  for (std::size_t i = 0; i < bytes; ++i) {
+    out.push_back(kHex[raw[i] >> 4]);
+    out.push_back(kHex[raw[i] & 0xF]);
+  }
+  return out;
+}
+
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+/// Lower-cased tokens of a Connection header value.
+void connection_tokens(std::string_view value, std::vector<std::string>& out) {
+  while (!value.empty()) {
+    auto comma = value.find(',');
+    std::string_view token = trim(value.substr(0, comma));
+    if (!token.empty()) {
+      std::string t(token);
+      std::transform(t.begin(), t.end(), t.begin(), lower);
+      out.push_back(std::move(t));
+    }
+    if (comma == std::string_view::npos) {
+      break;
+    }
+    value.remove_prefix(comma + 1);
+  }
+}
+
+/// RFC 9110 §7.6.1 hop-by-hop fields plus the proxy-specific ones we never forward.
+bool is_hop_by_hop(std::string_view name) {
+  static constexpr std::string_view kNames[] = {
+      "connection",        "proxy-connection",  "keep-alive", "te",
+      "trailer",           "transfer-encoding", "upgrade",    "proxy-authorization",
+      "proxy-authenticate"};
+  for (auto n : kNames) {
+    if (iequals(name, n)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool named_in(std::string_view name, const std::vector<std::string>& tokens) {
+  for (const auto& t : tokens) {
+    if (iequals(name, t)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/// "host:port" or "[v6]:port" -> canonical host and port; the port may be optional.
+bool parse_authority(std::string_view text, bool port_required, std::uint16_t default_port,
+                     std::string& host, std::uint16_t& port, std::string& why) {
+  std::string_view host_part = text;
+  std::string_view port_part;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos) {
+      why = "unterminated IPv6 literal";
+      return false;
+    }
+    host_part = text.substr(0, close + 1);
+    std::string_view rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') {
+        why = "junk after IPv6 literal";
+        return false;
+      }
+      port_part = rest.substr(1);
+    }
+  } else {
+    auto colon = text.rfind(':');
+    if (colon != std::string_view::npos) {
+      host_part = text.substr(0, colon);
+      port_part = text.substr(colon + 1);
+      if (port_part.empty()) {
+        why = "empty port";
+        return false;
+      }
+    }
+  }
+  if (port_part.empty()) {
+    if (port_required) {
+      why = "port required";
+      return false;
+    }
+    port = default_port;
+  } else {
+    unsigned value = 0;
+    auto [p, ec] = std::from_chars(port_part.data(), port_part.data() + port_part.size(), value);
+    if (ec != std::errc{} || p != port_part.data() + port_part.size() || value == 0 ||
+        value > 65535) {
+      why = "bad port";
+      return false;
+    }
+    port = static_cast<std::uint16_t>(value);
+  }
+  auto err = policy::normalize_host(host_part, host);
+  if (err != policy::NormalizeError::ok) {
+    why = std::string(policy::to_string(err));
+    return false;
+  }
+  return true;
+}
+
+std::string strip_brackets(const std::string& host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    return host.substr(1, host.size() - 2);
+  }
+  return host;
+}
+
+bool is_ip_literal(const std::string& host) {
+  if (!host.empty() && host.front() == '[') {
+    return true;
+  }
+  return !host.empty() && std::all_of(host.begin(), host.end(),
+                                      [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+}
+
+bool is_orderly_close(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == net::error::eof ||
+         ec == ssl::error::stream_truncated || ec == net::error::operation_aborted ||
+         ec == net::error::connection_reset || ec == net::error::broken_pipe;
+}
+
+/// A pooled connection is reusable only if the peer has neither closed it nor sent
+/// unsolicited bytes (either would be an anomaly).
+bool socket_idle_and_open(tcp::socket& socket) {
+  char probe = 0;
+  ssize_t n = ::recv(socket.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+/// Decrements the open-connection count when the last session of a connection ends.
+struct ConnectionToken {
+  explicit ConnectionToken(std::shared_ptr<ProxyContext> c) : ctx(std::move(c)) {}
+  ~ConnectionToken() { ctx->open_connections.fetch_sub(1); }
+  ConnectionToken(const ConnectionToken&) = delete;
+  ConnectionToken& operator=(const ConnectionToken&) = delete;
+  std::shared_ptr<ProxyContext> ctx;
+};
+
+struct ConnInfo {
+  std::shared_ptr<ConnectionToken> token;
+  std::uint64_t id = 0;
+  std::string peer;
+  std::string run; // run id assigned to the connection (or from Runwarden-Run on CONNECT)
+};
+
+struct Target {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+bool is_loop(const ProxyContext& ctx, const std::string& host, std::uint16_t port) {
+  if (ctx.own_ports.count(port) == 0) {
+    return false;
+  }
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "[::1]" ||
+         host == "0.0.0.0" || host == "[::]" || host == ctx.own_host;
+}
+
+// ---------------------------------------------------------------------------------------
+// Passthrough tunnel: bytes both ways, decided on host:port alone.
+
+class TunnelSession : public std::enable_shared_from_this<TunnelSession> {
+public:
+  TunnelSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream client,
+                PlainStream upstream, audit::Exchange exchange)
+      : ctx_(std::move(ctx)), conn_(std::move(conn)), client_(std::move(client)),
+        upstream_(std::move(upstream)), exchange_(std::move(exchange)) {}
+
+  void start(std::string early_bytes) {
+    early_ = std::move(early_bytes);
+    if (early_.empty()) {
+      pump(true);
+      pump(false);
+      return;
+    }
+    upstream_.expires_after(ctx_->config->limits.idle_timeout);
+    net::async_write(upstream_, net::buffer(early_),
+                     [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                       self->up_bytes_ += n;
+                       if (ec) {
+                         self->finish(ec);
+                         return;
+                       }
+                       self->pump(true);
+                       self->pump(false);
+                     });
+  }
+
+private:
+  void pump(bool from_client) {
+    auto& from = from_client ? client_ : upstream_;
+    auto& buf = from_client ? to_up_ : to_client_;
+    from.expires_after(ctx_->config->limits.idle_timeout);
+    from.async_read_some(net::buffer(buf), [self = shared_from_this(),
+                                            from_client](beast::error_code ec, std::size_t n) {
+      self->on_read(from_client, ec, n);
+    });
+  }
+
+  void on_read(bool from_client, beast::error_code ec, std::size_t n) {
+    auto& to = from_client ? upstream_ : client_;
+    if (ec) {
+      beast::error_code ignored;
+      to.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      if (!is_orderly_close(ec)) {
+        error_ = ec;
+      }
+      if (--open_dirs_ == 0) {
+        finish(error_);
+      }
+      return;
+    }
+    (from_client ? up_bytes_ : down_bytes_) += n;
+    auto& buf = from_client ? to_up_ : to_client_;
+    to.expires_after(ctx_->config->limits.idle_timeout);
+    net::async_write(to, net::buffer(buf.data(), n),
+                     [self = shared_from_this(), from_client](beast::error_code wec, std::size_t) {
+                       if (wec) {
+                         self->error_ = wec;
+                         beast::error_code ignored;
+                         self->client_.socket().close(ignored);
+                         self->upstream_.socket().close(ignored);
+                         if (--self->open_dirs_ == 0) {
+                           self->finish(wec);
+                         }
+                         return;
+                       }
+                       self->pump(from_client);
+                     });
+  }
+
+  void finish(beast::error_code ec) {
+    if (finished_) {
+      return;
+    }
+    finished_ = true;
+    beast::error_code ignored;
+    client_.socket().close(ignored);
+    upstream_.socket().close(ignored);
+    exchange_.response = audit::ResponseInfo{};
+    exchange_.response->status = 200;
+    exchange_.response->bytes = down_bytes_;
+    exchange_.request.body_bytes = up_bytes_;
+    exchange_.timing.total_ms = ms_since(started_);
+    if (ec) {
+      exchange_.outcome = "upstream_error";
+      exchange_.reason = "tunnel: " + ec.message();
+    }
+    log_event(
+        LogLevel::info, "tunnel_closed", conn_.id, exchange_.id,
+        {{"up_bytes", std::to_string(up_bytes_)}, {"down_bytes", std::to_string(down_bytes_)}});
+    ctx_->audit->record(exchange_, true, [self = shared_from_this()](std::error_code aec) {
+      if (aec) {
+        log_event(LogLevel::error, "audit_failed", self->conn_.id, self->exchange_.id,
+                  {{"error", aec.message()}});
+      }
+    });
+  }
+
+  std::shared_ptr<ProxyContext> ctx_;
+  ConnInfo conn_;
+  PlainStream client_;
+  PlainStream upstream_;
+  audit::Exchange exchange_;
+  std::string early_;
+  std::array<char, kRelayBuffer> to_up_{};
+  std::array<char, kRelayBuffer> to_client_{};
+  std::uint64_t up_bytes_ = 0;
+  std::uint64_t down_bytes_ = 0;
+  int open_dirs_ = 2;
+  bool finished_ = false;
+  beast::error_code error_;
+  Clock::time_point started_ = Clock::now();
+};
+
+// ---------------------------------------------------------------------------------------
+// HTTP session, over the plain proxy connection or inside an intercepted TLS tunnel.
+
+template <class Stream>
+class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
+  // Plain forward proxy -> http upstream; intercepted TLS -> https upstream.
+  using UpStream = Stream;
+
+  struct Upstream {
+    UpStream stream;
+    beast::flat_buffer buffer;
+    std::string key;
+    template <class... Args>
+    explicit Upstream(Args&&... args) : stream(std::forward<Args>(args)...) {}
+  };
+
+public:
+  /// Plain proxy connection.
+  HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn,
+              tcp::socket&& socket) requires(!kTls)
+      : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(socket)),
+        resolver_(stream_.get_executor()) {}
+
+  /// Intercepted tunnel: takes over the plain stream and the bytes already read.
+  HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream&& plain,
+              beast::flat_buffer&& buffer, Target target) requires(kTls)
+      : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(plain), *ctx_->server_tls),
+        buffer_(std::move(buffer)), resolver_(stream_.get_executor()), target_(std::move(target)) {}
+
+  void start() {
+    if constexpr (kTls) {
+      start_tls();
+    } else {
+      do_read();
+    }
+  }
+
+private:
+  using Self = HttpSession<Stream>;
+
+  const config::Limits& limits() const { return ctx_->config->limits; }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  template <class F> auto bind(F f) {
+    return beast::bind_front_handler(f, this->shared_from_this());
+  }
+
+  // --- TLS interception ---------------------------------------------------------------
+
+  void start_tls() requires(kTls) {
+    std::string error;
+    auto leaf = ctx_->authority->leaf(target_.host, &error);
+    if (!leaf) {
+      log_event(LogLevel::error, "leaf_failed", conn_.id, {},
+                {{"host", target_.host}, {"error", error}});
+      return;
+    }
+    SSL* native = stream_.native_handle();
+    if (SSL_use_certificate(native, leaf->cert) != 1 ||
+        SSL_use_PrivateKey(native, leaf->key) != 1) {
+      log_event(LogLevel::error, "leaf_install_failed", conn_.id, {}, {{"host", target_.host}});
+      return;
+    }
+    lowest().expires_after(limits().header_timeout);
+    stream_.async_handshake(ssl::stream_base::server, buffer_.data(), bind(&Self::on_handshake));
+  }
+
+  void on_handshake(beast::error_code ec, std::size_t used) requires(kTls) {
+    if (ec) {
+      log_event(LogLevel::info, "tls_handshake_failed", conn_.id, {},
+                {{"host", target_.host}, {"error", ec.message()}});
+      return;
+    }
+    buffer_.consume(used);
+    const char* sni = SSL_get_servername(stream_.native_handle(), TLSEXT_NAMETYPE_host_name);
+    if (sni != nullptr) {
+      std::string canonical;
+      if (policy::normalize_host(sni, canonical) != policy::NormalizeError::ok ||
+          canonical != target_.host) {
+        req_id_ = "req_" + random_hex(8);
+        send_error(http::status::bad_request, "sni_mismatch",
+                   "TLS SNI \"" + std::string(sni) + "\" does not match the CONNECT host " +
+                       target_.host,
+                   true, false);
+        return;
+      }
+    }
+    do_read();
+  }
+
+  // --- reading one request ------------------------------------------------------------
+
+  void do_read() {
+    if (ctx_->draining.load()) {
+      linger_close();
+      return;
+    }
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(
+        std::min<std::size_t>(limits().header_bytes, std::numeric_limits<std::uint32_t>::max())));
+    parser_->body_limit(limits().inspect_body_bytes);
+    bool idle = served_ > 0 && buffer_.size() == 0;
+    lowest().expires_after(idle ? limits().idle_timeout : limits().header_timeout);
+    http::async_read_header(stream_, buffer_, *parser_, bind(&Self::on_header));
+  }
+
+  void reset_exchange() {
+    req_id_ = "req_" + random_hex(8);
+    started_ = Clock::now();
+    req_ = policy::Request{};
+    decision_ = policy::Decision{};
+    run_ = conn_.run;
+    runbook_ = ctx_->config->active_runbook;
+    traceparent_.clear();
+    raw_url_.clear();
+    have_request_ = false;
+    resp_info_ = audit::ResponseInfo{};
+    upstream_ms_ = 0;
+    ctx_->requests.fetch_add(1);
+  }
+
+  void on_read_error(beast::error_code ec, bool in_header) {
+    if (ec == beast::error::timeout) {
+      if (in_header && buffer_.size() == 0) {
+        return; // idle keep-alive connection: close quietly
+      }
+      send_error(http::status::request_timeout, "request_timeout",
+                 "the request was not received within the configured timeout", true, false);
+      return;
+    }
+    if (is_orderly_close(ec) || ec == http::error::partial_message) {
+      return;
+    }
+    if (ec == http::error::header_limit) {
+      send_error(http::status::request_header_fields_too_large, "header_too_large",
+                 "request header larger than limits.header_bytes (" +
+                     std::to_string(limits().header_bytes) + " bytes)",
+                 true, false);
+      return;
+    }
+    if (ec == http::error::body_limit) {
+      send_error(http::status::payload_too_large, "body_too_large",
+                 "request body larger than limits.inspect_body_bytes (" +
+                     std::to_string(limits().inspect_body_bytes) +
+                     " bytes); runwarden v1 buffers request bodies for inspection",
+                 true, have_request_);
+      return;
+    }
+    send_error(http::status::bad_request, "malformed_request",
+               "HTTP framing error: " + ec.message(), true, have_request_);
+  }
+
+  void on_header(beast::error_code ec, std::size_t) {
+    reset_exchange();
+    if (ec) {
+      on_read_error(ec, true);
+      return;
+    }
+    auto& h = parser_->get();
+    keep_alive_ = h.keep_alive();
+    client_version_ = h.version();
+    raw_url_ = std::string(h.target());
+    req_.method = std::string(h.method_string());
+
+    std::size_t count = static_cast<std::size_t>(std::distance(h.begin(), h.end()));
+    if (count > limits().header_count) {
+      refuse(http::status::request_header_fields_too_large, "header_fields_too_many",
+             "request has " + std::to_string(count) + " header fields; limit is " +
+                 std::to_string(limits().header_count));
+      return;
+    }
+    std::size_t hosts = h.count(http::field::host);
+    bool is_connect = h.method() == http::verb::connect;
+    if (hosts > 1) {
+      refuse(http::status::bad_request, "duplicate_host", "more than one Host header");
+      return;
+    }
+    if (hosts == 0 && !is_connect) {
+      refuse(http::status::bad_request, "missing_host", "HTTP/1.1 request without a Host header");
+      return;
+    }
+    if (h.count(http::field::content_length) > 0 && h.count(http::field::transfer_encoding) > 0) {
+      refuse(http::status::bad_request, "content_length_with_transfer_encoding",
+             "Content-Length together with Transfer-Encoding is refused (request smuggling)");
+      return;
+    }
+    if (h.count(http::field::content_length) > 1) {
+      refuse(http::status::bad_request, "duplicate_content_length",
+             "more than one Content-Length header");
+      return;
+    }
+    if (h.count(http::field::transfer_encoding) > 0) {
+      if (h.count(http::field::transfer_encoding) > 1 ||
+          !iequals(trim(h[http::field::transfer_encoding]), "chunked")) {
+        refuse(http::status::bad_request, "unsupported_transfer_encoding",
+               "only \"Transfer-Encoding: chunked\" is accepted");
+        return;
+      }
+    }
+    if (h.count(http::field::upgrade) > 0) {
+      refuse(http::status::forbidden, "upgrade_refused",
+             "protocol upgrades (websocket, h2c) are not allowed through runwarden");
+      return;
+    }
+    expect_continue_ = false;
+    if (h.count(http::field::expect) > 0) {
+      if (!iequals(trim(h[http::field::expect]), "100-continue")) {
+        refuse(http::status::expectation_failed, "expectation_failed",
+               "only \"Expect: 100-continue\" is supported");
+        return;
+      }
+      expect_continue_ = true;
+    }
+    if (is_connect) {
+      if constexpr (kTls) {
+        refuse(http::status::bad_request, "nested_connect", "CONNECT inside a CONNECT tunnel");
+      } else {
+        handle_connect();
+      }
+      return;
+    }
+    if (!build_target(h)) {
+      return;
+    }
+    if (!consume_headers(h)) {
+      return;
+    }
+    have_request_ = true;
+    if (parser_->is_done()) {
+      on_body({}, 0);
+      return;
+    }
+    if (expect_continue_) {
+      auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
+      lowest().expires_after(limits().idle_timeout);
+      http::async_write(
+          stream_, *cont,
+          [self = this->shared_from_this(), cont](beast::error_code wec, std::size_t) {
+            if (wec) {
+              return;
+            }
+            self->read_body();
+          });
+      return;
+    }
+    read_body();
+  }
+
+  /// Fills req_'s scheme, host, port, path and query; checks that every authority agrees.
+  bool build_target(const http::request_parser<http::string_body>::value_type& h) {
+    std::string_view target = h.target();
+    if constexpr (!kTls) {
+      if (target.empty() || target.front() == '/' || target.front() == '*') {
+        refuse(http::status::bad_request, "origin_form_to_proxy",
+               "this is a forward proxy: send absolute-form http:// URIs, or CONNECT for https");
+        return false;
+      }
+      if (istarts_with(target, "https://")) {
+        refuse(http::status::bad_request, "https_over_plain",
+               "https:// absolute URIs must use CONNECT (HTTPS_PROXY), not plain forwarding");
+        return false;
+      }
+      auto err = policy::normalize_absolute_url(target, req_);
+      if (err != policy::NormalizeError::ok) {
+        refuse(http::status::bad_request, "bad_url",
+               "cannot normalize the URL: " + std::string(policy::to_string(err)));
+        return false;
+      }
+      if (req_.scheme != "http") {
+        refuse(http::status::bad_request, "bad_scheme", "only http:// URIs are forwarded");
+        return false;
+      }
+    } else {
+      if (!target.empty() && target.front() == '/') {
+        auto err = policy::normalize_target(target, req_.path, req_.query);
+        if (err != policy::NormalizeError::ok) {
+          refuse(http::status::bad_request, "bad_target",
+                 "cannot normalize the target: " + std::string(policy::to_string(err)));
+          return false;
+        }
+        req_.scheme = "https";
+        req_.host = target_.host;
+        req_.port = target_.port;
+      } else {
+        auto err = policy::normalize_absolute_url(target, req_);
+        if (err != policy::NormalizeError::ok) {
+          refuse(http::status::bad_request, "bad_url",
+                 "cannot normalize the URL: " + std::string(policy::to_string(err)));
+          return false;
+        }
+        if (req_.scheme != "https" || req_.host != target_.host || req_.port != target_.port) {
+          refuse(http::status::bad_request, "authority_mismatch",
+                 "absolute URI inside the tunnel does not match the CONNECT target " +
+                     target_.host + ":" + std::to_string(target_.port));
+          return false;
+        }
+      }
+    }
+    std::string host;
+    std::uint16_t port = 0;
+    std::string why;
+    std::uint16_t default_port = req_.scheme == "https" ? 443 : 80;
+    if (!parse_authority(trim(h[http::field::host]), false, default_port, host, port, why)) {
+      refuse(http::status::bad_request, "bad_host_header", "Host header: " + why);
+      return false;
+    }
+    if (host != req_.host || port != req_.port) {
+      refuse(http::status::bad_request, "host_mismatch",
+             "Host header \"" + std::string(h[http::field::host]) +
+                 "\" does not match the request target " + req_.host + ":" +
+                 std::to_string(req_.port));
+      return false;
+    }
+    if (is_loop(*ctx_, req_.host, req_.port)) {
+      refuse(http::status::forbidden, "loop_refused",
+             "the request is addressed to runwarden's own listener");
+      return false;
+    }
+    return true;
+  }
+
+  /// Copies headers into req_, consuming Runwarden-* ones.
+  bool consume_headers(const http::request_parser<http::string_body>::value_type& h) {
+    std::string wanted_runbook;
+    bool runbook_given = false;
+    for (const auto& f : h) {
+      std::string_view name = f.name_string();
+      std::string_view value = f.value();
+      if (istarts_with(name, "runwarden-")) {
+        if (iequals(name, "runwarden-run")) {
+          std::string_view v = trim(value);
+          if (!v.empty() && v.size() <= 128) {
+            run_ = std::string(v);
+          }
+        } else if (iequals(name, "runwarden-runbook")) {
+          wanted_runbook = std::string(trim(value));
+          runbook_given = true;
+        }
+        continue;
+      }
+      if (iequals(name, "traceparent")) {
+        traceparent_ = std::string(value);
+      }
+      req_.headers.push_back({std::string(name), std::string(value)});
+    }
+    if (runbook_given) {
+      const auto& selectable = ctx_->config->selectable_runbooks;
+      if (std::find(selectable.begin(), selectable.end(), wanted_runbook) == selectable.end()) {
+        refuse(http::status::forbidden, "runbook_not_selectable",
+               "Runwarden-Runbook \"" + wanted_runbook +
+                   "\" is not in the config's selectable_runbooks");
+        return false;
+      }
+      runbook_ = wanted_runbook;
+    }
+    return true;
+  }
+
+  void read_body() {
+    lowest().expires_after(limits().idle_timeout);
+    http::async_read(stream_, buffer_, *parser_, bind(&Self::on_body));
+  }
+
+  void on_body(beast::error_code ec, std::size_t) {
+    if (ec) {
+      on_read_error(ec, false);
+      return;
+    }
+    req_.body = std::move(parser_->get().body());
+    req_.body_complete = true;
+    decide();
+  }
+
+  // --- deciding -----------------------------------------------------------------------
+
+  void decide() {
+    decision_ = ctx_->config->engine->decide(req_, runbook_, ctx_->mode.load());
+    log_event(LogLevel::info, "decision", conn_.id, req_id_,
+              {{"run", run_},
+               {"method", req_.method},
+               {"host", req_.host},
+               {"verdict", policy::to_string(decision_.verdict)},
+               {"code", decision_.code},
+               {"action", decision_.action},
+               {"rule", decision_.reason}});
+    switch (decision_.verdict) {
+    case policy::Verdict::allow:
+      audit_then_forward("forwarded");
+      return;
+    case policy::Verdict::deny:
+      refuse_decision(decision_.code.empty() ? "denied_by_runbook" : decision_.code,
+                      decision_.reason, "denied");
+      return;
+    case policy::Verdict::paused:
+      finish_refusal(http::status::service_unavailable,
+                     error_body("runwarden_paused", decision_.reason, req_id_), "paused",
+                     "runwarden_paused", decision_.reason, false);
+      return;
+    case policy::Verdict::hold:
+      break;
+    }
+    HoldRequest hold{req_id_, run_, ctx_->config->agent_id, conn_.peer, req_, decision_};
+    auto exec = stream_.get_executor();
+    ctx_->gate->hold(std::move(hold), [self = this->shared_from_this(), exec](HoldResult r) {
+      net::post(exec, [self, r = std::move(r)]() mutable { self->on_hold(std::move(r)); });
+    });
+  }
+
+  void on_hold(HoldResult result) {
+    approval_ = result.approval;
+    if (result.approved) {
+      audit_then_forward("approved_forwarded");
+      return;
+    }
+    std::string outcome = result.code == "approval_required" ? "held" : result.code;
+    refuse_decision(result.code, result.reason.empty() ? decision_.reason : result.reason, outcome);
+  }
+
+  /// A runbook refusal: JSON-RPC errors for MCP bodies, else 403 JSON.
+  void refuse_decision(const std::string& code, const std::string& reason,
+                       const std::string& outcome) {
+    if (!decision_.jsonrpc.empty()) {
+      std::string body = jsonrpc_refusal_body(decision_, code, req_id_);
+      if (!body.empty()) {
+        finish_refusal(http::status::ok, std::move(body), outcome, code, reason, false);
+        return;
+      }
+    }
+    finish_refusal(http::status::forbidden, decision_body(code, decision_, reason, req_id_),
+                   outcome, code, reason, false);
+  }
+
+  audit::Exchange make_exchange(const std::string& outcome, const std::string& code,
+                                const std::string& reason) const {
+    audit::Exchange ex;
+    ex.id = req_id_;
+    ex.run = run_;
+    ex.agent = ctx_->config->agent_id;
+    ex.runbook = decision_.runbook.empty() ? runbook_ : decision_.runbook;
+    ex.runbook_sha256 = decision_.runbook_sha256;
+    ex.action = decision_.action;
+    ex.cls = decision_.cls ? std::string(policy::to_string(*decision_.cls)) : std::string();
+    ex.outcome = outcome;
+    ex.code = code;
+    ex.reason = reason;
+    ex.approval = approval_;
+    ex.request.method = req_.method;
+    ex.request.url = req_.host.empty() ? raw_url_ : req_.url();
+    for (const auto& hdr : req_.headers) {
+      ex.request.headers.emplace_back(hdr.name, hdr.value);
+    }
+    ex.request.body = req_.body;
+    ex.request.body_bytes = req_.body.size();
+    ex.request.body_complete = req_.body_complete;
+    ex.timing.total_ms = ms_since(started_);
+    ex.timing.upstream_ms = upstream_ms_;
+    ex.traceparent = traceparent_;
+    ex.client = conn_.peer;
+    return ex;
+  }
+
+  /// Refusal of a request we parsed: one final audit record, then the answer.
+  void finish_refusal(http::status status, std::string body, const std::string& outcome,
+                      const std::string& code, const std::string& reason, bool close) {
+    close = close || !parser_ || !parser_->is_done();
+    auto ex = make_exchange(outcome, code, reason);
+    ex.response = audit::ResponseInfo{};
+    ex.response->status = static_cast<int>(status);
+    ex.response->headers = {{"content-type", "application/json"}};
+    ex.response->body = body;
+    ex.response->bytes = body.size();
+    auto exec = stream_.get_executor();
+    auto payload = std::make_shared<std::string>(std::move(body));
+    ctx_->audit->record(
+        ex, true,
+        [self = this->shared_from_this(), exec, status, payload, close](std::error_code ec) {
+          net::post(exec, [self, ec, status, payload, close] {
+            if (ec) {
+              self->send_audit_unavailable(ec);
+              return;
+            }
+            self->send_json(status, std::move(*payload), close);
+          });
+        });
+  }
+
+  /// Refusal before or without a decision (framing, limits, authority checks).
+  void refuse(http::status status, const std::string& code, const std::string& reason) {
+    log_event(LogLevel::info, "refused", conn_.id, req_id_,
+              {{"status", std::to_string(static_cast<int>(status))}, {"code", code}});
+    // Anything but a policy-style 403 is a framing or limit problem: close after answering.
+    bool close = status != http::status::forbidden;
+    finish_refusal(status, error_body(code, reason, req_id_), "refused", code, reason, close);
+  }
+
+  /// An answer that is not audited: the request could not be parsed at all.
+  void send_error(http::status status, const std::string& code, const std::string& reason,
+                  bool close, bool audit_it) {
+    log_event(LogLevel::info, "refused", conn_.id, req_id_,
+              {{"status", std::to_string(static_cast<int>(status))}, {"code", code}});
+    if (audit_it) {
+      finish_refusal(status, error_body(code, reason, req_id_), "refused", code, reason, close);
+      return;
+    }
+    send_json(status, error_body(code, reason, req_id_), close);
+  }
+
+  void send_audit_unavailable(std::error_code ec) {
+    log_event(LogLevel::error, "audit_failed", conn_.id, req_id_, {{"error", ec.message()}});
+    send_json(
+        http::status::service_unavailable,
+        error_body("audit_unavailable", "the audit log could not record this request", req_id_),
+        true);
+  }
+
+  void send_json(http::status status, std::string body, bool close) {
+    auto res = std::make_shared<http::response<http::string_body>>(status, 11);
+    res->set(http::field::server, "runwarden");
+    res->set(http::field::content_type, "application/json");
+    res->body() = std::move(body);
+    bool keep = keep_alive_ && !close && !ctx_->draining.load();
+    res->keep_alive(keep);
+    res->prepare_payload();
+    lowest().expires_after(limits().idle_timeout);
+    http::async_write(stream_, *res,
+                      [self = this->shared_from_this(), res, keep](
+                          beast::error_code ec, std::size_t) { self->after_response(ec, keep); });
+  }
+
+  void after_response(beast::error_code ec, bool keep) {
+    if (ec) {
+      return;
+    }
+    ++served_;
+    if (!keep) {
+      linger_close();
+      return;
+    }
+    do_read();
+  }
+
+  /// Half-close, then drain what the client still sends for a moment, so our last
+  /// response is not destroyed by a reset.
+  void linger_close() {
+    if constexpr (kTls) {
+      lowest().expires_after(kLingerTimeout);
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
+        beast::error_code ignored;
+        self->lowest().socket().close(ignored);
+      });
+    } else {
+      beast::error_code ignored;
+      lowest().socket().shutdown(tcp::socket::shutdown_send, ignored);
+      linger_read();
+    }
+  }
+
+  void linger_read() {
+    if (lingered_ >= kLingerBytes) {
+      return;
+    }
+    lowest().expires_after(kLingerTimeout);
+    if (!discard_) {
+      discard_ = std::make_unique<std::array<char, 4096>>();
+    }
+    lowest().async_read_some(net::buffer(*discard_), [self = this->shared_from_this()](
+                                                         beast::error_code ec, std::size_t n) {
+      if (ec) {
+        return;
+      }
+      self->lingered_ += n;
+      self->linger_read();
+    });
+  }
+
+  // --- CONNECT ------------------------------------------------------------------------
+
+  void handle_connect() requires(!kTls) {
+    auto& h = parser_->get();
+    Target target;
+    std::string why;
+    if (!parse_authority(h.target(), true, 0, target.host, target.port, why)) {
+      refuse(http::status::bad_request, "bad_connect_target", "CONNECT target: " + why);
+      return;
+    }
+    req_.scheme = "https";
+    req_.host = target.host;
+    req_.port = target.port;
+    req_.path = "/";
+    if (h.count(http::field::host) == 1) {
+      std::string host;
+      std::uint16_t port = 0;
+      if (!parse_authority(trim(h[http::field::host]), false, target.port, host, port, why) ||
+          host != target.host || port != target.port) {
+        refuse(http::status::bad_request, "host_mismatch",
+               "Host header does not match the CONNECT target");
+        return;
+      }
+    }
+    if (is_loop(*ctx_, target.host, target.port)) {
+      refuse(http::status::forbidden, "loop_refused",
+             "the CONNECT target is runwarden's own listener");
+      return;
+    }
+    if (ctx_->connect_ports.count(target.port) == 0) {
+      refuse(http::status::forbidden, "connect_port_refused",
+             "no catalogue action names port " + std::to_string(target.port));
+      return;
+    }
+    for (const auto& f : h) {
+      if (iequals(f.name_string(), "runwarden-run")) {
+        std::string_view v = trim(f.value());
+        if (!v.empty() && v.size() <= 128) {
+          conn_.run = std::string(v);
+          run_ = conn_.run;
+        }
+      }
+    }
+    bool passthrough = false;
+    for (const auto& pattern : ctx_->config->tls.passthrough) {
+      if (pattern.matches(target.host)) {
+        passthrough = true;
+        break;
+      }
+    }
+    log_event(LogLevel::info, "connect", conn_.id, req_id_,
+              {{"host", target.host},
+               {"port", std::to_string(target.port)},
+               {"mode", passthrough ? "passthrough" : "intercept"}});
+    if (passthrough) {
+      have_request_ = true;
+      tunnel_ = true;
+      decide();
+      return;
+    }
+    if (!ctx_->authority || !ctx_->server_tls) {
+      refuse(http::status::service_unavailable, "interception_unavailable",
+             "no CA is loaded, so TLS cannot be intercepted");
+      return;
+    }
+    lowest().expires_after(limits().idle_timeout);
+    net::async_write(stream_, net::buffer(kConnectOk),
+                     [self = this->shared_from_this(), target](beast::error_code ec, std::size_t) {
+                       if (ec) {
+                         return;
+                       }
+                       self->hand_over_to_tls(target);
+                     });
+  }
+
+  void hand_over_to_tls(const Target& target) requires(!kTls) {
+    auto next = std::make_shared<HttpSession<TlsStream>>(ctx_, conn_, std::move(stream_),
+                                                         std::move(buffer_), target);
+    next->start();
+  }
+
+  // --- forwarding ---------------------------------------------------------------------
+
+  void audit_then_forward(const std::string& outcome) {
+    auto ex = make_exchange(outcome, decision_.code, decision_.reason);
+    outcome_ = outcome;
+    auto exec = stream_.get_executor();
+    ctx_->audit->record(ex, false, [self = this->shared_from_this(), exec](std::error_code ec) {
+      net::post(exec, [self, ec] {
+        if (ec) {
+          self->send_audit_unavailable(ec);
+          return;
+        }
+        self->forward();
+      });
+    });
+  }
+
+  std::string upstream_key() const {
+    return req_.scheme + "://" + req_.host + ":" + std::to_string(req_.port);
+  }
+
+  void forward() {
+    ctx_->in_flight.fetch_add(1);
+    in_flight_ = true;
+    upstream_started_ = Clock::now();
+    std::string key = upstream_key();
+    if (!tunnel_) {
+      auto it = idle_.find(key);
+      while (it != idle_.end()) {
+        auto conn = std::move(it->second);
+        idle_.erase(it);
+        if (socket_idle_and_open(beast::get_lowest_layer(conn->stream).socket())) {
+          up_ = std::move(conn);
+          send_upstream();
+          return;
+        }
+        it = idle_.find(key);
+      }
+    }
+    if constexpr (kTls) {
+      up_ = std::make_unique<Upstream>(stream_.get_executor(), *ctx_->upstream_tls);
+    } else {
+      up_ = std::make_unique<Upstream>(stream_.get_executor());
+    }
+    up_->key = key;
+    resolver_.async_resolve(strip_brackets(req_.host), std::to_string(req_.port),
+                            bind(&Self::on_resolve));
+  }
+
+  void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+    if (ec) {
+      upstream_failed(http::status::bad_gateway, "upstream_unavailable",
+                      "cannot resolve " + req_.host + ": " + ec.message());
+      return;
+    }
+    beast::get_lowest_layer(up_->stream).expires_after(limits().upstream_connect_timeout);
+    beast::get_lowest_layer(up_->stream).async_connect(results, bind(&Self::on_connect));
+  }
+
+  void on_connect(beast::error_code ec, const tcp::endpoint&) {
+    if (ec) {
+      upstream_failed(
+          http::status::bad_gateway, "upstream_unavailable",
+          "cannot connect to " + req_.host + ":" + std::to_string(req_.port) + ": " +
+              (ec == beast::error::timeout ? std::string("connect timeout") : ec.message()));
+      return;
+    }
+    beast::error_code ignored;
+    beast::get_lowest_layer(up_->stream).socket().set_option(tcp::no_delay(true), ignored);
+    if constexpr (kTls) {
+      std::string name = strip_brackets(req_.host);
+      SSL* native = up_->stream.native_handle();
+      if (!is_ip_literal(req_.host)) {
+        SSL_ctrl(native, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                 const_cast<char*>(name.c_str()));
+      }
+      up_->stream.set_verify_mode(ssl::verify_peer);
+      up_->stream.set_verify_callback(ssl::host_name_verification(name));
+      beast::get_lowest_layer(up_->stream).expires_after(limits().upstream_connect_timeout);
+      up_->stream.async_handshake(ssl::stream_base::client, bind(&Self::on_upstream_handshake));
+    } else {
+      if (tunnel_) {
+        start_tunnel();
+        return;
+      }
+      send_upstream();
+    }
+  }
+
+  void on_upstream_handshake(beast::error_code ec) requires(kTls) {
+    if (ec) {
+      long verify = SSL_get_verify_result(up_->stream.native_handle());
+      std::string why = verify != X509_V_OK ? X509_verify_cert_error_string(verify) : ec.message();
+      upstream_failed(http::status::bad_gateway, "upstream_unavailable",
+                      "TLS to " + req_.host + " failed: " + why);
+      return;
+    }
+    const unsigned char* alpn = nullptr;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(up_->stream.native_handle(), &alpn, &alpn_len);
+    if (alpn_len != 0 &&
+        std::string_view(reinterpret_cast<const char*>(alpn), alpn_len) != "http/1.1") {
+      upstream_failed(http::status::bad_gateway, "upstream_unavailable",
+                      "upstream selected an ALPN protocol other than http/1.1");
+      return;
+    }
+    send_upstream();
+  }
+
+  void start_tunnel() requires(!kTls) {
+    lowest().expires_after(limits().idle_timeout);
+    net::async_write(
+        stream_, net::buffer(kConnectOk),
+        [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+          if (ec) {
+            return;
+          }
+          self->ctx_->in_flight.fetch_sub(1);
+          self->in_flight_ = false;
+          std::string early = beast::buffers_to_string(self->buffer_.data());
+          auto tunnel = std::make_shared<TunnelSession>(
+              self->ctx_, self->conn_, std::move(self->stream_), std::move(self->up_->stream),
+              self->make_exchange("forwarded", self->decision_.code, self->decision_.reason));
+          tunnel->start(std::move(early));
+        });
+  }
+
+  void send_upstream() {
+    auto out = std::make_shared<http::request<http::string_body>>();
+    out->version(11);
+    http::verb verb = http::string_to_verb(req_.method);
+    if (verb == http::verb::unknown) {
+      out->method_string(req_.method);
+    } else {
+      out->method(verb);
+    }
+    out->target(req_.target());
+    std::vector<std::string> tokens;
+    for (const auto& hdr : req_.headers) {
+      if (iequals(hdr.name, "connection") || iequals(hdr.name, "proxy-connection")) {
+        connection_tokens(hdr.value, tokens);
+      }
+    }
+    for (const auto& hdr : req_.headers) {
+      if (is_hop_by_hop(hdr.name) || named_in(hdr.name, tokens) || iequals(hdr.name, "host") ||
+          iequals(hdr.name, "content-length") || iequals(hdr.name, "expect")) {
+        continue;
+      }
+      out->insert(hdr.name, hdr.value);
+    }
+    bool default_port =
+        (req_.scheme == "http" && req_.port == 80) || (req_.scheme == "https" && req_.port == 443);
+    out->set(http::field::host,
+             default_port ? req_.host : req_.host + ":" + std::to_string(req_.port));
+    out->body() = req_.body;
+    out->keep_alive(true);
+    out->prepare_payload();
+    head_ = verb == http::verb::head;
+    beast::get_lowest_layer(up_->stream).expires_after(limits().upstream_response_timeout);
+    http::async_write(up_->stream, *out,
+                      [self = this->shared_from_this(), out](beast::error_code ec, std::size_t) {
+                        self->on_upstream_written(ec);
+                      });
+  }
+
+  void on_upstream_written(beast::error_code ec) {
+    if (ec) {
+      upstream_failed(http::status::bad_gateway, "upstream_unavailable",
+                      "writing the request upstream failed: " + ec.message());
+      return;
+    }
+    interim_ = 0;
+    read_upstream_header();
+  }
+
+  void read_upstream_header() {
+    rparser_.emplace();
+    rparser_->header_limit(kUpstreamHeaderLimit);
+    rparser_->body_limit(boost::none);
+    if (head_) {
+      rparser_->skip(true);
+    }
+    beast::get_lowest_layer(up_->stream).expires_after(limits().upstream_response_timeout);
+    http::async_read_header(up_->stream, up_->buffer, *rparser_, bind(&Self::on_upstream_header));
+  }
+
+  void on_upstream_header(beast::error_code ec, std::size_t) {
+    if (ec) {
+      if (ec == beast::error::timeout) {
+        upstream_failed(http::status::gateway_timeout, "upstream_timeout",
+                        "no response from " + req_.host +
+                            " within limits.upstream_response_timeout");
+      } else {
+        upstream_failed(http::status::bad_gateway, "upstream_unavailable",
+                        "reading the upstream response failed: " + ec.message());
+      }
+      return;
+    }
+    auto& res = rparser_->get();
+    unsigned status = res.result_int();
+    if (status >= 100 && status < 200) {
+      if (status == 101 || ++interim_ > kMaxInterimResponses) {
+        upstream_failed(http::status::bad_gateway, "upstream_unavailable",
+                        "upstream sent an unexpected interim response " + std::to_string(status));
+        return;
+      }
+      read_upstream_header();
+      return;
+    }
+    upstream_ms_ = ms_since(upstream_started_);
+    resp_info_.status = static_cast<int>(status);
+    std::vector<std::string> tokens;
+    for (const auto& f : res) {
+      resp_info_.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+      if (iequals(f.name_string(), "connection") || iequals(f.name_string(), "proxy-connection")) {
+        connection_tokens(f.value(), tokens);
+      }
+    }
+    for (auto it = res.begin(); it != res.end();) {
+      std::string_view name = it->name_string();
+      bool framing = iequals(name, "transfer-encoding");
+      if ((is_hop_by_hop(name) && !framing) || named_in(name, tokens)) {
+        it = res.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    client_keep_ = keep_alive_ && !ctx_->draining.load();
+    res.version(11);
+    bool body_allowed = !head_ && status != 204 && status != 304;
+    if (body_allowed && !res.has_content_length() && !res.chunked()) {
+      if (client_version_ >= 11) {
+        res.chunked(true); // upstream delimits by close; re-frame for a keep-alive client
+      } else {
+        client_keep_ = false; // an HTTP/1.0 agent gets the body delimited by close
+      }
+    }
+    res.keep_alive(client_keep_);
+    res.body().data = nullptr;
+    res.body().more = true;
+    sr_.emplace(res);
+    lowest().expires_after(limits().idle_timeout);
+    http::async_write_header(stream_, *sr_, bind(&Self::on_client_header_written));
+  }
+
+  void on_client_header_written(beast::error_code ec, std::size_t) {
+    if (ec) {
+      relay_failed("client_gone", ec);
+      return;
+    }
+    if (sr_->is_done()) {
+      response_done();
+      return;
+    }
+    relay_read();
+  }
+
+  void relay_read() {
+    auto& body = rparser_->get().body();
+    if (rparser_->is_done()) {
+      body.data = nullptr;
+      body.size = 0;
+      body.more = false;
+      relay_write();
+      return;
+    }
+    if (!relay_buf_) {
+      relay_buf_ = std::make_unique<std::array<char, kRelayBuffer>>();
+    }
+    body.data = relay_buf_->data();
+    body.size = relay_buf_->size();
+    beast::get_lowest_layer(up_->stream).expires_after(limits().upstream_response_timeout);
+    http::async_read_some(up_->stream, up_->buffer, *rparser_, bind(&Self::on_relay_read));
+  }
+
+  void on_relay_read(beast::error_code ec, std::size_t) {
+    if (ec == http::error::need_buffer) {
+      ec = {};
+    }
+    if (ec) {
+      relay_failed("upstream_error", ec);
+      return;
+    }
+    auto& body = rparser_->get().body();
+    std::size_t got = relay_buf_->size() - body.size;
+    body.size = got;
+    body.data = relay_buf_->data();
+    body.more = !rparser_->is_done();
+    resp_info_.bytes += got;
+    std::size_t keep = ctx_->config->audit.body_bytes;
+    if (resp_info_.body.size() < keep) {
+      resp_info_.body.append(relay_buf_->data(), std::min(got, keep - resp_info_.body.size()));
+    }
+    if (got == 0 && body.more) {
+      relay_read();
+      return;
+    }
+    relay_write();
+  }
+
+  void relay_write() {
+    lowest().expires_after(limits().idle_timeout);
+    http::async_write(stream_, *sr_, bind(&Self::on_relay_written));
+  }
+
+  void on_relay_written(beast::error_code ec, std::size_t) {
+    if (ec == http::error::need_buffer) {
+      ec = {};
+    }
+    if (ec) {
+      relay_failed("client_gone", ec);
+      return;
+    }
+    if (sr_->is_done()) {
+      response_done();
+      return;
+    }
+    relay_read();
+  }
+
+  void release_in_flight() {
+    if (in_flight_) {
+      in_flight_ = false;
+      ctx_->in_flight.fetch_sub(1);
+    }
+  }
+
+  void record_final(const std::string& outcome, const std::string& code,
+                    const std::string& reason) {
+    auto ex = make_exchange(outcome, code, reason);
+    resp_info_.body_complete = resp_info_.body.size() == resp_info_.bytes;
+    ex.response = resp_info_;
+    ctx_->audit->record(ex, true, [self = this->shared_from_this()](std::error_code ec) {
+      if (ec) {
+        log_event(LogLevel::error, "audit_failed", self->conn_.id, self->req_id_,
+                  {{"error", ec.message()}});
+      }
+    });
+  }
+
+  void response_done() {
+    bool reusable = rparser_->keep_alive() && up_->buffer.size() == 0;
+    if (reusable) {
+      if (idle_.size() >= kMaxIdleUpstreams) {
+        idle_.erase(idle_.begin());
+      }
+      idle_.emplace(up_->key, std::move(up_));
+    }
+    up_.reset();
+    rparser_.reset();
+    sr_.reset();
+    log_event(LogLevel::info, "response", conn_.id, req_id_,
+              {{"status", std::to_string(resp_info_.status)},
+               {"bytes", std::to_string(resp_info_.bytes)},
+               {"reused", reusable ? "yes" : "no"}});
+    record_final(outcome_, decision_.code, decision_.reason);
+    release_in_flight();
+    ++served_;
+    if (!client_keep_) {
+      linger_close();
+      return;
+    }
+    do_read();
+  }
+
+  /// Mid-stream failure: the status line is already out, so the only honest signal left
+  /// is closing the connection.
+  void relay_failed(const std::string& outcome, beast::error_code ec) {
+    log_event(LogLevel::warn, "relay_failed", conn_.id, req_id_,
+              {{"outcome", outcome}, {"error", ec.message()}});
+    sr_.reset();
+    rparser_.reset();
+    up_.reset();
+    record_final(outcome, outcome, "response relay failed: " + ec.message());
+    release_in_flight();
+    beast::error_code ignored;
+    lowest().socket().close(ignored);
+  }
+
+  /// Before any response byte reached the agent: answer 502/504 and never reuse the
+  /// upstream connection.
+  void upstream_failed(http::status status, const std::string& code, const std::string& reason) {
+    log_event(LogLevel::warn, "upstream_failed", conn_.id, req_id_,
+              {{"code", code}, {"reason", reason}});
+    rparser_.reset();
+    up_.reset();
+    release_in_flight();
+    bool close = tunnel_;
+    finish_refusal(status, error_body(code, reason, req_id_), "upstream_error", code, reason,
+                   close);
+  }
+
+  std::shared_ptr<ProxyContext> ctx_;
+  ConnInfo conn_;
+  Stream stream_;
+  beast::flat_buffer buffer_;
+  tcp::resolver resolver_;
+  Target target_; // TLS sessions: the CONNECT target
+  std::optional<http::request_parser<http::string_body>> parser_;
+
+  // Per exchange.
+  std::string req_id_;
+  Clock::time_point started_ = Clock::now();
+  Clock::time_point upstream_started_ = Clock::now();
+  policy::Request req_;
+  policy::Decision decision_;
+  std::optional<audit::ApprovalInfo> approval_;
+  std::string run_;
+  std::string runbook_;
+  std::string traceparent_;
+  std::string raw_url_;
+  std::string outcome_;
+  audit::ResponseInfo resp_info_;
+  double upstream_ms_ = 0;
+  bool have_request_ = false;
+  bool keep_alive_ = true;
+  bool client_keep_ = true;
+  bool expect_continue_ = false;
+  bool head_ = false;
+  bool tunnel_ = false;
+  bool in_flight_ = false;
+  int interim_ = 0;
+  unsigned client_version_ = 11;
+  std::uint64_t served_ = 0;
+
+  // Upstream side.
+  std::unique_ptr<Upstream> up_;
+  std::multimap<std::string, std::unique_ptr<Upstream>> idle_;
+  std::optional<http::response_parser<http::buffer_body>> rparser_;
+  std::optional<http::response_serializer<http::buffer_body>> sr_;
+  std::unique_ptr<std::array<char, kRelayBuffer>> relay_buf_;
+  std::unique_ptr<std::array<char, 4096>> discard_;
+  std::size_t lingered_ = 0;
+};
+
+} // namespace
+
+void start_proxy_session(std::shared_ptr<ProxyContext> ctx, tcp::socket socket) {
+  ConnInfo conn;
+  conn.id = ctx->next_conn_id.fetch_add(1);
+  ctx->open_connections.fetch_add(1);
+  conn.token = std::make_shared<ConnectionToken>(ctx);
+  beast::error_code ec;
+  auto ep = socket.remote_endpoint(ec);
+  conn.peer =
+      ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
+  conn.run = "run_" + random_hex(8);
+  socket.set_option(tcp::no_delay(true), ec);
+  if (ctx->open_connections.load() > ctx->config->limits.max_connections) {
+    ctx->rejected_connections.fetch_add(1);
+    log_event(LogLevel::warn, "overload", conn.id, {}, {{"peer", conn.peer}});
+    auto stream = std::make_shared<PlainStream>(std::move(socket));
+    auto res =
+        std::make_shared<http::response<http::string_body>>(http::status::service_unavailable, 11);
+    res->set(http::field::content_type, "application/json");
+    res->body() =
+        error_body("overloaded", "too many open connections (limits.max_connections)", {});
+    res->keep_alive(false);
+    res->prepare_payload();
+    stream->expires_after(std::chrono::seconds(5));
+    http::async_write(*stream, *res,
+                      [stream, res, token = conn.token](beast::error_code, std::size_t) {
+                        beast::error_code ignored;
+                        stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+                      });
+    return;
+  }
+  log_event(LogLevel::debug, "accepted", conn.id, {}, {{"peer", conn.peer}});
+  std::make_shared<HttpSession<PlainStream>>(std::move(ctx), std::move(conn), std::move(socket))
+      ->start();
+}
+
+} // namespace runwarden::proxy
