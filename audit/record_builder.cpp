@@ -2,7 +2,10 @@
 
 #include "audit/digest.hpp"
 
+#include <algorithm>
 #include <cctype>
+#include <utility>
+#include <vector>
 
 namespace runwarden::audit {
 namespace {
@@ -45,20 +48,27 @@ std::string RecordBuilder::dump(const nlohmann::ordered_json& value) {
 }
 
 nlohmann::ordered_json RecordBuilder::headers(const HeaderList& list) const {
-  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  std::vector<std::pair<std::string, std::string>> fields;
+  fields.reserve(list.size());
   for (const auto& [name, value] : list) {
     std::string key(name);
     for (char& c : key) {
       c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
-    const std::string redacted = redactor_.redact_header(name, value);
-    auto it = out.find(key);
-    if (it == out.end()) {
-      out[key] = redacted;
+    std::string redacted = redactor_.redact_header(name, value);
+    auto same =
+        std::find_if(fields.begin(), fields.end(), [&](const auto& f) { return f.first == key; });
+    if (same == fields.end()) {
+      fields.emplace_back(std::move(key), std::move(redacted));
     } else {
-      // Repeated fields are combined as RFC 9110 §5.3 allows.
-      *it = it->get<std::string>() + ", " + redacted;
+      // Repeated fields are combined as RFC 9110 section 5.3 allows.
+      same->second += ", ";
+      same->second += redacted;
     }
+  }
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
+  for (auto& [key, value] : fields) {
+    out[key] = std::move(value);
   }
   return out;
 }
