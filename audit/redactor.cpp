@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <re2/re2.h>
 #include <stdexcept>
 
@@ -45,10 +46,6 @@ constexpr std::array<std::string_view, 24> kExactKeys = {
     "apikey",     "accesstoken", "refreshtoken",  "idtoken",    "clientsecret", "privatekey",
     "cardnumber", "cardno",      "ccnumber",      "creditcard", "cvv",          "cvc",
     "cvv2",       "ssn",         "authorization", "auth",       "sessionid",    "cookie"};
-constexpr std::array<std::string_view, 11> kKeyWords = {
-    "password",     "passwd",       "secret",     "apikey",     "privatekey", "accesstoken",
-    "refreshtoken", "sessiontoken", "credential", "cardnumber", "authtoken"};
-
 struct BuiltinPattern {
   std::string_view regex;
   bool value_group; // group 1 is the secret, the rest is context
@@ -96,6 +93,14 @@ bool valid_utf8(std::string_view s) {
   std::size_t i = 0;
   const std::size_t n = s.size();
   while (i < n) {
+    if (i + 8 <= n) {
+      std::uint64_t word = 0;
+      std::memcpy(&word, s.data() + i, 8);
+      if ((word & 0x8080808080808080ull) == 0) {
+        i += 8; // eight ASCII bytes at once
+        continue;
+      }
+    }
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
       ++i;
@@ -298,19 +303,73 @@ bool Redactor::is_sensitive_header(std::string_view name) const {
 }
 
 bool Redactor::is_sensitive_key(std::string_view name) const {
-  const std::string k = normalize_key(name);
+  char buf[128];
+  if (name.size() > sizeof buf) {
+    const std::string k = normalize_key(name);
+    return sensitive_normalized(k);
+  }
+  std::size_t n = 0;
+  for (char c : name) {
+    if (c != '_' && c != '-' && c != '.' && c != ' ') {
+      buf[n++] = lower(c);
+    }
+  }
+  return sensitive_normalized(std::string_view(buf, n));
+}
+
+bool Redactor::sensitive_normalized(std::string_view k) const {
   if (k.empty()) {
     return false;
   }
-  if (std::find(kExactKeys.begin(), kExactKeys.end(), k) != kExactKeys.end() ||
-      std::find(extra_keys_.begin(), extra_keys_.end(), k) != extra_keys_.end()) {
+  for (std::string_view e : kExactKeys) {
+    if (e == k) {
+      return true;
+    }
+  }
+  for (const std::string& e : extra_keys_) {
+    if (e == k) {
+      return true;
+    }
+  }
+  if (k.size() > 5 && k.substr(k.size() - 5) == "token") {
     return true;
   }
-  if (k.size() > 5 && k.compare(k.size() - 5, 5, "token") == 0) {
-    return true;
+  // One pass over the key instead of a substring search per word.
+  auto at = [&k](std::size_t i, std::string_view w) {
+    return k.size() - i >= w.size() && k.substr(i, w.size()) == w;
+  };
+  for (std::size_t i = 0; i < k.size(); ++i) {
+    switch (k[i]) {
+    case 'p':
+      if (at(i, "passw") || at(i, "privatekey")) {
+        return true;
+      }
+      break;
+    case 's':
+      if (at(i, "secret") || at(i, "sessiontoken")) {
+        return true;
+      }
+      break;
+    case 'a':
+      if (at(i, "apikey") || at(i, "accesstoken") || at(i, "authtoken")) {
+        return true;
+      }
+      break;
+    case 'r':
+      if (at(i, "refreshtoken")) {
+        return true;
+      }
+      break;
+    case 'c':
+      if (at(i, "credential") || at(i, "cardnumber")) {
+        return true;
+      }
+      break;
+    default:
+      break;
+    }
   }
-  return std::any_of(kKeyWords.begin(), kKeyWords.end(),
-                     [&](std::string_view w) { return k.find(w) != std::string::npos; });
+  return false;
 }
 
 void Redactor::pattern_spans(std::string_view text, std::vector<Span>& spans) const {
@@ -377,7 +436,12 @@ void Redactor::json_spans(std::string_view s, std::vector<Span>& spans) const {
       if (key_end >= s.size()) {
         return;
       }
-      const std::string key = decode_json_key(s.substr(i + 1, key_end - i - 2));
+      const std::string_view raw_key = s.substr(i + 1, key_end - i - 2);
+      std::string decoded;
+      if (raw_key.find('\\') != std::string_view::npos) {
+        decoded = decode_json_key(raw_key);
+      }
+      const std::string_view key = decoded.empty() ? raw_key : std::string_view(decoded);
       i = key_end;
       while (i < s.size() && is_ws(s[i])) {
         ++i;

@@ -69,6 +69,7 @@ private:
   void json_spans(std::string_view text, std::vector<Span>& spans) const;
   void form_spans(std::string_view text, std::size_t offset, std::vector<Span>& spans) const;
   static std::string apply(std::string_view text, std::vector<Span>& spans);
+  bool sensitive_normalized(std::string_view normalized) const;
 
   struct Alternative {
     int group = 0;       // submatch index of the alternative
