@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The runwarden CLI as a user meets it: every command answers --help, `check` accepts the
+# bundled example and rejects a broken one with file:line:col, `explain` decides without
+# sending anything, `ca init` makes a CA and refuses to overwrite it.
+set -uo pipefail
+bin=$1
+src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+expect_exit() { # expected-code description command...
+  local want=$1 what=$2; shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local got=$?
+  if [ "$got" -eq "$want" ]; then ok; else bad "$what: exit $got, want $want"; sed 's/^/  /' "$tmp/err" | head -5; fi
+}
+expect_in() { # file pattern description
+  if grep -qE -- "$2" "$1"; then ok; else bad "$3: /$2/ not in output"; sed 's/^/  /' "$1" | head -8; fi
+}
+
+for cmd in check explain serve "ca init" "audit verify" "audit query" "audit blast-radius" \
+  "approvals list" "approvals approve" "ctl mode" "ctl status"; do
+  # shellcheck disable=SC2086
+  expect_exit 0 "$cmd --help" "$bin" $cmd --help
+  expect_in "$tmp/out" "Usage|usage" "$cmd --help prints usage"
+done
+
+expect_exit 0 "check on the example" "$bin" check -c "$src/examples/runwarden.yaml"
+expect_in "$tmp/out" "^ok: [0-9]+ actions, [0-9]+ runbooks, active demo" "check summary"
+
+# A broken copy of the example: a typo'd key and an unknown action, both reported with positions.
+cp -r "$src/examples" "$tmp/ex"
+sed -i 's/^active_runbook:/active_runbok:/' "$tmp/ex/runwarden.yaml"
+sed -i 's/- demo_delete_anything /- no_such_action /' "$tmp/ex/runbooks/demo.yaml"
+expect_exit 1 "check on a broken config" "$bin" check -c "$tmp/ex/runwarden.yaml"
+expect_in "$tmp/err" "runwarden.yaml:[0-9]+:[0-9]+: .*active_runbok" "unknown key with file:line:col"
+expect_in "$tmp/err" "demo.yaml:[0-9]+:[0-9]+: .*no_such_action" "unknown action with file:line:col"
+
+expect_exit 0 "explain a denied DELETE" "$bin" explain -c "$src/examples/runwarden.yaml" \
+  --method DELETE --url http://127.0.0.1:18080/customers/42 --json
+expect_in "$tmp/out" '"verdict": ?"deny"' "explain --json verdict"
+expect_exit 0 "explain a small refund" "$bin" explain -c "$src/examples/runwarden.yaml" \
+  --method POST --url http://127.0.0.1:18080/refunds --header 'Content-Type: application/json' \
+  --body '{"amount":1200}'
+expect_in "$tmp/out" "verdict: +allow" "explain allows a small refund"
+expect_exit 1 "explain refuses an encoded slash" "$bin" explain -c "$src/examples/runwarden.yaml" \
+  --method GET --url 'http://127.0.0.1:18080/logs/..%2Fsecrets'
+
+expect_exit 0 "ca init" "$bin" ca init "$tmp/ca"
+[ "$(stat -c %a "$tmp/ca/ca.key")" = 600 ] && ok || bad "ca.key is not 0600"
+openssl x509 -in "$tmp/ca/ca.pem" -noout -text 2>/dev/null | grep -q "CA:TRUE" && ok || bad "ca.pem is not a CA"
+expect_exit 1 "ca init refuses to overwrite" "$bin" ca init "$tmp/ca"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
