@@ -1,6 +1,7 @@
 #include "proxy/server.hpp"
 
 #include "certs/authority.hpp"
+#include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
 #include "proxy/session.hpp"
 
@@ -80,7 +81,7 @@ Server::Server(net::io_context& ioc, ServerOptions options)
   ctx_->config = std::move(options.config);
   ctx_->audit = std::move(options.audit);
   ctx_->authority = std::move(options.authority);
-  ctx_->gate = options.gate ? std::move(options.gate) : std::make_shared<RefuseHolds>();
+  ctx_->gate = std::move(options.gate);
 
   ctx_->server_tls = std::make_unique<ssl::context>(ssl::context::tls_server);
   ctx_->server_tls->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
@@ -109,6 +110,16 @@ Server::Server(net::io_context& ioc, ServerOptions options)
   }
   ctx_->connect_ports = connect_ports(ctx_->config->catalogue.get());
   add_builtin_admin_routes(router_, ctx_);
+  if (!ctx_->gate) { // approvals (approval_gate.hpp); no audit.path: holds are refused
+    Approvals approvals = make_approvals(ioc_, *ctx_->upstream_tls, *ctx_->config, ctx_->audit);
+    if (approvals.gate) {
+      add_approval_routes(router_, approvals.gate, approvals.auth);
+      approvals_ = approvals.gate;
+      ctx_->gate = std::move(approvals.gate);
+    } else {
+      ctx_->gate = std::make_shared<RefuseHolds>();
+    }
+  }
 }
 
 Server::~Server() = default;
@@ -141,8 +152,9 @@ void Server::start() {
   };
   proxy_ = bind(listen.proxy, false);
   admin_ = bind(listen.admin, true);
-  ctx_->own_ports = {proxy_->acceptor.local_endpoint().port(),
-                     admin_->acceptor.local_endpoint().port()};
+  proxy_endpoint_ = proxy_->acceptor.local_endpoint();
+  admin_endpoint_ = admin_->acceptor.local_endpoint();
+  ctx_->own_ports = {proxy_endpoint_.port(), admin_endpoint_.port()};
   if (listen.transparent) {
     ctx_->own_ports.insert(listen.transparent->port);
   }
@@ -154,6 +166,9 @@ void Server::start() {
                            std::to_string(admin_->acceptor.local_endpoint().port())}});
   accept(proxy_);
   accept(admin_);
+  if (approvals_) {
+    approvals_->start(ctx_);
+  }
 }
 
 tcp::endpoint Server::proxy_endpoint() const {

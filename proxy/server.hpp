@@ -14,6 +14,8 @@
 
 namespace runwarden::proxy {
 
+class ApprovalGate;
+
 struct ServerOptions {
   std::shared_ptr<const config::Config> config;
   std::shared_ptr<audit::AuditLog> audit;
@@ -54,7 +56,10 @@ private:
   AdminRouter router_;
   std::shared_ptr<Listener> proxy_;
   std::shared_ptr<Listener> admin_;
+  boost::asio::ip::tcp::endpoint proxy_endpoint_;
+  boost::asio::ip::tcp::endpoint admin_endpoint_;
   boost::asio::steady_timer drain_timer_;
+  std::shared_ptr<ApprovalGate> approvals_; // null when holds are refused
 };
 
 /// GET /healthz, /readyz and /v1/status.
