@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   runwarden::app::add_check_commands(root, run);
   runwarden::app::add_ca_commands(root, run);
   runwarden::app::add_audit_commands(root, run);
+  runwarden::app::add_serve_command(root, run);
   runwarden::app::add_approval_commands(root, run);
   runwarden::app::add_ctl_commands(root, run);
   // END COMMANDS

@@ -1,0 +1,123 @@
+// `runwarden serve -c FILE`: the proxy and admin listeners, until SIGTERM/SIGINT drains them.
+
+#include "app/commands.hpp"
+#include "audit/audit_log.hpp"
+#include "certs/authority.hpp"
+#include "config/config.hpp"
+#include "proxy/log.hpp"
+#include "proxy/server.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace runwarden::app {
+namespace {
+
+constexpr std::chrono::seconds kDrainGrace{5};
+
+audit::Options audit_options(const config::Config& cfg) {
+  audit::Options o;
+  o.path = cfg.audit.path.string();
+  o.durability = cfg.audit.fsync_always ? audit::Durability::synced : audit::Durability::written;
+  o.fsync_interval = cfg.audit.fsync_interval;
+  o.body_bytes = cfg.audit.body_bytes;
+  o.rotate_bytes = cfg.audit.rotate_bytes;
+  if (!cfg.audit.signing_key.empty()) {
+    std::ifstream in(cfg.audit.signing_key);
+    if (!in) {
+      throw std::runtime_error("audit.signing_key: cannot read " + cfg.audit.signing_key.string());
+    }
+    std::ostringstream pem;
+    pem << in.rdbuf();
+    o.signing_key_pem = pem.str();
+  }
+  o.checkpoint_records = cfg.audit.checkpoint_records;
+  o.checkpoint_interval = cfg.audit.checkpoint_interval;
+  o.redact_headers = cfg.redaction.headers;
+  o.redact_json_keys = cfg.redaction.json_keys;
+  o.redact_patterns = cfg.redaction.patterns;
+  return o;
+}
+
+int serve(const std::string& file, unsigned threads_opt, const std::string& level_text) {
+  proxy::LogLevel level = proxy::LogLevel::info;
+  if (!proxy::parse_log_level(level_text, level)) {
+    std::cerr << "runwarden serve: --log-level must be debug, info, warn or error\n";
+    return 2;
+  }
+  proxy::set_log_level(level);
+  std::shared_ptr<const config::Config> cfg;
+  try {
+    cfg = config::load_config(file);
+  } catch (const config::ConfigError& e) {
+    for (const auto& line : e.errors()) {
+      std::cerr << line << "\n";
+    }
+    return 1;
+  }
+  std::shared_ptr<audit::AuditLog> audit_log = audit::AuditLog::open(audit_options(*cfg));
+  std::shared_ptr<certs::Authority> authority =
+      certs::Authority::load(cfg->tls.ca_cert, cfg->tls.ca_key);
+
+  unsigned threads = threads_opt != 0 ? threads_opt : cfg->threads;
+  if (threads == 0) {
+    threads = std::max(1u, std::thread::hardware_concurrency());
+  }
+  boost::asio::io_context ioc(static_cast<int>(threads));
+  proxy::Server server(ioc, proxy::ServerOptions{cfg, audit_log, authority, nullptr});
+  server.start();
+
+  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+    if (ec) {
+      return;
+    }
+    proxy::log_event(proxy::LogLevel::info, "signal", 0, {}, {{"signal", std::to_string(signo)}});
+    server.drain(kDrainGrace, [&ioc] { ioc.stop(); });
+  });
+
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  for (unsigned i = 1; i < threads; ++i) {
+    pool.emplace_back([&ioc] { ioc.run(); });
+  }
+  ioc.run();
+  for (auto& t : pool) {
+    t.join();
+  }
+  audit_log->sync();
+  proxy::log_event(proxy::LogLevel::info, "stopped", 0, {});
+  return 0;
+}
+
+} // namespace
+
+void add_serve_command(CLI::App& root, Runner& run) {
+  struct Args {
+    std::string config;
+    unsigned threads = 0;
+    std::string log_level = "info";
+  };
+  auto args = std::make_shared<Args>();
+  CLI::App* cmd = root.add_subcommand(
+      "serve", "Run the proxy (listen.proxy) and admin (listen.admin) listeners.\n"
+               "SIGTERM/SIGINT drain: stop accepting, finish in-flight exchanges, exit 0.");
+  cmd->add_option("-c,--config", args->config, "runwarden.yaml")->required();
+  cmd->add_option("--threads", args->threads, "I/O threads (default: config threads, else cores)");
+  cmd->add_option("--log-level", args->log_level, "debug | info | warn | error")
+      ->capture_default_str();
+  cmd->callback([&run, args] {
+    run = [args] { return serve(args->config, args->threads, args->log_level); };
+  });
+}
+
+} // namespace runwarden::app
