@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -43,8 +44,143 @@ std::string members_of(const nlohmann::ordered_json& object) {
 RecordBuilder::RecordBuilder(const RedactionRules& rules, std::size_t body_bytes)
     : redactor_(rules), body_bytes_(body_bytes) {}
 
+namespace {
+
+// JSON string escaper with the guarantees of dump(ensure_ascii, replace): the output is
+// printable ASCII only; valid UTF-8 becomes \uXXXX (surrogate pairs above U+FFFF); each
+// byte of an invalid sequence becomes \ufffd. Runs of plain ASCII are copied in bulk.
+void append_escaped(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  auto u_escape = [&out](std::uint32_t cp) {
+    out += "\\u";
+    out += hex[(cp >> 12) & 0xf];
+    out += hex[(cp >> 8) & 0xf];
+    out += hex[(cp >> 4) & 0xf];
+    out += hex[cp & 0xf];
+  };
+  out += '"';
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    std::size_t run = i;
+    while (run < n) {
+      const auto c = static_cast<unsigned char>(s[run]);
+      if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+        break;
+      }
+      ++run;
+    }
+    out.append(s.data() + i, run - i);
+    i = run;
+    if (i >= n) {
+      break;
+    }
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    if (c < 0x80) {
+      switch (c) {
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        u_escape(c);
+      }
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    std::uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1Fu;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0Fu;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07u;
+    }
+    bool ok = len != 0 && i + len <= n;
+    for (std::size_t k = 1; ok && k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      ok = (cc & 0xC0) == 0x80;
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    ok = ok && !((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+                 (len == 4 && cp < 0x10000) || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF));
+    if (!ok) {
+      u_escape(0xFFFD);
+      ++i;
+      continue;
+    }
+    if (cp >= 0x10000) {
+      cp -= 0x10000;
+      u_escape(0xD800 + (cp >> 10));
+      u_escape(0xDC00 + (cp & 0x3FF));
+    } else {
+      u_escape(cp);
+    }
+    i += len;
+  }
+  out += '"';
+}
+
+void append_json(std::string& out, const nlohmann::ordered_json& v) {
+  switch (v.type()) {
+  case nlohmann::json::value_t::object: {
+    out += '{';
+    bool first = true;
+    for (const auto& [key, member] : v.items()) {
+      if (!first) {
+        out += ',';
+      }
+      first = false;
+      append_escaped(out, key);
+      out += ':';
+      append_json(out, member);
+    }
+    out += '}';
+    break;
+  }
+  case nlohmann::json::value_t::array: {
+    out += '[';
+    bool first = true;
+    for (const auto& element : v) {
+      if (!first) {
+        out += ',';
+      }
+      first = false;
+      append_json(out, element);
+    }
+    out += ']';
+    break;
+  }
+  case nlohmann::json::value_t::string:
+    append_escaped(out, v.get_ref<const std::string&>());
+    break;
+  default:
+    out += v.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+  }
+}
+
+} // namespace
+
 std::string RecordBuilder::dump(const nlohmann::ordered_json& value) {
-  return value.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+  std::string out;
+  out.reserve(1024);
+  append_json(out, value);
+  return out;
 }
 
 nlohmann::ordered_json RecordBuilder::headers(const HeaderList& list) const {

@@ -305,3 +305,27 @@ TEST(AuditLog, WriteErrorMakesTheLogUnhealthyAndRefuseLaterRecords) {
 
 } // namespace
 } // namespace runwarden::audit
+
+namespace runwarden::audit {
+namespace {
+
+TEST(AuditLog, ValidUtf8RoundTripsThroughTheAsciiLine) {
+  TempDir dir;
+  const Options o = options_for(dir);
+  const std::string text = "caf\xc3\xa9 \xf0\x9f\x98\x80 \xe2\x80\xa8 \"q\" \\ \t\x7f end";
+  {
+    auto log = AuditLog::open(o);
+    Completions c;
+    Exchange ex = testing::sample_exchange(1);
+    ex.run = text;
+    log->record(ex, true, c.make());
+    ASSERT_TRUE(c.wait(1));
+  }
+  const auto line = testing::split_lines(testing::read_all(o.path)).at(0);
+  EXPECT_EQ(nlohmann::json::parse(line)["run"], text);
+  EXPECT_NE(line.find("\\ud83d\\ude00"), std::string::npos);
+  EXPECT_NE(line.find("\\u2028"), std::string::npos);
+}
+
+} // namespace
+} // namespace runwarden::audit
