@@ -79,13 +79,38 @@ public:
                 });
     r_.require(r_.root(), "runbook");
     r_.require(r_.root(), "allowed_actions");
+    check_budget_actions(rb);
   }
 
 private:
   void parse_budgets(policy::Budgets& b, const Field& f) {
-    r_.for_each(f, {"calls", "denied", "per_minute"},
+    r_.for_each(f, {"calls", "denied", "per_minute", "actions", "sums", "on_exceed"},
                 [&](const std::string& key, const YAML::Mark&, const Field& value) {
                   constexpr std::int64_t max = 1'000'000'000'000;
+                  if (key == "actions") {
+                    parse_action_budgets(b, value);
+                    return;
+                  }
+                  if (key == "sums") {
+                    if (auto list = r_.elements(value)) {
+                      for (const auto& element : *list) {
+                        parse_sum_budget(b, element);
+                      }
+                    }
+                    return;
+                  }
+                  if (key == "on_exceed") {
+                    auto s = r_.string(value);
+                    if (s == "refuse") {
+                      b.on_exceed = policy::OnExceed::refuse;
+                    } else if (s == "kill_run") {
+                      b.on_exceed = policy::OnExceed::kill_run;
+                    } else if (s) {
+                      r_.error(value,
+                               "on_exceed must be \"refuse\" or \"kill_run\", got \"" + *s + "\"");
+                    }
+                    return;
+                  }
                   auto n = r_.integer(value, key == "denied" ? 0 : 1, max);
                   if (!n) {
                     return;
@@ -93,6 +118,101 @@ private:
                   const auto v = static_cast<std::uint64_t>(*n);
                   (key == "calls" ? b.calls : key == "denied" ? b.denied : b.per_minute) = v;
                 });
+  }
+
+  void parse_action_budgets(policy::Budgets& b, const Field& f) {
+    r_.for_each_any(f, [&](const std::string& key, const YAML::Mark& key_mark, const Field& value) {
+      auto n = r_.integer(value, 0, 1'000'000'000'000);
+      if (!n) {
+        return;
+      }
+      budget_actions_.emplace_back(key, Field{value.node, key_mark, value.path});
+      b.actions[key] = static_cast<std::uint64_t>(*n);
+    });
+  }
+
+  void parse_sum_budget(policy::Budgets& b, const Field& f) {
+    policy::SumBudget s;
+    s.mark = r_.mark(f.mark);
+    bool ok = true;
+    bool has_action = false;
+    bool has_pointer = false;
+    bool has_max = false;
+    bool has_window = false;
+    const bool is_map = r_.for_each(
+        f, {"action", "pointer", "max", "window"},
+        [&](const std::string& key, const YAML::Mark&, const Field& value) {
+          if (key == "action") {
+            auto a = r_.string(value);
+            ok = ok && a.has_value();
+            if (a) {
+              has_action = true;
+              s.action = *a;
+              budget_actions_.emplace_back(*a, Field{value.node, value.mark, value.path});
+            }
+          } else if (key == "pointer") {
+            auto text = r_.string(value);
+            if (!text) {
+              ok = false;
+              return;
+            }
+            std::string why;
+            auto ptr = policy::JsonPointer::parse(*text, &why);
+            if (!ptr) {
+              r_.error(value, "invalid JSON pointer \"" + *text + "\": " + why);
+              ok = false;
+              return;
+            }
+            has_pointer = true;
+            s.pointer = std::move(*ptr);
+          } else if (key == "max") {
+            auto j = r_.json(value);
+            if (!j || !j->is_number() || j->get<double>() < 0) {
+              r_.error(value, "expected a non-negative number");
+              ok = false;
+              return;
+            }
+            has_max = true;
+            s.max = j->get<double>();
+          } else if (key == "window") {
+            auto d = r_.duration(value);
+            if (!d) {
+              ok = false;
+              return;
+            }
+            if (d->count() <= 0) {
+              r_.error(value, "window must be longer than 0");
+              ok = false;
+              return;
+            }
+            has_window = true;
+            s.window = *d;
+          }
+        });
+    if (!is_map) {
+      return;
+    }
+    for (const auto& [key, present] : {std::pair<std::string_view, bool>{"action", has_action},
+                                       {"pointer", has_pointer},
+                                       {"max", has_max},
+                                       {"window", has_window}}) {
+      if (!present) {
+        ok = r_.require(f, key) && ok;
+      }
+    }
+    if (ok) {
+      b.sums.push_back(std::move(s));
+    }
+  }
+
+  /// Budget entries must name actions the runbook lists (checked once every class is read).
+  void check_budget_actions(const policy::Runbook& rb) {
+    for (const auto& [name, field] : budget_actions_) {
+      if (rb.actions.find(name) == rb.actions.end()) {
+        r_.error(field.mark, field.path,
+                 "budget names action \"" + name + "\", which this runbook does not list");
+      }
+    }
   }
 
   void parse_classes(policy::Runbook& rb, const Field& f) {
@@ -194,6 +314,7 @@ private:
   const policy::Catalogue* catalogue_;
   std::vector<std::string> action_names_;
   std::map<std::string, Listed, std::less<>> listed_;
+  std::vector<std::pair<std::string, Field>> budget_actions_;
 };
 
 } // namespace

@@ -169,11 +169,30 @@ struct RunbookAction {
 
 enum class Unmatched : std::uint8_t { deny, approval };
 
+/// A value-aware budget: the sum of the number at `pointer` in the JSON bodies of `action`
+/// calls over a sliding `window` may not exceed `max` (e.g. /amount of refunds per 24h).
+struct SumBudget {
+  std::string action;
+  JsonPointer pointer;
+  double max = 0;
+  std::chrono::milliseconds window{std::chrono::hours(24)};
+  SourceMark mark;
+};
+
+/// What crossing a budget does: refuse that call, or kill the whole run (circuit breaker).
+enum class OnExceed : std::uint8_t { refuse, kill_run };
+std::string_view to_string(OnExceed e);
+
 /// Per-run budgets (DESIGN §7). Absent means unlimited.
 struct Budgets {
   std::optional<std::uint64_t> calls;
   std::optional<std::uint64_t> denied;
   std::optional<std::uint64_t> per_minute;
+  std::map<std::string, std::uint64_t, std::less<>> actions; // per-action call counts
+  std::vector<SumBudget> sums;
+  OnExceed on_exceed = OnExceed::kill_run; // DESIGN §7: crossing one kills the run
+  /// True when no budget is set (the tracker can be skipped).
+  bool empty() const { return !calls && !denied && !per_minute && actions.empty() && sums.empty(); }
 };
 
 struct Runbook {
