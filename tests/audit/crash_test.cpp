@@ -59,6 +59,12 @@ TEST(Crash, KilledWriterLosesNothingAcknowledgedAndTheChainVerifies) {
       child_writer(o, round, fds[1]);
     }
     ::close(fds[1]);
+    // Kill while the child is writing: wait for its first acknowledgement (or its death),
+    // then a random delay.
+    std::int32_t first = 0;
+    if (::read(fds[0], &first, sizeof first) == sizeof first) {
+      acked.insert("req_" + std::to_string(round) + "_" + std::to_string(first));
+    }
     ::usleep(static_cast<useconds_t>(std::uniform_int_distribution<int>(0, 8000)(rng)));
     ::kill(pid, SIGKILL);
     int status = 0;
