@@ -13,12 +13,14 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -397,13 +399,14 @@ public:
   HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn,
               tcp::socket&& socket) requires(!kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(socket)),
-        resolver_(stream_.get_executor()) {}
+        resolver_(stream_.get_executor()), header_timer_(stream_.get_executor()) {}
 
   /// Intercepted tunnel: takes over the plain stream and the bytes already read.
   HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream&& plain,
               beast::flat_buffer&& buffer, Target target) requires(kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(plain), *ctx_->server_tls),
-        buffer_(std::move(buffer)), resolver_(stream_.get_executor()), target_(std::move(target)) {}
+        buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
+        header_timer_(stream_.get_executor()), target_(std::move(target)) {}
 
   void start() {
     if constexpr (kTls) {
@@ -478,7 +481,19 @@ private:
         std::min<std::size_t>(limits().header_bytes, std::numeric_limits<std::uint32_t>::max())));
     parser_->body_limit(limits().inspect_body_bytes);
     bool idle = served_ > 0 && buffer_.size() == 0;
-    lowest().expires_after(idle ? limits().idle_timeout : limits().header_timeout);
+    // Our own timer, not the stream's deadline: a stream timeout closes the socket, and a
+    // slow header deserves a 408 before the close.
+    lowest().expires_never();
+    header_timed_out_ = false;
+    header_timer_.expires_after(idle ? limits().idle_timeout : limits().header_timeout);
+    header_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (ec) {
+        return;
+      }
+      self->header_timed_out_ = true;
+      beast::error_code ignored;
+      self->lowest().socket().cancel(ignored);
+    });
     http::async_read_header(stream_, buffer_, *parser_, bind(&Self::on_header));
   }
 
@@ -494,7 +509,6 @@ private:
     have_request_ = false;
     resp_info_ = audit::ResponseInfo{};
     upstream_ms_ = 0;
-    ctx_->requests.fetch_add(1);
   }
 
   void on_read_error(beast::error_code ec, bool in_header) {
@@ -529,11 +543,16 @@ private:
   }
 
   void on_header(beast::error_code ec, std::size_t) {
+    header_timer_.cancel();
+    if (ec == net::error::operation_aborted && header_timed_out_) {
+      ec = beast::error::timeout;
+    }
     reset_exchange();
     if (ec) {
       on_read_error(ec, true);
       return;
     }
+    ctx_->requests.fetch_add(1);
     auto& h = parser_->get();
     keep_alive_ = h.keep_alive();
     client_version_ = h.version();
@@ -752,7 +771,13 @@ private:
   // --- deciding -----------------------------------------------------------------------
 
   void decide() {
-    decision_ = ctx_->config->engine->decide(req_, runbook_, ctx_->mode.load());
+    policy::Mode mode = ctx_->mode.load();
+    const auto& kill_switch = ctx_->config->kill_switch_file;
+    std::error_code fs_ec;
+    if (!kill_switch.empty() && std::filesystem::exists(kill_switch, fs_ec)) {
+      mode = policy::Mode::paused; // its presence means paused (config kill_switch_file)
+    }
+    decision_ = ctx_->config->engine->decide(req_, runbook_, mode);
     log_event(LogLevel::info, "decision", conn_.id, req_id_,
               {{"run", run_},
                {"method", req_.method},
@@ -1125,6 +1150,10 @@ private:
     if (ec) {
       long verify = SSL_get_verify_result(up_->stream.native_handle());
       std::string why = verify != X509_V_OK ? X509_verify_cert_error_string(verify) : ec.message();
+      if (verify == X509_V_ERR_UNSPECIFIED) {
+        // The chain verified but ssl::host_name_verification rejected the name.
+        why = "certificate does not match host name " + strip_brackets(req_.host);
+      }
       upstream_failed(http::status::bad_gateway, "upstream_unavailable",
                       "TLS to " + req_.host + " failed: " + why);
       return;
@@ -1429,6 +1458,8 @@ private:
   Stream stream_;
   beast::flat_buffer buffer_;
   tcp::resolver resolver_;
+  net::steady_timer header_timer_;
+  bool header_timed_out_ = false;
   Target target_; // TLS sessions: the CONNECT target
   std::optional<http::request_parser<http::string_body>> parser_;
 

@@ -7,12 +7,16 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <functional>
+#include <future>
 #include <gtest/gtest.h>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -50,14 +54,23 @@ struct Seen {
   }
 };
 
-/// Plain HTTP/1.1 upstream that records every request and answers 200 "hello".
+/// HTTP/1.1 upstream (plain, or TLS with the given leaf) that records every request and
+/// answers 200 "hello". GET /allowed/stream answers an SSE stream whose first event is sent
+/// at once and whose end waits until the test calls release().
 class Upstream {
 public:
-  Upstream() : acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {
+  explicit Upstream(std::shared_ptr<const certs::Leaf> leaf = nullptr)
+      : acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {
+    if (leaf) {
+      tls_ = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
+      SSL_CTX_use_certificate(tls_->native_handle(), leaf->cert);
+      SSL_CTX_use_PrivateKey(tls_->native_handle(), leaf->key);
+    }
     thread_ = std::thread([this] { serve(); });
   }
   ~Upstream() {
     stop_ = true;
+    release();
     {
       net::io_context ioc;
       tcp::socket poke(ioc);
@@ -82,6 +95,11 @@ public:
     std::lock_guard lock(mutex_);
     return seen_;
   }
+  void release() {
+    std::lock_guard lock(mutex_);
+    released_ = true;
+    cv_.notify_all();
+  }
 
 private:
   void serve() {
@@ -99,11 +117,23 @@ private:
     }
   }
   void connection(tcp::socket& socket) {
+    if (!tls_) {
+      serve_on(socket);
+      return;
+    }
+    net::ssl::stream<tcp::socket&> stream(socket, *tls_);
+    boost::system::error_code ec;
+    stream.handshake(net::ssl::stream_base::server, ec);
+    if (!ec) {
+      serve_on(stream);
+    }
+  }
+  template <class Stream> void serve_on(Stream& stream) {
     beast::flat_buffer buffer;
     for (int i = 0; i < 100; ++i) {
       http::request<http::string_body> req;
       boost::system::error_code ec;
-      http::read(socket, buffer, req, ec);
+      http::read(stream, buffer, req, ec);
       if (ec) {
         return;
       }
@@ -115,12 +145,28 @@ private:
         std::lock_guard lock(mutex_);
         seen_.push_back(std::move(s));
       }
+      if (req.target() == "/allowed/stream") {
+        net::write(stream,
+                   net::buffer(std::string_view("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"
+                                                "\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                                "9\r\ndata: 1\n\n\r\n")),
+                   ec);
+        {
+          std::unique_lock lock(mutex_);
+          cv_.wait_for(lock, std::chrono::seconds(5), [this] { return released_; });
+        }
+        net::write(stream, net::buffer(std::string_view("9\r\ndata: 2\n\n\r\n0\r\n\r\n")), ec);
+        if (ec) {
+          return;
+        }
+        continue;
+      }
       http::response<http::string_body> res{http::status::ok, 11};
       res.set(http::field::content_type, "text/plain");
       res.body() = "hello";
       res.keep_alive(req.keep_alive());
       res.prepare_payload();
-      http::write(socket, res, ec);
+      http::write(stream, res, ec);
       if (ec || !req.keep_alive()) {
         return;
       }
@@ -129,9 +175,12 @@ private:
 
   net::io_context ioc_;
   tcp::acceptor acceptor_;
+  std::unique_ptr<net::ssl::context> tls_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::mutex mutex_;
+  std::condition_variable cv_;
+  bool released_ = false;
   std::vector<Seen> seen_;
   std::vector<int> fds_;
   std::vector<std::thread> workers_;
@@ -173,14 +222,16 @@ policy::Matcher matcher(std::string method, std::string path, std::uint16_t port
   return m;
 }
 
-std::shared_ptr<const config::Config> make_config(std::uint16_t upstream_port) {
+std::shared_ptr<config::Config> make_config(std::uint16_t upstream_port,
+                                            std::string upstream_trust) {
   auto cfg = std::make_shared<config::Config>();
+  cfg->tls.upstream_trust = std::move(upstream_trust);
   cfg->listen.proxy = {"127.0.0.1", 0};
   cfg->listen.admin = {"127.0.0.1", 0};
   cfg->agent_id = "test-agent";
   cfg->active_runbook = "rb";
   cfg->limits.header_bytes = 2048;
-  cfg->limits.inspect_body_bytes = 64;
+  cfg->limits.inspect_body_bytes = 256;
   auto catalogue = std::make_shared<policy::Catalogue>();
   auto add = [&](std::string name, std::string method, std::string path) {
     policy::Action a;
@@ -192,6 +243,15 @@ std::shared_ptr<const config::Config> make_config(std::uint16_t upstream_port) {
   add("post_things", "POST", "/post");
   add("forbidden_thing", "GET", "/denied/**");
   add("needs_human", "POST", "/restart");
+  add("tunnel_upstream", "CONNECT", "/");
+  {
+    policy::Action a;
+    a.name = "mcp_read";
+    auto m = matcher("POST", "/mcp", upstream_port);
+    m.mcp = policy::McpMatch{"read_file", {}};
+    a.matchers.push_back(std::move(m));
+    catalogue->actions.emplace(a.name, std::move(a));
+  }
   auto rb = std::make_shared<policy::Runbook>();
   rb->name = "rb";
   rb->sha256 = "abc";
@@ -205,6 +265,8 @@ std::shared_ptr<const config::Config> make_config(std::uint16_t upstream_port) {
   cls("post_things", policy::ActionClass::allowed);
   cls("forbidden_thing", policy::ActionClass::denied);
   cls("needs_human", policy::ActionClass::approval_required);
+  cls("mcp_read", policy::ActionClass::read_only);
+  cls("tunnel_upstream", policy::ActionClass::allowed);
   cfg->catalogue = catalogue;
   cfg->runbooks = {rb};
   cfg->engine = std::make_shared<policy::Engine>(cfg->catalogue, cfg->runbooks);
@@ -213,13 +275,20 @@ std::shared_ptr<const config::Config> make_config(std::uint16_t upstream_port) {
 
 class ProxyTest : public ::testing::Test {
 protected:
-  void SetUp() override { start(nullptr); }
+  void SetUp() override {
+    upstream_ = std::make_unique<Upstream>();
+    start(nullptr, "system");
+  }
   void TearDown() override { stop(); }
 
-  void start(std::shared_ptr<certs::Authority> authority) {
+  void start(std::shared_ptr<certs::Authority> authority, std::string upstream_trust) {
     audit_ = std::make_shared<FakeAudit>();
-    server_ = std::make_unique<Server>(
-        ioc_, ServerOptions{make_config(upstream_.port()), audit_, std::move(authority), nullptr});
+    auto cfg = make_config(upstream_->port(), std::move(upstream_trust));
+    if (tweak_) {
+      tweak_(*cfg);
+    }
+    server_ =
+        std::make_unique<Server>(ioc_, ServerOptions{cfg, audit_, std::move(authority), nullptr});
     server_->start();
     thread_ = std::thread([this] { ioc_.run(); });
   }
@@ -237,7 +306,7 @@ protected:
     set_timeouts(s);
     return s;
   }
-  std::string up() const { return "127.0.0.1:" + std::to_string(upstream_.port()); }
+  std::string up() const { return "127.0.0.1:" + std::to_string(upstream_->port()); }
 
   static http::response<http::string_body> read_response(tcp::socket& s,
                                                          beast::flat_buffer& buffer) {
@@ -256,7 +325,8 @@ protected:
     return nlohmann::json::parse(res.body(), nullptr, false);
   }
 
-  Upstream upstream_;
+  std::unique_ptr<Upstream> upstream_;
+  std::function<void(config::Config&)> tweak_;
   net::io_context ioc_;
   net::io_context client_ioc_;
   std::shared_ptr<FakeAudit> audit_;
@@ -266,14 +336,14 @@ protected:
 
 TEST_F(ProxyTest, AllowedRequestIsForwardedCanonicallyWithoutProxyHeaders) {
   auto s = connect();
-  auto res = exchange(s, "GET http://127.0.0.1:" + std::to_string(upstream_.port()) +
+  auto res = exchange(s, "GET http://127.0.0.1:" + std::to_string(upstream_->port()) +
                              "/allowed/./a/../b?x=1 HTTP/1.1\r\nHost: " + up() +
                              "\r\nRunwarden-Run: run-42\r\nProxy-Connection: keep-alive\r\n"
                              "Proxy-Authorization: Basic c2VjcmV0\r\nX-Keep: 1\r\n"
                              "Connection: X-Drop\r\nX-Drop: gone\r\n\r\n");
   EXPECT_EQ(res.result_int(), 200u);
   EXPECT_EQ(res.body(), "hello");
-  auto seen = upstream_.seen();
+  auto seen = upstream_->seen();
   ASSERT_EQ(seen.size(), 1u);
   EXPECT_EQ(seen[0].method, "GET");
   EXPECT_EQ(seen[0].target, "/allowed/b?x=1");
@@ -309,9 +379,9 @@ TEST_F(ProxyTest, KeepAliveReusesOneUpstreamConnectionForAllowedPost) {
     auto res = read_response(s, buffer);
     EXPECT_EQ(res.result_int(), 200u);
   }
-  auto seen = upstream_.seen();
+  auto seen = upstream_->seen();
   ASSERT_EQ(seen.size(), 3u);
-  EXPECT_EQ(upstream_.accepted(), 1);
+  EXPECT_EQ(upstream_->accepted(), 1);
   EXPECT_EQ(seen[2].body, "{\"a\":1}");
 }
 
@@ -326,7 +396,7 @@ TEST_F(ProxyTest, DeniedRequestGets403JsonAndNeverReachesUpstream) {
   EXPECT_EQ(j.value("action", ""), "forbidden_thing");
   EXPECT_EQ(j.value("request_id", "").rfind("req_", 0), 0u);
   EXPECT_FALSE(j.value("reason", "").empty());
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
   auto records = audit_->records();
   ASSERT_EQ(records.size(), 1u);
   EXPECT_TRUE(records[0].second);
@@ -337,7 +407,7 @@ TEST_F(ProxyTest, UnmatchedRequestIsDenied) {
   auto s = connect();
   auto res = exchange(s, "GET http://" + up() + "/other HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
   EXPECT_EQ(res.result_int(), 403u);
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 TEST_F(ProxyTest, ApprovalRequiredIsRefusedUntilHoldsExist) {
@@ -346,7 +416,51 @@ TEST_F(ProxyTest, ApprovalRequiredIsRefusedUntilHoldsExist) {
                              "\r\nContent-Length: 0\r\n\r\n");
   EXPECT_EQ(res.result_int(), 403u);
   EXPECT_EQ(json(res).value("error", ""), "approval_required");
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
+TEST_F(ProxyTest, JsonRpcBatchWithOneDeniedCallForwardsNothingAndErrsPerId) {
+  auto s = connect();
+  std::string body =
+      R"([{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file"}},)"
+      R"({"jsonrpc":"2.0","id":"b","method":"tools/call","params":{"name":"drop_db"}}])";
+  auto res = exchange(s, "POST http://" + up() + "/mcp HTTP/1.1\r\nHost: " + up() +
+                             "\r\nContent-Type: application/json\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\n\r\n" + body);
+  EXPECT_EQ(res.result_int(), 200u);
+  auto j = json(res);
+  ASSERT_TRUE(j.is_array()) << res.body();
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["id"], 1);
+  EXPECT_EQ(j[1]["id"], "b");
+  EXPECT_EQ(j[1]["error"]["code"], -32001);
+  EXPECT_EQ(j[1]["error"]["data"]["runbook"], "rb");
+  EXPECT_FALSE(j[1]["error"]["data"].value("request_id", "").empty());
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
+TEST_F(ProxyTest, JsonRpcSingleAllowedCallIsForwarded) {
+  auto s = connect();
+  std::string body =
+      R"({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file"}})";
+  auto res = exchange(s, "POST http://" + up() + "/mcp HTTP/1.1\r\nHost: " + up() +
+                             "\r\nContent-Type: application/json\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\n\r\n" + body);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), "hello");
+  ASSERT_EQ(upstream_->seen().size(), 1u);
+  EXPECT_EQ(upstream_->seen()[0].body, body);
+}
+
+TEST_F(ProxyTest, DrainStopsAcceptingAndCompletesWhenIdle) {
+  auto endpoint = server_->proxy_endpoint();
+  std::promise<void> drained;
+  net::post(ioc_, [&] { server_->drain(std::chrono::seconds(5), [&] { drained.set_value(); }); });
+  ASSERT_EQ(drained.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  tcp::socket s(client_ioc_);
+  boost::system::error_code ec;
+  s.connect(endpoint, ec);
+  EXPECT_TRUE(ec); // the listener is closed
 }
 
 TEST_F(ProxyTest, ContentLengthWithTransferEncodingIsRefused) {
@@ -356,7 +470,7 @@ TEST_F(ProxyTest, ContentLengthWithTransferEncodingIsRefused) {
                              "0\r\n\r\n");
   EXPECT_EQ(res.result_int(), 400u);
   EXPECT_FALSE(res.keep_alive());
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 TEST_F(ProxyTest, MalformedChunkingIsRefused) {
@@ -364,7 +478,7 @@ TEST_F(ProxyTest, MalformedChunkingIsRefused) {
   auto res = exchange(s, "POST http://" + up() + "/post HTTP/1.1\r\nHost: " + up() +
                              "\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n");
   EXPECT_EQ(res.result_int(), 400u);
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 TEST_F(ProxyTest, PipelinedAllowedThenDeniedForwardsOnlyTheAllowedOne) {
@@ -377,7 +491,7 @@ TEST_F(ProxyTest, PipelinedAllowedThenDeniedForwardsOnlyTheAllowedOne) {
   auto second = read_response(s, buffer);
   EXPECT_EQ(first.result_int(), 200u);
   EXPECT_EQ(second.result_int(), 403u);
-  auto seen = upstream_.seen();
+  auto seen = upstream_->seen();
   ASSERT_EQ(seen.size(), 1u);
   EXPECT_EQ(seen[0].target, "/allowed/1");
 }
@@ -403,7 +517,7 @@ TEST_F(ProxyTest, MissingOrDuplicateHostIsRefused) {
     EXPECT_EQ(res.result_int(), 400u);
     EXPECT_EQ(json(res).value("error", ""), "host_mismatch");
   }
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 TEST_F(ProxyTest, HeaderTooLargeGets431) {
@@ -411,16 +525,16 @@ TEST_F(ProxyTest, HeaderTooLargeGets431) {
   auto res = exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() +
                              "\r\nX-Big: " + std::string(4096, 'a') + "\r\n\r\n");
   EXPECT_EQ(res.result_int(), 431u);
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 TEST_F(ProxyTest, BodyOverInspectLimitGets413WithJsonReason) {
   auto s = connect();
   auto res = exchange(s, "POST http://" + up() + "/post HTTP/1.1\r\nHost: " + up() +
-                             "\r\nContent-Length: 100\r\n\r\n" + std::string(100, 'b'));
+                             "\r\nContent-Length: 300\r\n\r\n" + std::string(300, 'b'));
   EXPECT_EQ(res.result_int(), 413u);
   EXPECT_EQ(json(res).value("error", ""), "body_too_large");
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 TEST_F(ProxyTest, UpgradeAndOriginFormAndHttpsOverPlainAreRefused) {
@@ -444,7 +558,7 @@ TEST_F(ProxyTest, UpgradeAndOriginFormAndHttpsOverPlainAreRefused) {
     EXPECT_EQ(res.result_int(), 400u);
     EXPECT_EQ(json(res).value("error", ""), "https_over_plain");
   }
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 TEST_F(ProxyTest, RequestsToOwnListenerAreRefusedAsLoops) {
@@ -463,7 +577,7 @@ TEST_F(ProxyTest, AuditFailureRefusesWith503AndForwardsNothing) {
       exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
   EXPECT_EQ(res.result_int(), 503u);
   EXPECT_EQ(json(res).value("error", ""), "audit_unavailable");
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 TEST_F(ProxyTest, ConnectToPortNoMatcherNamesIsRefused) {
@@ -490,60 +604,178 @@ TEST_F(ProxyTest, AdminHealthAndStatus) {
   EXPECT_TRUE(json(res)["failing"].contains("ca"));
 }
 
-class InterceptTest : public ProxyTest {
+class LimitsTest : public ProxyTest {
 protected:
   void SetUp() override {
+    upstream_ = std::make_unique<Upstream>();
+    tweak_ = [](config::Config& cfg) {
+      cfg.limits.max_connections = 1;
+      cfg.limits.header_timeout = std::chrono::milliseconds(300);
+      std::string err;
+      cfg.tls.passthrough.push_back(*policy::HostPattern::parse("127.0.0.1", &err));
+    };
+    start(nullptr, "system");
+  }
+};
+
+TEST_F(LimitsTest, ConnectionsOverTheLimitGet503AndAreCounted) {
+  auto first = connect();
+  auto res =
+      exchange(first, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200u);
+  auto second = connect();
+  beast::flat_buffer buffer;
+  auto refused = read_response(second, buffer);
+  EXPECT_EQ(refused.result_int(), 503u);
+  EXPECT_EQ(json(refused).value("error", ""), "overloaded");
+  EXPECT_EQ(server_->context()->rejected_connections.load(), 1u);
+  EXPECT_EQ(upstream_->seen().size(), 1u);
+}
+
+TEST_F(LimitsTest, PartialHeaderGets408ThenClose) {
+  auto s = connect();
+  auto res = exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: ");
+  EXPECT_EQ(res.result_int(), 408u);
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
+TEST_F(LimitsTest, PassthroughConnectIsDecidedOnHostAndTunnelled) {
+  auto s = connect();
+  net::write(s, net::buffer("CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+  beast::flat_buffer buffer;
+  http::response_parser<http::empty_body> head;
+  head.skip(true);
+  boost::system::error_code ec;
+  http::read_header(s, buffer, head, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_EQ(head.get().result_int(), 200u);
+  // Inside the tunnel the bytes are not inspected: even a path the runbook denies passes.
+  net::write(s, net::buffer("GET /denied/raw HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+  auto res = read_response(s, buffer);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), "hello");
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].target, "/denied/raw");
+  auto records = audit_->records();
+  ASSERT_FALSE(records.empty());
+  EXPECT_EQ(records[0].first.action, "tunnel_upstream");
+  EXPECT_EQ(records[0].first.request.method, "CONNECT");
+}
+
+class InterceptTest : public ProxyTest {
+protected:
+  void SetUp() override { SetUpWithUpstreamName("127.0.0.1"); }
+  void SetUpWithUpstreamName(const std::string& name) {
     dir_ = std::filesystem::temp_directory_path() /
-           ("runwarden-proxy-test-" + std::to_string(::getpid()) + "-" +
-            std::to_string(upstream_.port()));
+           ("runwarden-proxy-test-" + std::to_string(::getpid()) + "-" + std::to_string(++serial_));
     std::filesystem::remove_all(dir_);
     certs::Authority::create(dir_, "runwarden test CA");
-    start(certs::Authority::load(dir_ / "ca.pem", dir_ / "ca.key"));
+    auto authority = certs::Authority::load(dir_ / "ca.pem", dir_ / "ca.key");
+    std::string err;
+    upstream_ = std::make_unique<Upstream>(authority->leaf(name, &err));
+    start(authority, (dir_ / "ca.pem").string());
   }
   void TearDown() override {
     stop();
     std::filesystem::remove_all(dir_);
   }
+
+  /// CONNECT to the upstream through the proxy, then a TLS client verified by the test CA.
+  void open_tunnel() {
+    socket_ = std::make_unique<tcp::socket>(connect());
+    std::string connect_req = "CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
+    net::write(*socket_, net::buffer(connect_req));
+    http::response_parser<http::empty_body> head;
+    head.skip(true); // a 2xx to CONNECT has no body
+    boost::system::error_code ec;
+    http::read_header(*socket_, buffer_, head, ec);
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_EQ(head.get().result_int(), 200u);
+    ASSERT_EQ(buffer_.size(), 0u);
+    client_tls_.load_verify_file((dir_ / "ca.pem").string());
+    client_tls_.set_verify_mode(net::ssl::verify_peer);
+    tls_ = std::make_unique<net::ssl::stream<tcp::socket&>>(*socket_, client_tls_);
+    tls_->set_verify_callback(net::ssl::host_name_verification("127.0.0.1"));
+    tls_->handshake(net::ssl::stream_base::client, ec);
+    ASSERT_FALSE(ec) << ec.message();
+  }
+  http::response<http::string_body> inner(const std::string& raw) {
+    net::write(*tls_, net::buffer(raw));
+    http::response<http::string_body> res;
+    boost::system::error_code ec;
+    http::read(*tls_, buffer_, res, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    return res;
+  }
+
+  static inline int serial_ = 0;
   std::filesystem::path dir_;
+  std::unique_ptr<tcp::socket> socket_;
+  net::ssl::context client_tls_{net::ssl::context::tls_client};
+  std::unique_ptr<net::ssl::stream<tcp::socket&>> tls_;
+  beast::flat_buffer buffer_;
 };
 
-TEST_F(InterceptTest, ConnectThenTlsWithLeafVerifiedByCaAndInnerRequestJudged) {
-  auto s = connect();
-  std::string connect_req = "CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
-  net::write(s, net::buffer(connect_req));
-  beast::flat_buffer buffer;
-  http::response_parser<http::empty_body> head;
-  head.skip(true); // a 2xx to CONNECT has no body
+TEST_F(InterceptTest, InnerAllowedRequestIsForwardedOverVerifiedUpstreamTls) {
+  open_tunnel();
+  auto res = inner("GET /allowed/x?y=1 HTTP/1.1\r\nHost: " + up() + "\r\nX-Keep: 1\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), "hello");
+  res = inner("GET /allowed/z HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200u);
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].target, "/allowed/x?y=1");
+  EXPECT_TRUE(seen[0].has("x-keep"));
+  EXPECT_EQ(upstream_->accepted(), 1); // one pooled upstream TLS connection for both
+}
+
+TEST_F(InterceptTest, StreamedEventArrivesBeforeTheUpstreamFinishes) {
+  open_tunnel();
+  net::write(*tls_, net::buffer("GET /allowed/stream HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+  http::response_parser<http::string_body> p;
   boost::system::error_code ec;
-  http::read_header(s, buffer, head, ec);
+  http::read_header(*tls_, buffer_, p, ec);
   ASSERT_FALSE(ec) << ec.message();
-  ASSERT_EQ(head.get().result_int(), 200u);
-  ASSERT_EQ(buffer.size(), 0u);
+  EXPECT_EQ(p.get()[http::field::content_type], "text/event-stream");
+  // Read until the first event is in: the upstream is still holding the rest back.
+  for (int i = 0; i < 50 && p.get().body().find("data: 1") == std::string::npos; ++i) {
+    http::read_some(*tls_, buffer_, p, ec);
+    ASSERT_FALSE(ec) << ec.message();
+  }
+  EXPECT_EQ(p.get().body(), "data: 1\n\n");
+  EXPECT_FALSE(p.is_done());
+  upstream_->release();
+  http::read(*tls_, buffer_, p, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(p.get().body(), "data: 1\n\ndata: 2\n\n");
+}
 
-  net::ssl::context tls(net::ssl::context::tls_client);
-  tls.load_verify_file((dir_ / "ca.pem").string());
-  tls.set_verify_mode(net::ssl::verify_peer);
-  net::ssl::stream<tcp::socket&> stream(s, tls);
-  stream.set_verify_callback(net::ssl::host_name_verification("127.0.0.1"));
-  stream.handshake(net::ssl::stream_base::client, ec);
-  ASSERT_FALSE(ec) << ec.message();
+class WrongNameTest : public InterceptTest {
+protected:
+  void SetUp() override { SetUpWithUpstreamName("wrong.example"); }
+};
 
-  std::string inner = "GET /denied/x HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
-  net::write(stream, net::buffer(inner));
-  http::response<http::string_body> res;
-  http::read(stream, buffer, res, ec);
-  ASSERT_FALSE(ec) << ec.message();
+TEST_F(WrongNameTest, UpstreamCertificateForAnotherNameGives502AndNoRequest) {
+  open_tunnel();
+  auto res = inner("GET /allowed/x HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 502u);
+  EXPECT_EQ(json(res).value("error", ""), "upstream_unavailable");
+  EXPECT_NE(json(res).value("reason", "").find("does not match"), std::string::npos);
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
+TEST_F(InterceptTest, ConnectThenTlsWithLeafVerifiedByCaAndInnerRequestJudged) {
+  open_tunnel();
+  auto res = inner("GET /denied/x HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
   EXPECT_EQ(res.result_int(), 403u);
   EXPECT_EQ(json(res).value("error", ""), "denied_by_runbook");
-
-  std::string wrong_host = "GET /allowed/1 HTTP/1.1\r\nHost: other.example\r\n\r\n";
-  net::write(stream, net::buffer(wrong_host));
-  http::response<http::string_body> res2;
-  http::read(stream, buffer, res2, ec);
-  ASSERT_FALSE(ec) << ec.message();
+  auto res2 = inner("GET /allowed/1 HTTP/1.1\r\nHost: other.example\r\n\r\n");
   EXPECT_EQ(res2.result_int(), 400u);
   EXPECT_EQ(json(res2).value("error", ""), "host_mismatch");
-  EXPECT_TRUE(upstream_.seen().empty());
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 } // namespace
