@@ -13,7 +13,7 @@
 # BENCH_ROUNDS (default 3; each figure is the median over rounds, targets interleaved per
 # round so that background load hits them alike), IDLE_CONNS (default 10000),
 # IDLE_FWD_CONNS (default 9000),
-# KEEP_WORK=1 to keep the temp dir (configs, logs, raw results).
+# BENCH_SKIP_BUILD=1 to use the binaries already built, KEEP_WORK=1 to keep the temp dir (configs, logs, raw results).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +23,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_FWD_CONNS=${IDLE_FWD_CONNS:-9000}
 WORK=$(mktemp -d /tmp/runwarden-bench.XXXXXX)
+chmod 755 "$WORK" # squid drops to its own user and must reach its directory
 RESULTS=$WORK/results.jsonl
 PIDS=()
 
@@ -57,9 +58,13 @@ if ! command -v squid >/dev/null || ! command -v haproxy >/dev/null; then
   apt-get install -y squid haproxy >/dev/null 2>&1 || log "squid/haproxy not installable: references skipped"
 fi
 
-log "Release build in $BUILD"
-cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNWARDEN_BUILD_TESTS=OFF >/dev/null
-ninja -C "$BUILD" -j2 runwarden policy_bench audit_bench >/dev/null
+if [[ "${BENCH_SKIP_BUILD:-0}" == 1 ]]; then
+  log "BENCH_SKIP_BUILD=1: using the binaries already in $BUILD"
+else
+  log "Release build in $BUILD"
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRUNWARDEN_BUILD_TESTS=OFF >/dev/null
+  ninja -C "$BUILD" -j2 runwarden policy_bench audit_bench >/dev/null
+fi
 RW=$BUILD/app/runwarden
 [[ -x $RW ]] || RW=$(find "$BUILD" -type f -name runwarden -perm -u+x | head -1)
 CLIENT=$BUILD/bench-proxy/load_client
@@ -70,7 +75,9 @@ if [[ ! -x $CLIENT || $ROOT/bench/proxy/load_client.cpp -nt $CLIENT ]]; then
 fi
 
 machine() {
-  printf '{"kind":"machine","cores":%s,"load":"%s","cpu":"%s","date":"%s"}\n' "$(nproc)" \
+  local rev; rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] && rev+="+uncommitted"
+  printf '{"kind":"machine","rev":"%s","cores":%s,"load":"%s","cpu":"%s","date":"%s"}\n' "$rev" "$(nproc)" \
     "$(cut -d' ' -f1-3 /proc/loadavg)" \
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" "$(date -u +%FT%TZ)"
 }
@@ -209,7 +216,8 @@ via off
 forwarded_for delete
 shutdown_lifetime 1 seconds
 EOF
-  squid -N -f "$WORK/squid/squid.conf" &
+  chown proxy "$WORK/squid" 2>/dev/null || true
+  squid -N -f "$WORK/squid/squid.conf" >"$WORK/squid/out.log" 2>&1 &
   PIDS+=($!); PROXY_PID[squid]=$!; PROXY_PORT[squid]=$P_SQUID
   wait_port "$P_SQUID" || { unset 'PROXY_PID[squid]'; unset 'PROXY_PORT[squid]'; }
 fi

@@ -46,7 +46,8 @@ def main():
     machine = [r for r in rows if r["kind"] == "machine"]
     print("## Machine\n")
     print(f"{machine[0]['cores']} cores ({machine[0]['cpu']}); load average at start "
-          f"{machine[0]['load']}, at end {machine[-1]['load']}; {machine[0]['date']}.\n")
+          f"{machine[0]['load']}, at end {machine[-1]['load']}; {machine[0]['date']}; "
+          f"tree {machine[0].get('rev', '?')}.\n")
 
     # ---------------------------------------------------------------- policy
     ctx, pol = gbench(sys.argv[2])
