@@ -2,6 +2,8 @@
 // request/response pair at the default durability (target >= 100,000 records/s on one
 // core), and redaction speed on JSON bodies (target >= 200 MB/s).
 // Run: build-audit-rel/bench/audit_bench --benchmark_min_time=2
+// Profile: valgrind --tool=callgrind audit_bench --fixed=2000 runs each workload a fixed
+// number of times outside the benchmark loop, so instruction counts compare across builds.
 
 #include "audit/audit_log.hpp"
 #include "audit/record_builder.hpp"
@@ -9,6 +11,7 @@
 
 #include <benchmark/benchmark.h>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <unistd.h>
@@ -124,6 +127,46 @@ void BM_RedactJsonBody(benchmark::State& state) {
 }
 BENCHMARK(BM_RedactJsonBody)->Arg(2048)->Arg(64 * 1024)->Arg(1024 * 1024);
 
+// --fixed=N: N appends, N record builds and N redactions of a 2 KiB JSON body, no timing.
+int run_fixed(long n) {
+  const std::string dir = "/tmp/runwarden-audit-fixed-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  Options o;
+  o.path = dir + "/audit.jsonl";
+  o.rotate_bytes = 1ull << 30;
+  const Exchange ex = realistic_exchange();
+  std::size_t errors = 0;
+  {
+    auto log = AuditLog::open(o);
+    for (long i = 0; i < n; ++i) {
+      log->record(ex, true, [&errors](std::error_code ec) { errors += ec ? 1u : 0u; });
+    }
+  }
+  std::filesystem::remove_all(dir);
+  const RecordBuilder builder({}, 16 * 1024);
+  std::size_t sink = 0;
+  for (long i = 0; i < n; ++i) {
+    sink += builder.exchange_members(ex, true).size();
+  }
+  const Redactor redactor;
+  const std::string body = json_body(2048);
+  for (long i = 0; i < n; ++i) {
+    sink += redactor.redact_body(body, "application/json", 1u << 30).text.size();
+  }
+  return errors == 0 && sink > 0 ? 0 : 1;
+}
+
 } // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  if (argc == 2 && std::strncmp(argv[1], "--fixed=", 8) == 0) {
+    return run_fixed(std::atol(argv[1] + 8));
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) {
+    return 1;
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
