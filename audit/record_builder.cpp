@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -46,6 +48,20 @@ RecordBuilder::RecordBuilder(const RedactionRules& rules, std::size_t body_bytes
 
 namespace {
 
+constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+constexpr std::uint64_t kHighs = 0x8080808080808080ull;
+
+constexpr std::uint64_t has_byte(std::uint64_t w, unsigned char b) {
+  const std::uint64_t x = w ^ (kOnes * b);
+  return (x - kOnes) & ~x & kHighs;
+}
+
+// True when some byte of the word is a control character, DEL, non-ASCII, '"' or '\\'.
+constexpr bool needs_escape(std::uint64_t w) {
+  return ((w & kHighs) | ((w - kOnes * 0x20) & ~w & kHighs) | has_byte(w, 0x7f) | has_byte(w, '"') |
+          has_byte(w, '\\')) != 0;
+}
+
 // JSON string escaper with the guarantees of dump(ensure_ascii, replace): the output is
 // printable ASCII only; valid UTF-8 becomes \uXXXX (surrogate pairs above U+FFFF); each
 // byte of an invalid sequence becomes \ufffd. Runs of plain ASCII are copied in bulk.
@@ -63,6 +79,16 @@ void append_escaped(std::string& out, std::string_view s) {
   const std::size_t n = s.size();
   while (i < n) {
     std::size_t run = i;
+    // Eight bytes at a time while none needs escaping (SWAR: no byte < 0x20, >= 0x7f,
+    // '"' or '\\').
+    while (run + 8 <= n) {
+      std::uint64_t w = 0;
+      std::memcpy(&w, s.data() + run, 8);
+      if (needs_escape(w)) {
+        break;
+      }
+      run += 8;
+    }
     while (run < n) {
       const auto c = static_cast<unsigned char>(s[run]);
       if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
@@ -183,7 +209,41 @@ std::string RecordBuilder::dump(const nlohmann::ordered_json& value) {
   return out;
 }
 
-nlohmann::ordered_json RecordBuilder::headers(const HeaderList& list) const {
+namespace {
+
+void append_key(std::string& out, std::string_view key) {
+  out += '"';
+  out += key; // keys below are plain ASCII literals
+  out += "\":";
+}
+
+void append_string_member(std::string& out, std::string_view key, std::string_view value) {
+  append_key(out, key);
+  append_escaped(out, value);
+  out += ',';
+}
+
+void append_uint(std::string& out, std::uint64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void append_int(std::string& out, std::int64_t v) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+// nlohmann's number format (shortest round trip, "0.0", null for non-finite) is part of
+// the pinned line bytes, so doubles keep going through it.
+void append_double(std::string& out, double v) {
+  out += nlohmann::json(v).dump();
+}
+
+} // namespace
+
+void RecordBuilder::append_headers(std::string& out, const HeaderList& list) const {
   std::vector<std::pair<std::string, std::string>> fields;
   fields.reserve(list.size());
   for (const auto& [name, value] : list) {
@@ -202,63 +262,89 @@ nlohmann::ordered_json RecordBuilder::headers(const HeaderList& list) const {
       same->second += redacted;
     }
   }
-  nlohmann::ordered_json out = nlohmann::ordered_json::object();
-  for (auto& [key, value] : fields) {
-    out[key] = std::move(value);
+  out += "\"headers\":{";
+  bool first = true;
+  for (const auto& [key, value] : fields) {
+    if (!first) {
+      out += ',';
+    }
+    first = false;
+    append_escaped(out, key);
+    out += ':';
+    append_escaped(out, value);
   }
-  return out;
+  out += "},";
 }
 
-void RecordBuilder::body(nlohmann::ordered_json& out, std::string_view text, const HeaderList& hdrs,
-                         bool complete) const {
+void RecordBuilder::append_body(std::string& out, std::string_view text, const HeaderList& hdrs,
+                                bool complete) const {
   const RedactedBody b = redactor_.redact_body(text, content_type(hdrs), body_bytes_);
-  out["body"] = b.text;
-  out["body_sha256"] = b.sha256;
-  out["truncated"] = b.truncated || !complete;
+  append_string_member(out, "body", b.text);
+  append_string_member(out, "body_sha256", b.sha256);
+  append_key(out, "truncated");
+  out += (b.truncated || !complete) ? "true," : "false,";
   if (b.binary) {
-    out["binary"] = true;
+    out += "\"binary\":true,";
   }
 }
 
 std::string RecordBuilder::exchange_members(const Exchange& ex, bool final) const {
-  nlohmann::ordered_json rec;
-  rec["type"] = final ? "exchange" : "decision";
-  rec["id"] = ex.id;
-  rec["run"] = ex.run;
-  rec["agent"] = ex.agent;
-  rec["runbook"] = ex.runbook;
-  rec["runbook_sha256"] = ex.runbook_sha256;
-  rec["action"] = ex.action;
-  rec["class"] = ex.cls;
-  rec["outcome"] = ex.outcome;
-  rec["code"] = ex.code;
-  rec["reason"] = redactor_.redact_text(ex.reason);
+  // Appended directly in the member order of the format (docs/audit.md); no JSON tree.
+  std::string out;
+  out.reserve(1024 + ex.request.body.size() + ex.request.url.size() +
+              (ex.response ? ex.response->body.size() : 0));
+  append_string_member(out, "type", final ? "exchange" : "decision");
+  append_string_member(out, "id", ex.id);
+  append_string_member(out, "run", ex.run);
+  append_string_member(out, "agent", ex.agent);
+  append_string_member(out, "runbook", ex.runbook);
+  append_string_member(out, "runbook_sha256", ex.runbook_sha256);
+  append_string_member(out, "action", ex.action);
+  append_string_member(out, "class", ex.cls);
+  append_string_member(out, "outcome", ex.outcome);
+  append_string_member(out, "code", ex.code);
+  append_string_member(out, "reason", redactor_.redact_text(ex.reason));
   if (ex.approval) {
-    rec["approval"] = {{"id", ex.approval->id},
-                       {"by", redactor_.redact_text(ex.approval->by)},
-                       {"wait_ms", ex.approval->wait_ms}};
+    out += "\"approval\":{";
+    append_string_member(out, "id", ex.approval->id);
+    append_string_member(out, "by", redactor_.redact_text(ex.approval->by));
+    append_key(out, "wait_ms");
+    append_int(out, ex.approval->wait_ms);
+    out += "},";
   }
-  nlohmann::ordered_json req;
-  req["method"] = ex.request.method;
-  req["url"] = redactor_.redact_url(ex.request.url);
-  req["headers"] = headers(ex.request.headers);
-  body(req, ex.request.body, ex.request.headers, ex.request.body_complete);
-  req["bytes"] = ex.request.body_bytes;
-  rec["request"] = std::move(req);
+  out += "\"request\":{";
+  append_string_member(out, "method", ex.request.method);
+  append_string_member(out, "url", redactor_.redact_url(ex.request.url));
+  append_headers(out, ex.request.headers);
+  append_body(out, ex.request.body, ex.request.headers, ex.request.body_complete);
+  append_key(out, "bytes");
+  append_uint(out, ex.request.body_bytes);
+  out += "},";
   if (final && ex.response) {
-    nlohmann::ordered_json resp;
-    resp["status"] = ex.response->status;
-    resp["headers"] = headers(ex.response->headers);
-    body(resp, ex.response->body, ex.response->headers, ex.response->body_complete);
-    resp["bytes"] = ex.response->bytes;
-    rec["response"] = std::move(resp);
+    out += "\"response\":{";
+    append_key(out, "status");
+    append_int(out, ex.response->status);
+    out += ',';
+    append_headers(out, ex.response->headers);
+    append_body(out, ex.response->body, ex.response->headers, ex.response->body_complete);
+    append_key(out, "bytes");
+    append_uint(out, ex.response->bytes);
+    out += "},";
   }
-  rec["timing"] = {{"total_ms", ex.timing.total_ms},
-                   {"upstream_ms", ex.timing.upstream_ms},
-                   {"hold_ms", ex.timing.hold_ms}};
-  rec["traceparent"] = redactor_.redact_text(ex.traceparent);
-  rec["client"] = ex.client;
-  return members_of(rec);
+  out += "\"timing\":{";
+  append_key(out, "total_ms");
+  append_double(out, ex.timing.total_ms);
+  out += ',';
+  append_key(out, "upstream_ms");
+  append_double(out, ex.timing.upstream_ms);
+  out += ',';
+  append_key(out, "hold_ms");
+  append_double(out, ex.timing.hold_ms);
+  out += "},";
+  append_string_member(out, "traceparent", redactor_.redact_text(ex.traceparent));
+  append_key(out, "client");
+  append_escaped(out, ex.client);
+  return out;
 }
 
 nlohmann::json RecordBuilder::redact_json(const nlohmann::json& value) const {

@@ -28,9 +28,9 @@ public:
   static std::string dump(const nlohmann::ordered_json& value);
 
 private:
-  nlohmann::ordered_json headers(const HeaderList& list) const;
-  void body(nlohmann::ordered_json& out, std::string_view text, const HeaderList& headers,
-            bool complete) const;
+  void append_headers(std::string& out, const HeaderList& list) const;
+  void append_body(std::string& out, std::string_view text, const HeaderList& headers,
+                   bool complete) const;
   nlohmann::json redact_json(const nlohmann::json& value) const;
 
   Redactor redactor_;
