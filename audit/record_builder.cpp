@@ -3,6 +3,7 @@
 #include "audit/digest.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cctype>
 #include <charconv>
 #include <cstdint>
@@ -56,10 +57,11 @@ constexpr std::uint64_t has_byte(std::uint64_t w, unsigned char b) {
   return (x - kOnes) & ~x & kHighs;
 }
 
-// True when some byte of the word is a control character, DEL, non-ASCII, '"' or '\\'.
-constexpr bool needs_escape(std::uint64_t w) {
-  return ((w & kHighs) | ((w - kOnes * 0x20) & ~w & kHighs) | has_byte(w, 0x7f) | has_byte(w, '"') |
-          has_byte(w, '\\')) != 0;
+// High bit set in each byte of the word that is a control character, DEL, non-ASCII, '"'
+// or '\\'. The lowest flagged byte is always exact (borrows only run upwards).
+constexpr std::uint64_t escape_mask(std::uint64_t w) {
+  return (w & kHighs) | ((w - kOnes * 0x20) & ~w & kHighs) | has_byte(w, 0x7f) | has_byte(w, '"') |
+         has_byte(w, '\\');
 }
 
 // JSON string escaper with the guarantees of dump(ensure_ascii, replace): the output is
@@ -79,12 +81,13 @@ void append_escaped(std::string& out, std::string_view s) {
   const std::size_t n = s.size();
   while (i < n) {
     std::size_t run = i;
-    // Eight bytes at a time while none needs escaping (SWAR: no byte < 0x20, >= 0x7f,
-    // '"' or '\\').
+    // Eight bytes at a time up to the first byte that needs escaping (SWAR).
     while (run + 8 <= n) {
       std::uint64_t w = 0;
       std::memcpy(&w, s.data() + run, 8);
-      if (needs_escape(w)) {
+      const std::uint64_t mask = escape_mask(w);
+      if (mask != 0) {
+        run += static_cast<std::size_t>(std::countr_zero(mask)) / 8;
         break;
       }
       run += 8;
