@@ -4,6 +4,7 @@
 #include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
 #include "proxy/session.hpp"
+#include "proxy/transparent_session.hpp"
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
@@ -71,6 +72,7 @@ struct Server::Listener {
   explicit Listener(net::io_context& ioc) : acceptor(ioc) {}
   tcp::acceptor acceptor;
   bool admin = false;
+  bool transparent = false; // listen.transparent: transparent_session.cpp
 };
 
 Server::Server(net::io_context& ioc, ServerOptions options)
@@ -156,7 +158,13 @@ void Server::start() {
   admin_endpoint_ = admin_->acceptor.local_endpoint();
   ctx_->own_ports = {proxy_endpoint_.port(), admin_endpoint_.port()};
   if (listen.transparent) {
-    ctx_->own_ports.insert(listen.transparent->port);
+    transparent_ = bind(*listen.transparent, false);
+    transparent_->transparent = true;
+    ctx_->own_ports.insert(transparent_->acceptor.local_endpoint().port());
+    log_event(LogLevel::info, "listening", 0, {},
+              {{"transparent", transparent_->acceptor.local_endpoint().address().to_string() +
+                                   ":" +
+                                   std::to_string(transparent_->acceptor.local_endpoint().port())}});
   }
   ctx_->own_host = listen.proxy.host;
   log_event(LogLevel::info, "listening", 0, {},
@@ -166,6 +174,9 @@ void Server::start() {
                            std::to_string(admin_->acceptor.local_endpoint().port())}});
   accept(proxy_);
   accept(admin_);
+  if (transparent_) {
+    accept(transparent_);
+  }
   if (approvals_) {
     approvals_->start(ctx_);
   }
@@ -177,6 +188,10 @@ tcp::endpoint Server::proxy_endpoint() const {
 tcp::endpoint Server::admin_endpoint() const {
   return admin_->acceptor.local_endpoint();
 }
+tcp::endpoint Server::transparent_endpoint() const {
+  boost::system::error_code ec;
+  return transparent_ ? transparent_->acceptor.local_endpoint(ec) : tcp::endpoint();
+}
 
 void Server::accept(const std::shared_ptr<Listener>& listener) {
   listener->acceptor.async_accept(
@@ -187,6 +202,8 @@ void Server::accept(const std::shared_ptr<Listener>& listener) {
         if (!ec) {
           if (listener->admin) {
             start_admin_session(router_, ctx_, std::move(socket));
+          } else if (listener->transparent) {
+            start_transparent_session(ctx_, std::move(socket));
           } else {
             start_proxy_session(ctx_, std::move(socket));
           }
@@ -202,7 +219,7 @@ void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) 
   log_event(LogLevel::info, "draining", 0, {},
             {{"in_flight", std::to_string(ctx_->in_flight.load())},
              {"open_connections", std::to_string(ctx_->open_connections.load())}});
-  for (auto* l : {&proxy_, &admin_}) {
+  for (auto* l : {&proxy_, &admin_, &transparent_}) {
     if (*l) {
       auto listener = *l;
       net::post(listener->acceptor.get_executor(), [listener] {

@@ -37,6 +37,8 @@ public:
 
   boost::asio::ip::tcp::endpoint proxy_endpoint() const;
   boost::asio::ip::tcp::endpoint admin_endpoint() const;
+  /// listen.transparent's bound endpoint; a default endpoint when it is not configured.
+  boost::asio::ip::tcp::endpoint transparent_endpoint() const;
 
   /// Routes served on the admin listener; add routes before start().
   AdminRouter& admin_router() { return router_; }
@@ -56,6 +58,7 @@ private:
   AdminRouter router_;
   std::shared_ptr<Listener> proxy_;
   std::shared_ptr<Listener> admin_;
+  std::shared_ptr<Listener> transparent_; // null unless listen.transparent is set
   boost::asio::ip::tcp::endpoint proxy_endpoint_;
   boost::asio::ip::tcp::endpoint admin_endpoint_;
   boost::asio::steady_timer drain_timer_;

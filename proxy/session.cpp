@@ -408,6 +408,31 @@ public:
         buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
         header_timer_(stream_.get_executor()), target_(std::move(target)) {}
 
+  /// Transparent plain HTTP: the stream, the bytes already read, and the target checked
+  /// against the original destination. Requests are origin-form for that target only.
+  HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream&& plain,
+              beast::flat_buffer&& buffer, Target target, bool transparent) requires(!kTls)
+      : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(plain)),
+        buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
+        header_timer_(stream_.get_executor()), target_(std::move(target)),
+        transparent_(transparent) {}
+
+  /// Transparent passthrough (TLS without SNI to a tls.passthrough address): decided like a
+  /// CONNECT to the original destination, then tunnelled without a CONNECT answer.
+  void start_transparent_tunnel() requires(!kTls) {
+    reset_exchange();
+    ctx_->requests.fetch_add(1);
+    req_.method = "CONNECT";
+    req_.scheme = "https";
+    req_.host = target_.host;
+    req_.port = target_.port;
+    req_.path = "/";
+    raw_url_ = target_.host + ":" + std::to_string(target_.port);
+    have_request_ = true;
+    tunnel_ = true;
+    decide();
+  }
+
   void start() {
     if constexpr (kTls) {
       start_tls();
@@ -646,7 +671,11 @@ private:
   /// Fills req_'s scheme, host, port, path and query; checks that every authority agrees.
   bool build_target(const http::request_parser<http::string_body>::value_type& h) {
     std::string_view target = h.target();
-    if constexpr (!kTls) {
+    if (transparent_) {
+      if (!transparent_target(target)) {
+        return false;
+      }
+    } else if constexpr (!kTls) {
       if (target.empty() || target.front() == '/' || target.front() == '*') {
         refuse(http::status::bad_request, "origin_form_to_proxy",
                "this is a forward proxy: send absolute-form http:// URIs, or CONNECT for https");
@@ -711,6 +740,35 @@ private:
     if (is_loop(*ctx_, req_.host, req_.port)) {
       refuse(http::status::forbidden, "loop_refused",
              "the request is addressed to runwarden's own listener");
+      return false;
+    }
+    return true;
+  }
+
+  /// Transparent plain HTTP: origin-form (or an absolute http URI naming the same target).
+  bool transparent_target(std::string_view target) {
+    if (!target.empty() && target.front() == '/') {
+      auto err = policy::normalize_target(target, req_.path, req_.query);
+      if (err != policy::NormalizeError::ok) {
+        refuse(http::status::bad_request, "bad_target",
+               "cannot normalize the target: " + std::string(policy::to_string(err)));
+        return false;
+      }
+      req_.scheme = "http";
+      req_.host = target_.host;
+      req_.port = target_.port;
+      return true;
+    }
+    auto err = policy::normalize_absolute_url(target, req_);
+    if (err != policy::NormalizeError::ok) {
+      refuse(http::status::bad_request, "bad_url",
+             "cannot normalize the URL: " + std::string(policy::to_string(err)));
+      return false;
+    }
+    if (req_.scheme != "http" || req_.host != target_.host || req_.port != target_.port) {
+      refuse(http::status::bad_request, "authority_mismatch",
+             "absolute URI does not match the connection's destination " + target_.host + ":" +
+                 std::to_string(target_.port));
       return false;
     }
     return true;
@@ -1171,21 +1229,28 @@ private:
   }
 
   void start_tunnel() requires(!kTls) {
+    if (transparent_) {
+      open_tunnel(); // the client never sent a CONNECT: no answer to give
+      return;
+    }
     lowest().expires_after(limits().idle_timeout);
-    net::async_write(
-        stream_, net::buffer(kConnectOk),
-        [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-          if (ec) {
-            return;
-          }
-          self->ctx_->in_flight.fetch_sub(1);
-          self->in_flight_ = false;
-          std::string early = beast::buffers_to_string(self->buffer_.data());
-          auto tunnel = std::make_shared<TunnelSession>(
-              self->ctx_, self->conn_, std::move(self->stream_), std::move(self->up_->stream),
-              self->make_exchange("forwarded", self->decision_.code, self->decision_.reason));
-          tunnel->start(std::move(early));
-        });
+    net::async_write(stream_, net::buffer(kConnectOk),
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       if (ec) {
+                         return;
+                       }
+                       self->open_tunnel();
+                     });
+  }
+
+  void open_tunnel() requires(!kTls) {
+    ctx_->in_flight.fetch_sub(1);
+    in_flight_ = false;
+    std::string early = beast::buffers_to_string(buffer_.data());
+    auto tunnel = std::make_shared<TunnelSession>(
+        ctx_, conn_, std::move(stream_), std::move(up_->stream),
+        make_exchange("forwarded", decision_.code, decision_.reason));
+    tunnel->start(std::move(early));
   }
 
   void send_upstream() {
@@ -1483,6 +1548,7 @@ private:
   bool expect_continue_ = false;
   bool head_ = false;
   bool tunnel_ = false;
+  bool transparent_ = false; // plain HTTP on the transparent listener (target_ is fixed)
   bool in_flight_ = false;
   int interim_ = 0;
   unsigned client_version_ = 11;
@@ -1533,6 +1599,45 @@ void start_proxy_session(std::shared_ptr<ProxyContext> ctx, tcp::socket socket) 
   log_event(LogLevel::debug, "accepted", conn.id, {}, {{"peer", conn.peer}});
   std::make_shared<HttpSession<PlainStream>>(std::move(ctx), std::move(conn), std::move(socket))
       ->start();
+}
+
+void start_transparent_exchange(std::shared_ptr<ProxyContext> ctx, beast::tcp_stream stream,
+                                TransparentHandoff handoff) {
+  ConnInfo conn;
+  conn.id = handoff.conn_id;
+  ctx->open_connections.fetch_add(1);
+  conn.token = std::make_shared<ConnectionToken>(ctx);
+  conn.peer = std::move(handoff.peer);
+  conn.run = "run_" + random_hex(8);
+  beast::flat_buffer buffer;
+  if (!handoff.early.empty()) {
+    auto room = buffer.prepare(handoff.early.size());
+    net::buffer_copy(room, net::buffer(handoff.early));
+    buffer.commit(handoff.early.size());
+  }
+  Target target{std::move(handoff.host), handoff.port};
+  switch (handoff.kind) {
+  case TransparentKind::http:
+    std::make_shared<HttpSession<PlainStream>>(std::move(ctx), std::move(conn), std::move(stream),
+                                               std::move(buffer), std::move(target), true)
+        ->start();
+    return;
+  case TransparentKind::tls:
+    if (!ctx->authority || !ctx->server_tls) {
+      log_event(LogLevel::warn, "refused", conn.id, {},
+                {{"code", "interception_unavailable"}, {"host", target.host}});
+      return;
+    }
+    std::make_shared<HttpSession<TlsStream>>(std::move(ctx), std::move(conn), std::move(stream),
+                                             std::move(buffer), std::move(target))
+        ->start();
+    return;
+  case TransparentKind::passthrough:
+    std::make_shared<HttpSession<PlainStream>>(std::move(ctx), std::move(conn), std::move(stream),
+                                               std::move(buffer), std::move(target), true)
+        ->start_transparent_tunnel();
+    return;
+  }
 }
 
 } // namespace runwarden::proxy

@@ -24,12 +24,19 @@ AGENT4=10.233.100.1
 TOOLS4=10.233.100.2
 TOOLS4_EXCLUDED=10.233.101.2 # inside RUNWARDEN_EXCLUDE_CIDRS
 EXCLUDE_CIDRS=10.233.101.0/24
+TOOLS4_TLS=10.233.100.3   # HTTPS tool API, named $API_NAME (hosts file of the agent namespace)
+TOOLS4_OTHER=10.233.100.4 # HTTPS server the name does NOT resolve to (SNI mismatch target)
+API_NAME=api.tools.test
 AGENT6=fd00:233:100::1
 TOOLS6=fd00:233:100::2
 
 RW_UID=${RWNT_RUNWARDEN_UID:-15001} # runwarden's own user (exempt from the redirect)
 AGENT_UID=${RWNT_AGENT_UID:-15002}  # the agent's user
 TRANSPARENT_PORT=${RWNT_TRANSPARENT_PORT:-15006}
+PROXY_PORT=15001 # runwarden's explicit proxy listener (loopback of the agent namespace)
+ADMIN_PORT=15000
+# Per-namespace name resolution: `ip netns exec` bind-mounts /etc/netns/<ns>/hosts.
+NS_ETC=/etc/netns/$NS_AGENT
 
 rwnt_log() { echo "rwnt[$RWNT_ID]: $*" >&2; }
 rwnt_die() {

@@ -3,6 +3,8 @@
 //   node recorder.mjs upstream NAME LOG READY ADDR:PORT...
 //       An HTTP server on every ADDR:PORT; answers every request with JSON naming itself and
 //       the connection it saw, and appends the same JSON as one line to LOG.
+//   node recorder.mjs upstream-tls NAME LOG READY ADDR:PORT...
+//       The same over HTTPS, with the certificate and key in RWNT_TLS_CERT / RWNT_TLS_KEY.
 //   node recorder.mjs stub NAME LOG READY ADDR:PORT...
 //       Stands in for runwarden's transparent listener until it exists: records each
 //       redirected connection, then makes its OWN outbound connection to the request's Host
@@ -11,12 +13,13 @@
 //
 // READY is written once every listener is bound. Every socket has a deadline; the process
 // exits by itself after RWNT_LIFETIME_MS (default 120 s) in case the test bed is killed.
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 
 const [mode, name, logFile, readyFile, ...addrs] = process.argv.slice(2);
-if (!['upstream', 'stub'].includes(mode) || !name || !logFile || !readyFile || !addrs.length) {
-  console.error('usage: recorder.mjs upstream|stub NAME LOG READY ADDR:PORT...');
+if (!['upstream', 'upstream-tls', 'stub'].includes(mode) || !name || !logFile || !readyFile || !addrs.length) {
+  console.error('usage: recorder.mjs upstream|upstream-tls|stub NAME LOG READY ADDR:PORT...');
   process.exit(2);
 }
 const HOP = 'x-rwnt-hop';
@@ -105,7 +108,13 @@ function serve(req, res) {
 let pending = addrs.length;
 for (const a of addrs) {
   const { host, port } = splitAddr(a);
-  const server = http.createServer(mode === 'stub' ? relay : serve);
+  const server =
+    mode === 'upstream-tls'
+      ? https.createServer(
+          { cert: readFileSync(process.env.RWNT_TLS_CERT), key: readFileSync(process.env.RWNT_TLS_KEY) },
+          serve,
+        )
+      : http.createServer(mode === 'stub' ? relay : serve);
   server.requestTimeout = 5000;
   server.headersTimeout = 5000;
   server.keepAliveTimeout = 1000;

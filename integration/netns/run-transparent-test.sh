@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# End-to-end check of the transparent-mode plumbing: the REAL deploy/iptables-init.sh in a
-# namespace that stands for the pod, real upstreams in another. Run as root:
-#   sudo integration/netns/run-transparent-test.sh
-# Exits non-zero on any failure; always tears down (trap).
-#
-# Until runwarden's transparent listener exists, a stand-in (recorder.mjs stub, running as
-# runwarden's UID) listens on the transparent port; it records every connection and makes its
-# own upstream connection by Host header. What is proven here is everything that does not
-# depend on SO_ORIGINAL_DST: which traffic reaches the listener and which does not.
+# End-to-end test of transparent mode: the REAL deploy/iptables-init.sh in a namespace that
+# stands for the pod, the REAL `runwarden serve` (RUNWARDEN_BIN) running there as its own
+# user with listen.transparent, and real upstream servers (HTTP and HTTPS) in another
+# namespace. Clients with no proxy settings (curl, Node) are intercepted. Run as root:
+#   sudo RUNWARDEN_BIN=build/app/runwarden integration/netns/run-transparent-test.sh
+# Exits non-zero on any failure (and when not root); always tears down (trap).
 set -euo pipefail
 export RWNT_ID=${RWNT_ID:-$(printf '%x' $$)}
 # shellcheck source=integration/netns/common.sh
 source "$(dirname "$0")/common.sh"
-[[ $(id -u) == 0 ]] || rwnt_die "needs root: sudo $0"
+[[ $(id -u) == 0 ]] || rwnt_die "needs root (network namespaces, iptables): sudo $0"
+ip netns list >/dev/null 2>&1 || rwnt_die "'ip netns' is not usable here"
+BIN=${RUNWARDEN_BIN:-}
+[[ -n $BIN && -x $BIN ]] || rwnt_die "RUNWARDEN_BIN must name the runwarden binary (got '$BIN')"
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 start=$(date +%s.%N)
 
 cleanup() {
   local rc=$?
+  if ((rc != 0)) && [[ -f $STATE/rw/runwarden.log ]]; then
+    echo "--- runwarden log (tail)" >&2
+    tail -n 40 "$STATE/rw/runwarden.log" >&2 || true
+  fi
   "$RWNT_DIR/teardown.sh" || rc=1
   exit "$rc"
 }
@@ -25,11 +30,62 @@ trap 'exit 130' INT TERM
 
 "$RWNT_DIR/setup.sh"
 
-v6=0
-ip netns exec "$NS_AGENT" ip6tables -w 5 -t nat -S RUNWARDEN_OUTPUT >/dev/null 2>&1 && v6=1
-listen=("127.0.0.1:$TRANSPARENT_PORT")
-((v6)) && listen+=("[::1]:$TRANSPARENT_PORT")
-start_recorder "$NS_AGENT" "$RW_UID" stub stub "${listen[@]}"
+# runwarden's config, policy and CA, owned by its own user.
+RW=$STATE/rw
+mkdir -p "$RW/runbooks" "$RW/audit"
+"$BIN" ca init "$RW/certs" --name "runwarden netns CA" --days 2 >/dev/null
+cat >"$RW/actions.yaml" <<YAML
+actions:
+  read_tool:
+    - {method: [GET, POST], host: ["$TOOLS4"], port: [80], path: "/ok/**"}
+  read_api:
+    - {method: GET, host: ["$API_NAME"], port: [443], path: "/ok/**"}
+  forbidden_area:
+    - {host: ["$TOOLS4", "$API_NAME"], path: "/denied/**"}
+YAML
+cat >"$RW/runbooks/netns.yaml" <<YAML
+runbook: netns
+owner: integration-tests
+trigger: {alert: netns_suite}
+allowed_actions:
+  read_only: [read_tool, read_api]
+  denied: [forbidden_area]
+unmatched: deny
+YAML
+cat >"$RW/runwarden.yaml" <<YAML
+listen:
+  proxy: 127.0.0.1:$PROXY_PORT
+  transparent: 127.0.0.1:$TRANSPARENT_PORT
+  admin: 127.0.0.1:$ADMIN_PORT
+agent: {id: netns-agent}
+catalogue: actions.yaml
+runbooks: [runbooks/]
+active_runbook: netns
+tls:
+  ca_cert: certs/ca.pem
+  ca_key: certs/ca.key
+  upstream_trust: $STATE/pki/tools-ca.pem
+audit:
+  path: audit/audit.jsonl
+  fsync: always
+limits:
+  upstream_connect_timeout: 3s
+  upstream_response_timeout: 5s
+YAML
+chown -R "$RW_UID:$RW_UID" "$RW"
+chmod a+r "$RW/certs/ca.pem"
+ip netns exec "$NS_AGENT" setpriv --reuid="$RW_UID" --regid="$RW_UID" --clear-groups \
+  --inh-caps=-all timeout 300 "$BIN" serve -c "$RW/runwarden.yaml" >"$RW/runwarden.log" 2>&1 &
+echo $! >>"$STATE/pids"
+echo $! >"$STATE/runwarden.pid"
+for ((i = 0; i < 100; i++)); do # at most 10 s
+  ip netns exec "$NS_AGENT" timeout 1 curl -s -o /dev/null "http://127.0.0.1:$ADMIN_PORT/healthz" && break
+  kill -0 "$(cat "$STATE/runwarden.pid")" 2>/dev/null || break
+  sleep 0.1
+done
+ip netns exec "$NS_AGENT" timeout 1 curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/healthz" ||
+  { cat "$RW/runwarden.log" >&2; rwnt_die "runwarden did not start"; }
+AUDIT=$RW/audit/audit.jsonl
 
 passed=0
 failed=0
@@ -47,6 +103,14 @@ not_ok() {
 
 # curl_as UID URL -> the body on stdout; exit code is curl's (bounded: 3 s, killed at 5 s).
 curl_as() { in_agent_as "$1" timeout 5 curl -sS --max-time 3 --noproxy '' "$2" 2>&1; }
+# curls AGENT-UID ARGS...: curl as the agent trusting runwarden's CA; body on stdout.
+curls() { in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' --cacert "$RW/certs/ca.pem" "$@" 2>&1; }
+# audit_for URL-SUFFIX: the last audit record whose URL ends with it, plus how many (JSON).
+audit_for() { node -e '
+  const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean);
+  const hit = lines.map((l) => JSON.parse(l)).filter((r) => r.request && String(r.request.url).endsWith(process.argv[2]));
+  console.log(JSON.stringify(hit.length ? { ...hit[hit.length - 1], count: hit.length } : null));
+' "$AUDIT" "$1"; }
 
 # expect NAME BODY JS-EXPRESSION: the body parses as JSON `r` and the expression is true.
 expect() {
@@ -76,21 +140,44 @@ init() { ip netns exec "$NS_AGENT" env RUNWARDEN_UID="$RW_UID" \
   RUNWARDEN_TRANSPARENT_PORT="$TRANSPARENT_PORT" RUNWARDEN_EXCLUDE_CIDRS="$EXCLUDE_CIDRS" \
   "$RWNT_REPO/deploy/iptables-init.sh" "$@"; }
 
-# 1. The agent's plain call to a tool on port 80 lands on the listener, not on the tool.
-body=$(curl_as "$AGENT_UID" "http://$TOOLS4/t1") || true
-expect "agent -> tools:80 is redirected to the transparent listener" "$body" \
-  "r.via === 'stub' && r.stub.local === '127.0.0.1:$TRANSPARENT_PORT' && r.stub.remote === '$AGENT4' && r.stub.host === '$TOOLS4'"
-expect "the listener runs as runwarden's UID $RW_UID and its own upstream call is not redirected" "$body" \
-  "r.stub.uid === $RW_UID && r.upstream.server === 'tools' && r.upstream.local === '$TOOLS4:80' && r.upstream.remote === '$AGENT4' && r.upstream.hop === 'stub'"
-expect_count "the tool saw the call once, only through the listener (no direct arrival)" tools /t1 1
-expect_count "the listener saw the call once (no loop back to itself)" stub /t1 1
+# 1. Allowed plain HTTP: the agent's call reaches the tool once, through runwarden.
+body=$(curl_as "$AGENT_UID" "http://$TOOLS4/ok/t1") || true
+expect "agent -> tools:80 allowed call works through the transparent listener" "$body" \
+  "r.server === 'tools' && r.url === '/ok/t1' && r.local === '$TOOLS4:80' && r.remote === '$AGENT4'"
+expect_count "the tool saw the allowed call exactly once (runwarden's own upstream call is not looped)" tools /ok/t1 1
+rec=$(audit_for "/ok/t1")
+expect "audit: forwarded read_tool with the upstream's 200" "$rec" \
+  "r.outcome === 'forwarded' && r.action === 'read_tool' && r.class === 'read_only' && r.request.url === 'http://$TOOLS4/ok/t1' && r.response.status === 200"
 
-# 2. Port 443 too (plain HTTP on 443 is enough to prove the redirect).
-body=$(curl_as "$AGENT_UID" "http://$TOOLS4:443/t2") || true
-expect "agent -> tools:443 is redirected" "$body" \
-  "r.via === 'stub' && r.stub.host === '$TOOLS4:443' && r.upstream.local === '$TOOLS4:443'"
+# 2. Denied plain HTTP: 403 from runwarden, never arrives.
+body=$(curl_as "$AGENT_UID" "http://$TOOLS4/denied/t2") || true
+expect "denied call is refused with denied_by_runbook" "$body" \
+  "r.error === 'denied_by_runbook' && r.action === 'forbidden_area'"
+expect_count "the denied call never reached the tool" tools /denied/t2 0
 
-# 3. A Node client with no proxy settings is intercepted the same way.
+# 3. HTTPS: intercepted with a leaf for the SNI, forwarded over verified TLS.
+body=$(curls "https://$API_NAME/ok/t3") || true
+expect "agent -> https://$API_NAME (SNI) allowed call works, trusting runwarden's CA" "$body" \
+  "r.server === 'tools-tls' && r.url === '/ok/t3' && r.local === '$TOOLS4_TLS:443'"
+body=$(curls "https://$API_NAME/denied/t4") || true
+expect "denied HTTPS call is refused inside the intercepted TLS" "$body" "r.error === 'denied_by_runbook'"
+expect_count "the denied HTTPS call never reached the tool" tools-tls /denied/t4 0
+
+# 4. SNI / destination mismatch: the name resolves elsewhere -> refused and recorded.
+rc=0
+curls --resolve "$API_NAME:443:$TOOLS4_OTHER" "https://$API_NAME/ok/t5" >/dev/null || rc=$?
+rec=$(audit_for "https://$API_NAME:443/")
+if [[ $rc != 0 && $(count tools-tls /ok/t5) == 0 ]]; then ok "SNI $API_NAME to $TOOLS4_OTHER is refused (curl exit $rc), never arrives"; else
+  not_ok "SNI mismatch is refused" "curl rc=$rc, tools-tls saw $(count tools-tls /ok/t5)"
+fi
+expect "audit: SNI mismatch recorded as refused/destination_mismatch" "$rec" \
+  "r.outcome === 'refused' && r.code === 'destination_mismatch' && r.reason.includes('$TOOLS4_OTHER')"
+body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' -H "Host: $API_NAME:80" "http://$TOOLS4/ok/t6" 2>&1) || true
+expect "plain HTTP Host naming another address is refused (403 destination_mismatch)" "$body" \
+  "r.error === 'destination_mismatch'"
+expect_count "the mismatched Host call never reached the tool" tools /ok/t6 0
+
+# 5. A Node client with no proxy settings is intercepted the same way.
 body=$(in_agent_as "$AGENT_UID" timeout 5 node -e '
   const http = require("node:http");
   const req = http.get(process.argv[1], { timeout: 3000 }, (res) => {
@@ -98,22 +185,44 @@ body=$(in_agent_as "$AGENT_UID" timeout 5 node -e '
   });
   req.on("timeout", () => req.destroy(new Error("timeout")));
   req.on("error", (e) => { console.log(String(e)); process.exit(1); });
-' "http://$TOOLS4/t3" 2>&1) || true
-expect "Node http client -> tools:80 is redirected" "$body" "r.via === 'stub' && r.upstream.url === '/t3'"
+' "http://$TOOLS4/ok/t7" 2>&1) || true
+expect "Node http client -> tools:80 works through runwarden" "$body" "r.server === 'tools' && r.url === '/ok/t7'"
+expect_count "and reached the tool once" tools /ok/t7 1
 
-# 4. Root in the pod is not exempt either: only runwarden's UID is.
-body=$(curl_as 0 "http://$TOOLS4/t4") || true
-expect "uid 0 -> tools:80 is redirected too" "$body" "r.via === 'stub'"
+# 6. Root in the pod is intercepted too; runwarden's own UID goes straight out.
+body=$(curl_as 0 "http://$TOOLS4/denied/t8") || true
+expect "uid 0 is intercepted too (denied)" "$body" "r.error === 'denied_by_runbook'"
+body=$(curl_as "$RW_UID" "http://$TOOLS4/denied/t9") || true
+expect "runwarden's UID -> tools:80 is not redirected" "$body" "r.server === 'tools' && r.url === '/denied/t9'"
 
-# 5. runwarden's UID goes straight out.
-body=$(curl_as "$RW_UID" "http://$TOOLS4/t5") || true
-expect "runwarden's UID -> tools:80 goes direct" "$body" "r.server === 'tools' && r.hop === null && r.remote === '$AGENT4'"
-expect_count "the listener never saw runwarden's own call" stub /t5 0
+# 7. Dialling the transparent listener itself is a loop: refused.
+body=$(curl_as "$AGENT_UID" "http://127.0.0.1:$TRANSPARENT_PORT/ok/t10") || true
+expect "a connection whose original destination is runwarden's own listener: loop_refused" "$body" \
+  "r.error === 'loop_refused'"
+
+# 8. Audit records match explicit-proxy mode: the same call through listen.proxy.
+body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 -x "http://127.0.0.1:$PROXY_PORT" \
+  "http://$TOOLS4/ok/t11" 2>&1) || true
+expect "the same call through the explicit proxy works" "$body" "r.server === 'tools' && r.url === '/ok/t11'"
+a=$(audit_for "/ok/t1")
+b=$(audit_for "/ok/t11")
+if node -e '
+  const [a, b] = process.argv.slice(1).map((s) => JSON.parse(s));
+  const keys = (o) => Object.keys(o).filter((k) => !["count"].includes(k)).sort().join(",");
+  const same = ["agent", "runbook", "runbook_sha256", "action", "class", "outcome", "code"].every((k) => a[k] === b[k]);
+  const shape = keys(a) === keys(b) && keys(a.request) === keys(b.request) && keys(a.response) === keys(b.response);
+  const urls = a.request.url.replace("/ok/t1", "") === b.request.url.replace("/ok/t11", "");
+  process.exit(same && shape && urls && a.response.status === b.response.status && a.count === b.count ? 0 : 1);
+' "$a" "$b"; then ok "audit records of transparent and explicit mode have the same fields and decision"; else
+  not_ok "audit records match explicit-proxy mode" "transparent: ${a:0:600}" "explicit: ${b:0:600}"
+fi
+if in_agent_as "$RW_UID" "$BIN" audit verify "$AUDIT" >"$STATE/verify.txt" 2>&1; then ok "runwarden audit verify passes on the netns audit log"; else
+  not_ok "runwarden audit verify passes" "$(cat "$STATE/verify.txt")"
+fi
 
 # 6. A port not in RUNWARDEN_PORTS is untouched.
 body=$(curl_as "$AGENT_UID" "http://$TOOLS4:8080/t6") || true
 expect "agent -> tools:8080 (not listed) goes direct" "$body" "r.server === 'tools' && r.local === '$TOOLS4:8080' && r.hop === null"
-expect_count "the listener never saw the unlisted port" stub /t6 0
 
 # 7. Loopback and the pod's own address are untouched.
 body=$(curl_as "$AGENT_UID" "http://127.0.0.1/t7") || true
@@ -122,20 +231,10 @@ body=$(curl_as "$AGENT_UID" "http://$AGENT4/t8") || true
 expect "agent -> its own address :80 (via lo) is untouched" "$body" "r.server === 'agent-local' && r.local === '$AGENT4:80'"
 body=$(curl_as "$AGENT_UID" "http://[::1]/t9") || true
 expect "agent -> [::1]:80 stays on loopback" "$body" "r.server === 'agent-local' && r.local === '::1:80'"
-expect_count "the listener never saw loopback calls" stub /t7 0
 
 # 8. Excluded CIDRs are untouched.
 body=$(curl_as "$AGENT_UID" "http://$TOOLS4_EXCLUDED/t10") || true
 expect "agent -> excluded CIDR $EXCLUDE_CIDRS goes direct" "$body" "r.server === 'tools' && r.local === '$TOOLS4_EXCLUDED:80' && r.hop === null"
-
-# 9. IPv6, when ip6tables nat works here.
-if ((v6)); then
-  body=$(curl_as "$AGENT_UID" "http://[$TOOLS6]/t11") || true
-  expect "agent -> [tools6]:80 is redirected to [::1]:$TRANSPARENT_PORT" "$body" \
-    "r.via === 'stub' && r.stub.local === '::1:$TRANSPARENT_PORT' && r.upstream.local === '$TOOLS6:80'"
-else
-  not_ok "IPv6: ip6tables nat is not usable in the agent namespace" "see $STATE/iptables-init.log"
-fi
 
 # 10. Idempotent: a second run leaves the same rules and one jump.
 before=$(rules)
@@ -158,8 +257,8 @@ if [[ $rc == 2 && $(rules) == "$before" ]]; then ok "invalid RUNWARDEN_PORTS fai
 fi
 
 # 12. Fail closed: with the listener down, redirected calls fail; they never reach the tool.
-kill "$(cat "$STATE/stub.pid")"
-for ((i = 0; i < 30; i++)); do kill -0 "$(cat "$STATE/stub.pid")" 2>/dev/null || break; sleep 0.1; done
+kill "$(cat "$STATE/runwarden.pid")"
+for ((i = 0; i < 100; i++)); do kill -0 "$(cat "$STATE/runwarden.pid")" 2>/dev/null || break; sleep 0.1; done
 rc=0
 curl_as "$AGENT_UID" "http://$TOOLS4/t12" >/dev/null || rc=$?
 if [[ $rc != 0 && $(count tools /t12) == 0 ]]; then ok "listener down: the call fails (curl exit $rc) and never reaches the tool"; else
@@ -177,6 +276,6 @@ body=$(curl_as "$AGENT_UID" "http://$TOOLS4/t13") || true
 expect "after --remove, agent -> tools:80 goes direct" "$body" "r.server === 'tools' && r.hop === null && r.remote === '$AGENT4'"
 
 elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
-echo "netns transparent plumbing: ${elapsed}s (ipv6=$v6)"
+echo "netns transparent mode with runwarden: ${elapsed}s"
 echo "$passed passed, $failed failed"
 ((failed == 0))

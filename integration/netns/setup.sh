@@ -35,6 +35,8 @@ ip -n "$NS_AGENT" route add "$EXCLUDE_CIDRS" via "$TOOLS4" dev "$VETH_AGENT"
 ip -n "$NS_TOOLS" link set lo up
 ip -n "$NS_TOOLS" addr add "$TOOLS4/24" dev "$VETH_TOOLS"
 ip -n "$NS_TOOLS" addr add "$TOOLS4_EXCLUDED/24" dev "$VETH_TOOLS"
+ip -n "$NS_TOOLS" addr add "$TOOLS4_TLS/24" dev "$VETH_TOOLS"
+ip -n "$NS_TOOLS" addr add "$TOOLS4_OTHER/24" dev "$VETH_TOOLS"
 ip -n "$NS_TOOLS" addr add "$TOOLS6/64" dev "$VETH_TOOLS" nodad
 ip -n "$NS_TOOLS" link set "$VETH_TOOLS" up
 
@@ -47,6 +49,22 @@ fi
 # Upstream "tool APIs": listed ports (80, 443), an unlisted port (8080), an excluded CIDR.
 start_recorder "$NS_TOOLS" 0 upstream tools \
   "$TOOLS4:80" "$TOOLS4:443" "$TOOLS4:8080" "$TOOLS4_EXCLUDED:80" "[$TOOLS6]:80" "[$TOOLS6]:443"
+# HTTPS tool APIs for the transparent TLS path: a certificate for $API_NAME from a per-run
+# test CA (integration/lib/pki.mjs), trusted by runwarden's tls.upstream_trust.
+mkdir -p "$STATE/pki"
+# shellcheck disable=SC2016 # JavaScript in single quotes
+node --input-type=module -e '
+  const { makeCa, issueServerCert } = await import(process.argv[1]);
+  const [dir, name, ip1, ip2] = process.argv.slice(2);
+  const ca = makeCa(dir, "tools-ca");
+  issueServerCert(dir, ca, "api", [`DNS:${name}`, `IP:${ip1}`, `IP:${ip2}`]);
+' "$RWNT_REPO/integration/lib/pki.mjs" "$STATE/pki" "$API_NAME" "$TOOLS4_TLS" "$TOOLS4_OTHER"
+chmod -R a+rX "$STATE/pki"
+RWNT_TLS_CERT=$STATE/pki/api.pem RWNT_TLS_KEY=$STATE/pki/api.key \
+  start_recorder "$NS_TOOLS" 0 upstream-tls tools-tls "$TOOLS4_TLS:443" "$TOOLS4_OTHER:443"
+mkdir -p "$NS_ETC"
+printf '127.0.0.1 localhost\n::1 localhost\n%s %s\n' "$TOOLS4_TLS" "$API_NAME" >"$NS_ETC/hosts"
+
 # Something on the agent's own loopback and own address, which must never be redirected.
 start_recorder "$NS_AGENT" 0 upstream agent-local "127.0.0.1:80" "$AGENT4:80" "[::1]:80"
 

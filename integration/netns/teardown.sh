@@ -28,6 +28,7 @@ for ns in "$NS_AGENT" "$NS_TOOLS"; do
   [[ -e /run/netns/$ns ]] && ip netns del "$ns"
 done
 ip link del "$VETH_AGENT" 2>/dev/null # only if a setup died between add and move
+[[ -d $NS_ETC ]] && rm -rf -- "$NS_ETC" # our per-namespace hosts file only
 if [[ ${RWNT_KEEP:-0} != 1 && -d $STATE ]]; then
   rm -rf -- "$STATE"
 fi

@@ -1,0 +1,481 @@
+#include "proxy/transparent_session.hpp"
+
+#include "proxy/client_hello.hpp"
+#include "proxy/log.hpp"
+#include "proxy/responses.hpp"
+#include "proxy/session.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <charconv>
+#include <chrono>
+#include <linux/netfilter_ipv4.h>
+#include <netinet/in.h>
+#include <openssl/rand.h>
+#include <sys/socket.h>
+
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80 // linux/netfilter_ipv6/ip6_tables.h
+#endif
+
+namespace runwarden::proxy {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kReadChunk = 4096;
+
+std::string random_id(std::string_view prefix) {
+  std::array<unsigned char, 8> raw{};
+  if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1) {
+    static std::atomic<std::uint64_t> counter{1};
+    std::uint64_t v = counter.fetch_add(1) * 0x9E3779B97F4A7C15ull;
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      raw[i] = static_cast<unsigned char>(v >> (i * 8));
+    }
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(prefix);
+  for (unsigned char c : raw) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 0xF]);
+  }
+  return out;
+}
+
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+/// v4-mapped IPv6 addresses compare as the IPv4 address they carry.
+net::ip::address unmapped(const net::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) {
+    return net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6());
+  }
+  return a;
+}
+
+std::string canonical_address(const net::ip::address& a) {
+  auto u = unmapped(a);
+  return u.is_v6() ? "[" + u.to_string() + "]" : u.to_string();
+}
+
+/// "host", "host:port", "[v6]" or "[v6]:port" -> canonical host and port.
+bool split_authority(std::string_view text, std::uint16_t default_port, std::string& host,
+                     std::uint16_t& port) {
+  std::string_view host_part = text;
+  std::string_view port_part;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos) {
+      return false;
+    }
+    host_part = text.substr(0, close + 1);
+    std::string_view rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') {
+        return false;
+      }
+      port_part = rest.substr(1);
+    }
+  } else if (auto colon = text.rfind(':'); colon != std::string_view::npos) {
+    host_part = text.substr(0, colon);
+    port_part = text.substr(colon + 1);
+  }
+  port = default_port;
+  if (!port_part.empty() || (text.size() > host_part.size())) {
+    unsigned value = 0;
+    auto [p, ec] = std::from_chars(port_part.data(), port_part.data() + port_part.size(), value);
+    if (ec != std::errc{} || p != port_part.data() + port_part.size() || value == 0 ||
+        value > 65535) {
+      return false;
+    }
+    port = static_cast<std::uint16_t>(value);
+  }
+  return policy::normalize_host(host_part, host) == policy::NormalizeError::ok;
+}
+
+class TransparentSession : public std::enable_shared_from_this<TransparentSession> {
+public:
+  TransparentSession(std::shared_ptr<ProxyContext> ctx, tcp::socket socket)
+      : ctx_(std::move(ctx)), stream_(std::move(socket)), resolver_(stream_.get_executor()) {
+    conn_id_ = ctx_->next_conn_id.fetch_add(1);
+    beast::error_code ec;
+    auto ep = stream_.socket().remote_endpoint(ec);
+    peer_ =
+        ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+
+  void start() {
+    std::error_code ec;
+    auto dst = original_destination(stream_.socket(), ec);
+    if (!dst) {
+      refuse("no_original_destination",
+             "the transparent listener only serves connections redirected by iptables "
+             "(no original destination: " +
+                 ec.message() + ")");
+      return;
+    }
+    orig_ = *dst;
+    beast::error_code lec;
+    local_ = stream_.socket().local_endpoint(lec);
+    read_more();
+  }
+
+private:
+  const config::Limits& limits() const { return ctx_->config->limits; }
+
+  void read_more() {
+    stream_.expires_after(limits().header_timeout);
+    stream_.async_read_some(
+        net::buffer(chunk_),
+        [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_read(ec, n); });
+  }
+
+  void on_read(beast::error_code ec, std::size_t n) {
+    if (ec) {
+      log_event(LogLevel::info, "transparent_closed", conn_id_, {},
+                {{"peer", peer_}, {"error", ec.message()}});
+      return;
+    }
+    early_.append(chunk_.data(), n);
+    switch (classify_first_bytes(early_)) {
+    case FirstBytes::need_more:
+      read_more();
+      return;
+    case FirstBytes::unknown:
+      refuse("unsupported_protocol",
+             "the first bytes are neither a TLS ClientHello nor an HTTP/1.x request");
+      return;
+    case FirstBytes::tls:
+      on_tls();
+      return;
+    case FirstBytes::http:
+      on_http();
+      return;
+    }
+  }
+
+  void on_tls() {
+    tls_ = true;
+    auto hello = parse_client_hello(early_);
+    if (hello.status == HelloStatus::need_more) {
+      read_more();
+      return;
+    }
+    if (hello.status != HelloStatus::ok) {
+      refuse("bad_client_hello", "TLS ClientHello refused: " + hello.error);
+      return;
+    }
+    port_ = orig_.port();
+    if (!hello.has_sni) {
+      std::string address = canonical_address(orig_.address());
+      for (const auto& pattern : ctx_->config->tls.passthrough) {
+        if (pattern.matches(address)) {
+          name_ = address;
+          check_loop_then(TransparentKind::passthrough);
+          return;
+        }
+      }
+      refuse("sni_required", "TLS without SNI is refused unless the destination " + address +
+                                 " is listed in tls.passthrough");
+      return;
+    }
+    if (policy::normalize_host(hello.sni, name_) != policy::NormalizeError::ok) {
+      refuse("bad_sni", "TLS SNI \"" + hello.sni + "\" is not a valid host name");
+      return;
+    }
+    check_loop_then(TransparentKind::tls);
+  }
+
+  void on_http() {
+    auto end = early_.find("\r\n\r\n");
+    if (end == std::string::npos) {
+      if (early_.size() > limits().header_bytes) {
+        refuse("header_too_large", "request header larger than limits.header_bytes");
+        return;
+      }
+      read_more();
+      return;
+    }
+    std::string_view head(early_.data(), end + 4);
+    method_ = std::string(head.substr(0, head.find(' ')));
+    auto host = find_host_field(head);
+    if (host.status != HostField::Status::ok) {
+      refuse(host.status == HostField::Status::duplicate ? "duplicate_host" : "missing_host",
+             "a transparent HTTP request needs exactly one Host header");
+      return;
+    }
+    std::string host_text(host.value);
+    if (!split_authority(host_text, 80, name_, port_)) {
+      refuse("bad_host_header", "Host header \"" + host_text + "\" is not a valid authority");
+      return;
+    }
+    if (port_ != orig_.port()) {
+      refuse("destination_mismatch", "Host port " + std::to_string(port_) +
+                                         " differs from the original destination port " +
+                                         std::to_string(orig_.port()));
+      return;
+    }
+    check_loop_then(TransparentKind::http);
+  }
+
+  bool is_own_listener() const {
+    if (orig_ == local_) {
+      return true; // not redirected at all: someone dialled the transparent port itself
+    }
+    if (ctx_->own_ports.count(orig_.port()) == 0) {
+      return false;
+    }
+    auto a = unmapped(orig_.address());
+    return a.is_loopback() || a.is_unspecified() || a == unmapped(local_.address()) ||
+           canonical_address(a) == ctx_->own_host;
+  }
+
+  void check_loop_then(TransparentKind kind) {
+    kind_ = kind;
+    if (is_own_listener()) {
+      refuse("loop_refused", "the original destination " + canonical_address(orig_.address()) +
+                                 ":" + std::to_string(orig_.port()) +
+                                 " is runwarden's own listener");
+      return;
+    }
+    std::string address = canonical_address(orig_.address());
+    if (kind == TransparentKind::passthrough || name_ == address) {
+      hand_over();
+      return;
+    }
+    if (!name_.empty() && name_.front() == '[') {
+      mismatch("the name is an IP literal that differs from it");
+      return;
+    }
+    bool literal_v4 = std::all_of(name_.begin(), name_.end(),
+                                  [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+    if (literal_v4) {
+      mismatch("the name is an IP literal that differs from it");
+      return;
+    }
+    stream_.expires_after(limits().upstream_connect_timeout);
+    resolver_.async_resolve(
+        name_, std::to_string(port_),
+        [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type results) {
+          self->on_resolve(ec, std::move(results));
+        });
+  }
+
+  void on_resolve(beast::error_code ec, const tcp::resolver::results_type& results) {
+    if (ec) {
+      mismatch("the name does not resolve (" + ec.message() + ")");
+      return;
+    }
+    auto want = unmapped(orig_.address());
+    for (const auto& entry : results) {
+      if (unmapped(entry.endpoint().address()) == want) {
+        hand_over();
+        return;
+      }
+    }
+    mismatch("the name resolves to other addresses");
+  }
+
+  void mismatch(const std::string& why) {
+    refuse("destination_mismatch", std::string(tls_ ? "TLS SNI" : "Host") + " \"" + name_ +
+                                       "\" does not name the original destination " +
+                                       canonical_address(orig_.address()) + ":" +
+                                       std::to_string(orig_.port()) + ": " + why);
+  }
+
+  void hand_over() {
+    log_event(
+        LogLevel::info, "transparent", conn_id_, {},
+        {{"peer", peer_},
+         {"destination", canonical_address(orig_.address()) + ":" + std::to_string(orig_.port())},
+         {"name", name_},
+         {"mode", kind_ == TransparentKind::http  ? "http"
+                  : kind_ == TransparentKind::tls ? "intercept"
+                                                  : "passthrough"}});
+    TransparentHandoff handoff;
+    handoff.kind = kind_;
+    handoff.host = name_;
+    handoff.port = orig_.port();
+    handoff.early = std::move(early_);
+    handoff.conn_id = conn_id_;
+    handoff.peer = peer_;
+    stream_.expires_never();
+    start_transparent_exchange(ctx_, std::move(stream_), std::move(handoff));
+  }
+
+  /// Refused before the request machinery: one audit record (outcome refused), then a 403
+  /// JSON answer to a plain HTTP client, or just a close for TLS and unknown protocols.
+  void refuse(const std::string& code, const std::string& reason) {
+    std::string req_id = random_id("req_");
+    log_event(LogLevel::info, "refused", conn_id_, req_id,
+              {{"code", code}, {"peer", peer_}, {"name", name_}});
+    audit::Exchange ex;
+    ex.id = req_id;
+    ex.run = random_id("run_");
+    ex.agent = ctx_->config->agent_id;
+    ex.runbook = ctx_->config->active_runbook;
+    ex.outcome = "refused";
+    ex.code = code;
+    ex.reason = reason;
+    ex.client = peer_;
+    ex.request.method = tls_ ? "CONNECT" : method_;
+    std::string dst = orig_.port() == 0
+                          ? std::string()
+                          : canonical_address(orig_.address()) + ":" + std::to_string(orig_.port());
+    std::string authority = name_.empty() ? dst : name_ + ":" + std::to_string(orig_.port());
+    ex.request.url =
+        authority.empty() ? std::string() : (tls_ ? "https://" : "http://") + authority + "/";
+    bool answer = !method_.empty() && !tls_;
+    std::string body;
+    if (answer) {
+      body = error_body(code, reason, req_id);
+      ex.response = audit::ResponseInfo{};
+      ex.response->status = 403;
+      ex.response->headers = {{"content-type", "application/json"}};
+      ex.response->body = body;
+      ex.response->bytes = body.size();
+    }
+    ex.timing.total_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
+    auto exec = stream_.get_executor();
+    ctx_->audit->record(ex, true,
+                        [self = shared_from_this(), exec, answer,
+                         body = std::move(body)](std::error_code aec) mutable {
+                          net::post(exec, [self, aec, answer, body = std::move(body)]() mutable {
+                            if (aec) {
+                              log_event(LogLevel::error, "audit_failed", self->conn_id_, {},
+                                        {{"error", aec.message()}});
+                            }
+                            if (!answer) {
+                              self->close();
+                              return;
+                            }
+                            self->answer(std::move(body));
+                          });
+                        });
+  }
+
+  void answer(std::string body) {
+    response_ = "HTTP/1.1 403 Forbidden\r\nServer: runwarden\r\n"
+                "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                std::to_string(body.size()) + "\r\n\r\n" + body;
+    stream_.expires_after(limits().idle_timeout);
+    net::async_write(
+        stream_, net::buffer(response_),
+        [self = shared_from_this()](beast::error_code, std::size_t) { self->close(); });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
+
+  std::shared_ptr<ProxyContext> ctx_;
+  beast::tcp_stream stream_;
+  tcp::resolver resolver_;
+  std::uint64_t conn_id_ = 0;
+  std::string peer_;
+  tcp::endpoint orig_;
+  tcp::endpoint local_;
+  std::array<char, kReadChunk> chunk_{};
+  std::string early_;
+  std::string method_;
+  std::string name_;
+  std::string response_;
+  std::uint16_t port_ = 0;
+  bool tls_ = false;
+  TransparentKind kind_ = TransparentKind::http;
+  Clock::time_point started_ = Clock::now();
+};
+
+} // namespace
+
+std::optional<tcp::endpoint> original_destination(tcp::socket& socket, std::error_code& ec) {
+  ec.clear();
+  int fd = socket.native_handle();
+  boost::system::error_code lec;
+  auto local = socket.local_endpoint(lec);
+  if (lec) {
+    ec = std::error_code(lec.value(), std::generic_category());
+    return std::nullopt;
+  }
+  if (local.address().is_v6() && !local.address().to_v6().is_v4_mapped()) {
+    sockaddr_in6 addr{};
+    socklen_t len = sizeof addr;
+    if (::getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &addr, &len) != 0) {
+      ec = std::error_code(errno, std::generic_category());
+      return std::nullopt;
+    }
+    net::ip::address_v6::bytes_type bytes{};
+    std::copy(std::begin(addr.sin6_addr.s6_addr), std::end(addr.sin6_addr.s6_addr), bytes.begin());
+    return tcp::endpoint(net::ip::address_v6(bytes), ntohs(addr.sin6_port));
+  }
+  sockaddr_in addr{};
+  socklen_t len = sizeof addr;
+  if (::getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &addr, &len) != 0) {
+    ec = std::error_code(errno, std::generic_category());
+    return std::nullopt;
+  }
+  return tcp::endpoint(net::ip::address_v4(ntohl(addr.sin_addr.s_addr)), ntohs(addr.sin_port));
+}
+
+HostField find_host_field(std::string_view head) {
+  HostField out;
+  auto end = head.find("\r\n\r\n");
+  if (end == std::string_view::npos) {
+    return out; // incomplete
+  }
+  out.status = HostField::Status::missing;
+  std::string_view rest = head.substr(0, end + 2);
+  auto first = rest.find("\r\n");
+  rest.remove_prefix(first + 2); // the request line
+  while (!rest.empty()) {
+    auto eol = rest.find("\r\n");
+    std::string_view line = rest.substr(0, eol);
+    rest.remove_prefix(eol + 2);
+    auto colon = line.find(':');
+    if (colon != 4) {
+      continue;
+    }
+    std::string_view name = line.substr(0, 4);
+    bool is_host = lower(name[0]) == 'h' && lower(name[1]) == 'o' && lower(name[2]) == 's' &&
+                   lower(name[3]) == 't';
+    if (!is_host) {
+      continue;
+    }
+    if (out.status == HostField::Status::ok) {
+      out.status = HostField::Status::duplicate;
+      out.value = {};
+      return out;
+    }
+    out.status = HostField::Status::ok;
+    out.value = trim(line.substr(colon + 1));
+  }
+  return out;
+}
+
+void start_transparent_session(std::shared_ptr<ProxyContext> ctx, tcp::socket socket) {
+  std::make_shared<TransparentSession>(std::move(ctx), std::move(socket))->start();
+}
+
+} // namespace runwarden::proxy
