@@ -1,0 +1,233 @@
+#include "proxy/admin_ops.hpp"
+
+#include "certs/authority.hpp"
+#include "proxy/log.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace runwarden::proxy {
+namespace {
+
+AdminResponse json_response(int status, const nlohmann::json& j) {
+  AdminResponse r;
+  r.status = status;
+  r.body = j.dump();
+  return r;
+}
+
+AdminResponse error(int status, std::string_view code, std::string_view reason) {
+  return json_response(status, nlohmann::json{{"error", code}, {"reason", reason}});
+}
+
+void record_event(const std::shared_ptr<ProxyContext>& ctx, std::string_view type,
+                  const nlohmann::json& fields) {
+  if (ctx->audit) {
+    ctx->audit->event(type, fields, [type = std::string(type)](std::error_code ec) {
+      if (ec) {
+        log_event(LogLevel::error, "audit_event_failed", 0, {},
+                  {{"event", type}, {"error", ec.message()}});
+      }
+    });
+  }
+  if (ctx->announce) {
+    ctx->announce(type, fields);
+  }
+}
+
+/// The caller's operator name, or the 401 to answer.
+std::optional<std::string> authorize(const ProxyContext& ctx, const AdminRequest& req,
+                                     AdminResponse& refusal) {
+  std::string why = "no operator credentials are configured (approvals.operator_tokens_file)";
+  if (ctx.authenticate_admin) {
+    if (auto who = ctx.authenticate_admin(req, &why)) {
+      return who;
+    }
+  }
+  log_event(LogLevel::warn, "admin_unauthorized", 0, {}, {{"path", req.path}, {"why", why}});
+  refusal = error(401, "unauthorized", why);
+  return std::nullopt;
+}
+
+nlohmann::json status_json(const ProxyContext& ctx) {
+  const auto cfg = ctx.runtime->config();
+  std::string sha;
+  if (cfg->engine) {
+    if (const auto* rb = cfg->engine->runbook(cfg->active_runbook)) {
+      sha = rb->sha256;
+    }
+  }
+  const ModeState m = ctx.runtime->mode_state();
+  auto uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.started);
+  return nlohmann::json{{"mode", policy::to_string(m.mode)},
+                        {"since", m.since},
+                        {"by", m.by},
+                        {"via", m.via},
+                        {"kill_switch", ctx.runtime->kill_switch_present()},
+                        {"agent", cfg->agent_id},
+                        {"active_runbook", cfg->active_runbook},
+                        {"runbook_sha256", sha},
+                        {"uptime_s", uptime.count()},
+                        {"open_connections", ctx.open_connections.load()},
+                        {"rejected_connections", ctx.rejected_connections.load()},
+                        {"requests", ctx.requests.load()},
+                        {"in_flight", ctx.in_flight.load()},
+                        {"runs", ctx.runtime->run_count()},
+                        {"draining", ctx.draining.load()}};
+}
+
+} // namespace
+
+bool change_mode(const std::shared_ptr<ProxyContext>& ctx, policy::Mode mode, const std::string& by,
+                 const std::string& via) {
+  auto previous = ctx->runtime->set_mode(mode, by, via);
+  if (!previous) {
+    return false;
+  }
+  ctx->mode.store(ctx->runtime->effective_mode());
+  std::size_t denied = 0;
+  if (ctx->runtime->effective_mode() == policy::Mode::paused && ctx->gate) {
+    denied = ctx->gate->pause_all(by);
+  }
+  const std::string from(policy::to_string(previous->mode));
+  const std::string to(policy::to_string(mode));
+  log_event(LogLevel::warn, "mode_changed", 0, {},
+            {{"from", from}, {"to", to}, {"by", by}, {"via", via}});
+  if (ctx->metrics) {
+    ctx->metrics->mode_changes.inc({to, via});
+  }
+  record_event(ctx, "mode_changed",
+               {{"from", from}, {"to", to}, {"by", by}, {"via", via}, {"holds_denied", denied}});
+  return true;
+}
+
+void apply_kill_switch(const std::shared_ptr<ProxyContext>& ctx, bool present) {
+  const policy::Mode before = ctx->runtime->effective_mode();
+  if (!ctx->runtime->set_kill_switch(present)) {
+    return;
+  }
+  const policy::Mode after = ctx->runtime->effective_mode();
+  ctx->mode.store(after);
+  std::size_t denied = 0;
+  if (after == policy::Mode::paused && ctx->gate) {
+    denied = ctx->gate->pause_all("kill_switch_file");
+  }
+  const std::string from(policy::to_string(before));
+  const std::string to(policy::to_string(after));
+  log_event(LogLevel::warn, "mode_changed", 0, {},
+            {{"from", from}, {"to", to}, {"by", "kill_switch_file"}, {"via", "kill_switch_file"}});
+  if (ctx->metrics) {
+    ctx->metrics->mode_changes.inc({to, "kill_switch_file"});
+  }
+  record_event(ctx, "mode_changed",
+               {{"from", from},
+                {"to", to},
+                {"by", "kill_switch_file"},
+                {"via", "kill_switch_file"},
+                {"kill_switch", present},
+                {"holds_denied", denied}});
+}
+
+bool kill_run(const std::shared_ptr<ProxyContext>& ctx, const std::string& run,
+              const std::string& by, const std::string& reason, const std::string& via) {
+  if (!ctx->runtime->kill_run(run, by, reason)) {
+    return false;
+  }
+  const std::size_t denied = ctx->gate ? ctx->gate->kill_run(run, by) : 0;
+  log_event(LogLevel::warn, "run_killed", 0, {},
+            {{"run", run},
+             {"by", by},
+             {"via", via},
+             {"reason", reason},
+             {"holds_denied", std::to_string(denied)}});
+  if (ctx->metrics) {
+    ctx->metrics->runs_killed.inc({via});
+  }
+  record_event(
+      ctx, "run_killed",
+      {{"run", run}, {"by", by}, {"via", via}, {"reason", reason}, {"holds_denied", denied}});
+  return true;
+}
+
+void add_ops_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx) {
+  router.add("GET", "/v1/status",
+             [ctx](const AdminRequest&) { return json_response(200, status_json(*ctx)); });
+  router.add("POST", "/v1/mode", [ctx](const AdminRequest& req) {
+    AdminResponse refusal;
+    auto who = authorize(*ctx, req, refusal);
+    if (!who) {
+      return refusal;
+    }
+    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
+    if (!body.is_object() || !body.contains("mode") || !body["mode"].is_string()) {
+      return error(400, "bad_request", "expected {\"mode\": \"normal\"|\"read_only\"|\"paused\"}");
+    }
+    auto mode = policy::parse_mode(body["mode"].get<std::string>());
+    if (!mode) {
+      return error(400, "bad_mode", "mode must be normal, read_only or paused");
+    }
+    const bool changed = change_mode(ctx, *mode, *who, "admin_api");
+    auto j = status_json(*ctx);
+    j["changed"] = changed;
+    return json_response(200, j);
+  });
+  router.add("GET", "/v1/runs",
+             [ctx](const AdminRequest&) { return json_response(200, ctx->runtime->runs_json()); });
+  router.add_prefix("POST", "/v1/runs/", [ctx](const AdminRequest& req) {
+    std::string_view rest = std::string_view(req.path).substr(std::string_view("/v1/runs/").size());
+    const auto slash = rest.find('/');
+    if (slash == std::string_view::npos || slash == 0 || rest.substr(slash + 1) != "kill") {
+      return error(404, "not_found", "expected POST /v1/runs/{run}/kill");
+    }
+    AdminResponse refusal;
+    auto who = authorize(*ctx, req, refusal);
+    if (!who) {
+      return refusal;
+    }
+    const std::string run(rest.substr(0, slash));
+    std::string reason = "killed by operator";
+    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
+    if (body.is_object() && body.contains("reason") && body["reason"].is_string()) {
+      reason = body["reason"].get<std::string>();
+    }
+    const bool newly = kill_run(ctx, run, *who, reason, "admin_api");
+    return json_response(200, {{"run", run}, {"killed", true}, {"already_killed", !newly}});
+  });
+  router.add("GET", "/metrics", [ctx](const AdminRequest&) {
+    AdminResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = ctx->metrics ? ctx->metrics->registry.render() : std::string();
+    return r;
+  });
+  router.add("GET", "/readyz", [ctx](const AdminRequest&) {
+    nlohmann::json checks = nlohmann::json::object();
+    nlohmann::json failing = nlohmann::json::object();
+    const auto cfg = ctx->runtime->config();
+    if (cfg && cfg->engine) {
+      checks["config"] = "loaded " + cfg->file.string();
+    } else {
+      failing["config"] = "no policy loaded";
+    }
+    if (ctx->authority) {
+      checks["ca"] = "loaded";
+    } else {
+      failing["ca"] = "no CA loaded: TLS interception unavailable";
+    }
+    if (ctx->audit && ctx->audit->healthy()) {
+      checks["audit"] = "writable";
+    } else {
+      failing["audit"] = ctx->audit ? ctx->audit->failure() : std::string("no audit log");
+    }
+    if (ctx->draining.load()) {
+      failing["draining"] = "shutting down";
+    }
+    nlohmann::json j{{"ready", failing.empty()},
+                     {"checks", checks},
+                     {"mode", policy::to_string(ctx->runtime->effective_mode())}};
+    if (!failing.empty()) {
+      j["failing"] = failing;
+    }
+    return json_response(failing.empty() ? 200 : 503, j);
+  });
+}
+
+} // namespace runwarden::proxy

@@ -1,0 +1,27 @@
+#pragma once
+// An AuditLog decorator that times every write to its completion and counts failures, so
+// /metrics shows audit latency and errors without touching the sessions that write.
+
+#include "audit/audit_log.hpp"
+#include "proxy/metrics.hpp"
+
+#include <memory>
+
+namespace runwarden::proxy {
+
+class MeteredAuditLog final : public audit::AuditLog {
+public:
+  MeteredAuditLog(std::shared_ptr<audit::AuditLog> inner, std::shared_ptr<ProxyMetrics> metrics);
+  void record(const audit::Exchange& exchange, bool final, audit::Completion done) override;
+  void event(std::string_view type, const nlohmann::json& fields, audit::Completion done) override;
+  bool healthy() const override { return inner_->healthy(); }
+  std::string failure() const override { return inner_->failure(); }
+  std::error_code sync() override { return inner_->sync(); }
+
+private:
+  audit::Completion wrap(std::string_view kind, audit::Completion done);
+  std::shared_ptr<audit::AuditLog> inner_;
+  std::shared_ptr<ProxyMetrics> metrics_;
+};
+
+} // namespace runwarden::proxy

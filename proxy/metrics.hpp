@@ -1,0 +1,102 @@
+#pragma once
+// A small Prometheus text-format registry (exposition format 0.0.4): counters, gauges and
+// fixed-bucket histograms with labels, plus gauges read at scrape time. Lock-light: a label
+// set is looked up under a shared lock and then updated with atomics.
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace runwarden::proxy {
+
+/// One metric name with its label names; each distinct set of label values is one series.
+class MetricFamily {
+public:
+  enum class Type : std::uint8_t { counter, gauge, histogram };
+
+  MetricFamily(std::string name, std::string help, Type type, std::vector<std::string> labels,
+               std::vector<double> buckets);
+
+  /// Label values in the order of the family's label names (missing ones are "").
+  void inc(std::initializer_list<std::string_view> values, double by = 1);
+  void set(std::initializer_list<std::string_view> values, double value);
+  void observe(std::initializer_list<std::string_view> values, double value);
+  /// The current value of a counter or gauge series (0 when absent), for tests and status.
+  double value(std::initializer_list<std::string_view> values) const;
+
+  void render(std::string& out) const;
+  const std::string& name() const { return name_; }
+
+private:
+  struct Series {
+    explicit Series(std::size_t buckets) : counts(buckets) {}
+    std::atomic<double> value{0};
+    std::vector<std::atomic<std::uint64_t>> counts; // histogram: per bucket (not cumulative)
+    std::atomic<std::uint64_t> count{0};
+  };
+  Series& series(std::initializer_list<std::string_view> values);
+
+  std::string name_;
+  std::string help_;
+  Type type_;
+  std::vector<std::string> labels_;
+  std::vector<double> buckets_;
+  mutable std::shared_mutex mutex_;
+  std::map<std::vector<std::string>, std::unique_ptr<Series>> series_;
+};
+
+class MetricsRegistry {
+public:
+  MetricFamily& counter(std::string name, std::string help, std::vector<std::string> labels = {});
+  MetricFamily& gauge(std::string name, std::string help, std::vector<std::string> labels = {});
+  MetricFamily& histogram(std::string name, std::string help, std::vector<double> buckets,
+                          std::vector<std::string> labels = {});
+  /// A series computed at scrape time (open connections, pending holds, cache counters).
+  void computed(std::string name, std::string help, MetricFamily::Type type,
+                std::function<double()> read);
+
+  /// The whole registry in Prometheus text format.
+  std::string render() const;
+
+private:
+  struct Computed {
+    std::string name;
+    std::string help;
+    MetricFamily::Type type;
+    std::function<double()> read;
+  };
+  mutable std::mutex mutex_;
+  std::vector<std::unique_ptr<MetricFamily>> families_;
+  std::vector<Computed> computed_;
+};
+
+/// Latency buckets in seconds, 0.5 ms .. 60 s.
+std::vector<double> latency_buckets();
+
+/// The families runwarden exports; one instance per proxy.
+struct ProxyMetrics {
+  MetricsRegistry registry;
+  MetricFamily& requests;         // {decision, action, runbook}
+  MetricFamily& request_seconds;  // {outcome}
+  MetricFamily& upstream_seconds; // {}
+  MetricFamily& upstream_errors;  // {code}
+  MetricFamily& tls_errors;       // {side}
+  MetricFamily& approvals;        // {outcome}
+  MetricFamily& budget_trips;     // {runbook, budget, on_exceed}
+  MetricFamily& audit_seconds;    // {kind}
+  MetricFamily& audit_errors;     // {}
+  MetricFamily& reloads;          // {result}
+  MetricFamily& mode_changes;     // {to, via}
+  MetricFamily& runs_killed;      // {reason}
+  ProxyMetrics();
+};
+
+} // namespace runwarden::proxy

@@ -1,0 +1,192 @@
+#include "proxy/runtime_state.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <vector>
+
+namespace runwarden::proxy {
+namespace {
+
+constexpr std::size_t kMaxRuns = 10000; // beyond it the least recently seen live run is dropped
+
+policy::BudgetTime monotonic_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now().time_since_epoch());
+}
+
+} // namespace
+
+std::string RuntimeState::now_rfc3339() {
+  const auto now = std::chrono::system_clock::now();
+  const auto t = std::chrono::system_clock::to_time_t(now);
+  const auto us =
+      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() %
+      1000000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<long long>(us < 0 ? 0 : us));
+  return buf;
+}
+
+RuntimeState::RuntimeState(std::shared_ptr<const config::Config> config)
+    : config_(std::move(config)) {
+  mode_.since = now_rfc3339();
+  mode_.by = "startup";
+  mode_.via = "startup";
+}
+
+void RuntimeState::swap_config(std::shared_ptr<const config::Config> config) {
+  config_.store(std::move(config));
+}
+
+ModeState RuntimeState::mode_state() const {
+  std::lock_guard lock(mutex_);
+  if (kill_switch_.load()) {
+    return ModeState{policy::Mode::paused, kill_switch_since_, "kill_switch_file",
+                     "kill_switch_file"};
+  }
+  return mode_;
+}
+
+void RuntimeState::recompute_effective_locked() {
+  effective_.store(kill_switch_.load() ? policy::Mode::paused : mode_.mode);
+}
+
+std::optional<ModeState> RuntimeState::set_mode(policy::Mode mode, std::string by,
+                                                std::string via) {
+  std::lock_guard lock(mutex_);
+  if (mode_.mode == mode) {
+    return std::nullopt;
+  }
+  ModeState previous = mode_;
+  mode_ = ModeState{mode, now_rfc3339(), std::move(by), std::move(via)};
+  recompute_effective_locked();
+  return previous;
+}
+
+bool RuntimeState::set_kill_switch(bool present) {
+  std::lock_guard lock(mutex_);
+  if (kill_switch_.load() == present) {
+    return false;
+  }
+  kill_switch_.store(present);
+  kill_switch_since_ = now_rfc3339();
+  recompute_effective_locked();
+  return true;
+}
+
+RunStats& RuntimeState::run_locked(const std::string& run) {
+  auto it = runs_.find(run);
+  if (it != runs_.end()) {
+    return it->second;
+  }
+  if (runs_.size() >= kMaxRuns) {
+    auto victim = runs_.end();
+    for (auto i = runs_.begin(); i != runs_.end(); ++i) {
+      if (!i->second.killed &&
+          (victim == runs_.end() || i->second.last_seen < victim->second.last_seen)) {
+        victim = i;
+      }
+    }
+    if (victim != runs_.end()) {
+      runs_.erase(victim);
+    }
+  }
+  auto& stats = runs_[run];
+  stats.first_seen = now_rfc3339();
+  stats.last_seen = stats.first_seen;
+  return stats;
+}
+
+void RuntimeState::note_call(const std::string& run, const std::string& runbook, CallKind kind) {
+  std::lock_guard lock(mutex_);
+  auto& s = run_locked(run);
+  if (!runbook.empty()) {
+    s.runbook = runbook;
+  }
+  s.last_seen = now_rfc3339();
+  ++s.calls;
+  switch (kind) {
+  case CallKind::allowed_read:
+    break;
+  case CallKind::allowed_write:
+    ++s.writes;
+    break;
+  case CallKind::held:
+    ++s.holds;
+    break;
+  case CallKind::denied:
+    ++s.denials;
+    break;
+  }
+}
+
+bool RuntimeState::run_killed(const std::string& run) const {
+  std::lock_guard lock(mutex_);
+  auto it = runs_.find(run);
+  return it != runs_.end() && it->second.killed;
+}
+
+bool RuntimeState::kill_run(const std::string& run, const std::string& by,
+                            const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  auto& s = run_locked(run);
+  if (s.killed) {
+    return false;
+  }
+  s.killed = true;
+  s.killed_at = now_rfc3339();
+  s.killed_by = by;
+  s.killed_reason = reason;
+  return true;
+}
+
+std::optional<policy::BudgetTrip> RuntimeState::admit(const std::string& run,
+                                                      const policy::Budgets& budgets,
+                                                      const policy::BudgetCall& call) {
+  std::lock_guard lock(mutex_);
+  return run_locked(run).budget.admit(budgets, call, monotonic_ms());
+}
+
+std::optional<policy::BudgetTrip> RuntimeState::record_denial(const std::string& run,
+                                                              const policy::Budgets& budgets) {
+  std::lock_guard lock(mutex_);
+  return run_locked(run).budget.record_denial(budgets);
+}
+
+std::size_t RuntimeState::run_count() const {
+  std::lock_guard lock(mutex_);
+  return runs_.size();
+}
+
+nlohmann::json RuntimeState::runs_json() const {
+  std::lock_guard lock(mutex_);
+  std::vector<const std::pair<const std::string, RunStats>*> order;
+  order.reserve(runs_.size());
+  for (const auto& entry : runs_) {
+    order.push_back(&entry);
+  }
+  std::sort(order.begin(), order.end(),
+            [](const auto* a, const auto* b) { return a->second.last_seen > b->second.last_seen; });
+  nlohmann::json runs = nlohmann::json::array();
+  for (const auto* entry : order) {
+    const auto& s = entry->second;
+    nlohmann::json j{
+        {"run", entry->first},  {"runbook", s.runbook},       {"calls", s.calls},
+        {"denials", s.denials}, {"holds", s.holds},           {"writes", s.writes},
+        {"killed", s.killed},   {"first_seen", s.first_seen}, {"last_seen", s.last_seen}};
+    if (s.killed) {
+      j["killed_at"] = s.killed_at;
+      j["killed_by"] = s.killed_by;
+      j["killed_reason"] = s.killed_reason;
+    }
+    runs.push_back(std::move(j));
+  }
+  return nlohmann::json{{"runs", std::move(runs)}};
+}
+
+} // namespace runwarden::proxy
