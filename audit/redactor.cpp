@@ -244,43 +244,55 @@ std::string decode_json_key(std::string_view raw) {
 
 } // namespace
 
-Redactor::Redactor(const RedactionRules& extra) {
-  std::string combined;
-  int next_group = 1;
-  auto add = [&](std::string_view regex, bool value_group, bool card) {
-    const re2::RE2 single{re2::StringPiece(regex.data(), regex.size()), RE2::Quiet};
-    if (!single.ok()) {
-      throw std::invalid_argument("redaction pattern \"" + std::string(regex) +
-                                  "\": " + single.error());
+Redactor::Redactor(const RedactionRules& extra, Scan scan) : scan_(scan) {
+  struct Builder {
+    std::string pattern;
+    int next_group = 1;
+    Compiled* out;
+    void add(std::string_view regex, bool value_group, bool card) {
+      const re2::RE2 single{re2::StringPiece(regex.data(), regex.size()), RE2::Quiet};
+      if (!single.ok()) {
+        throw std::invalid_argument("redaction pattern \"" + std::string(regex) +
+                                    "\": " + single.error());
+      }
+      if (!pattern.empty()) {
+        pattern += '|';
+      }
+      pattern += '(';
+      pattern += regex;
+      pattern += ')';
+      Alternative alt;
+      alt.group = next_group;
+      alt.value_group = (value_group && single.NumberOfCapturingGroups() >= 1) ? next_group + 1 : 0;
+      alt.card = card;
+      out->alternatives.push_back(alt);
+      next_group += 1 + single.NumberOfCapturingGroups();
     }
-    if (!combined.empty()) {
-      combined += '|';
+    void compile() {
+      RE2::Options options;
+      options.set_encoding(RE2::Options::EncodingLatin1);
+      options.set_max_mem(64 << 20);
+      options.set_log_errors(false);
+      out->regex = std::make_unique<re2::RE2>(pattern, options);
+      if (!out->regex->ok()) {
+        throw std::invalid_argument("redaction patterns: " + out->regex->error());
+      }
+      out->submatches = next_group;
     }
-    combined += '(';
-    combined += regex;
-    combined += ')';
-    Alternative alt;
-    alt.group = next_group;
-    alt.value_group = (value_group && single.NumberOfCapturingGroups() >= 1) ? next_group + 1 : 0;
-    alt.card = card;
-    alternatives_.push_back(alt);
-    next_group += 1 + single.NumberOfCapturingGroups();
   };
+  Builder all{{}, 1, &combined_};
+  Builder extras{{}, 1, &extras_};
   for (const auto& p : kBuiltinPatterns) {
-    add(p.regex, p.value_group, p.card);
+    all.add(p.regex, p.value_group, p.card);
   }
   for (const auto& p : extra.patterns) {
-    add(p, true, false);
+    all.add(p, true, false);
+    extras.add(p, true, false);
   }
-  RE2::Options options;
-  options.set_encoding(RE2::Options::EncodingLatin1);
-  options.set_max_mem(64 << 20);
-  options.set_log_errors(false);
-  combined_ = std::make_unique<re2::RE2>(combined, options);
-  if (!combined_->ok()) {
-    throw std::invalid_argument("redaction patterns: " + combined_->error());
+  all.compile();
+  if (!extra.patterns.empty()) {
+    extras.compile();
   }
-  submatches_ = next_group;
   for (const auto& h : extra.headers) {
     extra_headers_.push_back(to_lower(h));
   }
@@ -372,15 +384,226 @@ bool Redactor::sensitive_normalized(std::string_view k) const {
   return false;
 }
 
+namespace {
+
+bool at(std::string_view t, std::size_t i, std::string_view word) {
+  return t.size() - i >= word.size() && t.compare(i, word.size(), word) == 0;
+}
+
+// ASCII case-insensitive `at`; `word` is lower case. RE2's (?i) in Latin-1 folds no other
+// byte onto an ASCII letter, so this is exactly what the patterns' (?i) accepts.
+bool ci_at(std::string_view t, std::size_t i, std::string_view word) {
+  if (t.size() - i < word.size()) {
+    return false;
+  }
+  for (std::size_t k = 0; k < word.size(); ++k) {
+    if (lower(t[i + k]) != word[k]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool aws_prefix(std::string_view t, std::size_t i) {
+  static constexpr std::array<std::string_view, 10> kPrefixes = {
+      "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA"};
+  return std::any_of(kPrefixes.begin(), kPrefixes.end(),
+                     [&](std::string_view p) { return at(t, i, p); });
+}
+
+bool api_key_at(std::string_view t, std::size_t i) {
+  if (!ci_at(t, i, "api")) {
+    return false;
+  }
+  const std::size_t k = i + 3 < t.size() && (t[i + 3] == '_' || t[i + 3] == '-') ? i + 4 : i + 3;
+  return ci_at(t, k, "key");
+}
+
+// Two-byte pairs that can begin a trigger, as a 65,536-bit set: the byte loop costs one
+// lookup per position and the exact checks below run only at the few positions that hit.
+struct PairSet {
+  std::array<std::uint64_t, 1024> bits{};
+  void add(unsigned char a, unsigned char b) {
+    const unsigned v = a | (unsigned{b} << 8);
+    bits[v >> 6] |= std::uint64_t{1} << (v & 63);
+  }
+  void add_ci(char a, char b) { // a, b lower-case letters
+    const auto up = [](char c) { return static_cast<unsigned char>(c - 'a' + 'A'); };
+    add(static_cast<unsigned char>(a), static_cast<unsigned char>(b));
+    add(up(a), static_cast<unsigned char>(b));
+    add(static_cast<unsigned char>(a), up(b));
+    add(up(a), up(b));
+  }
+  bool has(unsigned char a, unsigned char b) const {
+    const unsigned v = a | (unsigned{b} << 8);
+    return ((bits[v >> 6] >> (v & 63)) & 1u) != 0;
+  }
+};
+
+PairSet make_trigger_pairs() {
+  PairSet set;
+  for (std::string_view p : {"--", "ey", "AK", "AS", "AG", "AI", "AR", "AN", "AB", "AC", "gh", "gi",
+                             "xo", "ho", "sk", "rk", "wh", "Ba"}) {
+    set.add(static_cast<unsigned char>(p[0]), static_cast<unsigned char>(p[1]));
+  }
+  for (std::string_view p : {"be", "pa", "pw", "pr", "se", "ap", "to"}) {
+    set.add_ci(p[0], p[1]);
+  }
+  for (unsigned char d = '0'; d <= '9'; ++d) {
+    for (unsigned char e = '0'; e <= '9'; ++e) {
+      set.add(d, e);
+    }
+    set.add(d, ' ');
+    set.add(d, '-');
+  }
+  return set;
+}
+
+} // namespace
+
+// Every built-in alternative (kBuiltinPatterns) contains a fixed literal at the start of
+// its match or, for cards, 13 digits each followed by at most one space or dash:
+//   PEM "-----BEGIN", JWT "eyJ", AWS key prefixes, "gh?_"/"github_pat_", "xox",
+//   "hooks.slack.com/services/", "sk_"/"rk_"/"whsec_", "sk-", "AIza", (?i)"bearer",
+//   "Basic", and (?i) "passw"/"pwd"/"secret"/"api[_-]?key"/"private"/"token" for the
+//   key=value pattern. Any match therefore starts one of these triggers in the text, and
+//   every trigger starts with a pair in the pair set.
+bool Redactor::may_match_builtin(std::string_view t) {
+  static const PairSet pairs = make_trigger_pairs();
+  const std::size_t n = t.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    const char c = t[i];
+    if (!pairs.has(static_cast<unsigned char>(c),
+                   i + 1 < n ? static_cast<unsigned char>(t[i + 1]) : 0)) {
+      continue;
+    }
+    if (c >= '0' && c <= '9') {
+      // The digit chain from here: digits, one space or dash allowed between two digits.
+      std::size_t j = i;
+      std::size_t last = i;
+      int digits = 0;
+      while (j < n) {
+        if (t[j] >= '0' && t[j] <= '9') {
+          if (++digits >= 13) {
+            return true;
+          }
+          last = j++;
+        } else if ((t[j] == ' ' || t[j] == '-') && j + 1 < n && t[j + 1] >= '0' &&
+                   t[j + 1] <= '9') {
+          ++j;
+        } else {
+          break;
+        }
+      }
+      i = last; // any chain starting inside this one is shorter; resume after its last digit
+      continue;
+    }
+    switch (c) {
+    case '-':
+      if (at(t, i, "-----BEGIN")) {
+        return true;
+      }
+      break;
+    case 'e':
+      if (at(t, i, "eyJ")) {
+        return true;
+      }
+      break;
+    case 'A':
+      if (aws_prefix(t, i) || at(t, i, "AIza") || api_key_at(t, i)) {
+        return true;
+      }
+      break;
+    case 'a':
+      if (api_key_at(t, i)) {
+        return true;
+      }
+      break;
+    case 'g':
+      if ((i + 3 < t.size() && t[i + 1] == 'h' && t[i + 3] == '_' &&
+           std::string_view("pousr").find(t[i + 2]) != std::string_view::npos) ||
+          at(t, i, "github_pat_")) {
+        return true;
+      }
+      break;
+    case 'x':
+      if (at(t, i, "xox")) {
+        return true;
+      }
+      break;
+    case 'h':
+      if (at(t, i, "hooks.slack.com/services/")) {
+        return true;
+      }
+      break;
+    case 's':
+      if (at(t, i, "sk_") || at(t, i, "sk-") || ci_at(t, i, "secret")) {
+        return true;
+      }
+      break;
+    case 'S':
+      if (ci_at(t, i, "secret")) {
+        return true;
+      }
+      break;
+    case 'r':
+      if (at(t, i, "rk_")) {
+        return true;
+      }
+      break;
+    case 'w':
+      if (at(t, i, "whsec_")) {
+        return true;
+      }
+      break;
+    case 'B':
+      if (at(t, i, "Basic") || ci_at(t, i, "bearer")) {
+        return true;
+      }
+      break;
+    case 'b':
+      if (ci_at(t, i, "bearer")) {
+        return true;
+      }
+      break;
+    case 'p':
+    case 'P':
+      if (ci_at(t, i, "passw") || ci_at(t, i, "pwd") || ci_at(t, i, "private")) {
+        return true;
+      }
+      break;
+    case 't':
+    case 'T':
+      if (ci_at(t, i, "token")) {
+        return true;
+      }
+      break;
+    default:
+      break;
+    }
+  }
+  return false;
+}
+
 void Redactor::pattern_spans(std::string_view text, std::vector<Span>& spans) const {
+  // With no built-in candidate, no built-in alternative matches at any position, so the
+  // combined regex finds exactly what the configured alternatives alone find.
+  if (scan_ == Scan::exhaustive || may_match_builtin(text)) {
+    run(combined_, text, spans);
+  } else if (extras_.regex != nullptr) {
+    run(extras_, text, spans);
+  }
+}
+
+void Redactor::run(const Compiled& compiled, std::string_view text, std::vector<Span>& spans) {
   const re2::StringPiece input(text.data(), text.size());
-  std::vector<re2::StringPiece> m(static_cast<std::size_t>(submatches_));
+  std::vector<re2::StringPiece> m(static_cast<std::size_t>(compiled.submatches));
   std::size_t pos = 0;
   // Each iteration consumes at least one byte: bounded by the text length.
-  while (pos <= text.size() &&
-         combined_->Match(input, pos, text.size(), RE2::UNANCHORED, m.data(), submatches_)) {
+  while (pos <= text.size() && compiled.regex->Match(input, pos, text.size(), RE2::UNANCHORED,
+                                                     m.data(), compiled.submatches)) {
     const std::size_t match_end = static_cast<std::size_t>(m[0].data() - text.data()) + m[0].size();
-    for (const Alternative& alt : alternatives_) {
+    for (const Alternative& alt : compiled.alternatives) {
       const auto& whole = m[static_cast<std::size_t>(alt.group)];
       if (whole.data() == nullptr) {
         continue;

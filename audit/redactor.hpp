@@ -34,8 +34,14 @@ struct RedactedBody {
 
 class Redactor {
 public:
+  /// How free text reaches the patterns. `prefiltered` (the default) first runs a one-pass
+  /// byte classifier for the fixed prefixes and digit runs every built-in pattern needs and
+  /// skips the built-in RE2 when none occurs; `exhaustive` runs the combined RE2 on every
+  /// text and is the reference the tests hold the fast path to.
+  enum class Scan : std::uint8_t { prefiltered, exhaustive };
+
   /// Throws std::invalid_argument (start-up only) when an added pattern does not compile.
-  explicit Redactor(const RedactionRules& extra = {});
+  explicit Redactor(const RedactionRules& extra = {}, Scan scan = Scan::prefiltered);
   ~Redactor();
   Redactor(const Redactor&) = delete;
   Redactor& operator=(const Redactor&) = delete;
@@ -57,6 +63,8 @@ public:
   bool is_sensitive_header(std::string_view name) const;
   /// True for a JSON key / query / form field name whose value is a secret.
   bool is_sensitive_key(std::string_view name) const;
+  /// False only when no built-in pattern can match anywhere in `text` (the pre-filter).
+  static bool may_match_builtin(std::string_view text);
 
 private:
   struct Span {
@@ -76,9 +84,15 @@ private:
     int value_group = 0; // submatch index of the part to redact (0: whole alternative)
     bool card = false;
   };
-  std::unique_ptr<re2::RE2> combined_;
-  std::vector<Alternative> alternatives_;
-  int submatches_ = 0;
+  struct Compiled {
+    std::unique_ptr<re2::RE2> regex;
+    std::vector<Alternative> alternatives;
+    int submatches = 0;
+  };
+  static void run(const Compiled& compiled, std::string_view text, std::vector<Span>& spans);
+  Compiled combined_; // built-in alternatives first, then the configured ones
+  Compiled extras_;   // the configured ones alone (regex null when there are none)
+  Scan scan_;
   std::vector<std::string> extra_headers_; // lower-case
   std::vector<std::string> extra_keys_;    // normalized
 };
