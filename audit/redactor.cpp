@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cstring>
 #include <re2/re2.h>
 #include <stdexcept>
@@ -174,7 +175,23 @@ bool is_ws(char c) {
 // Index just past the closing quote of the string starting at `i` (s[i] == '"'),
 // or s.size() when the text ends first.
 std::size_t skip_string(std::string_view s, std::size_t i) {
-  for (++i; i < s.size(); ++i) {
+  ++i;
+  // Eight bytes at a time to the first '"' or '\\' (SWAR; the lowest flagged byte is exact).
+  constexpr std::uint64_t kOnes = 0x0101010101010101ull;
+  constexpr std::uint64_t kHighs = 0x8080808080808080ull;
+  while (i + 8 <= s.size()) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, s.data() + i, 8);
+    const std::uint64_t q = w ^ (kOnes * '"');
+    const std::uint64_t b = w ^ (kOnes * '\\');
+    const std::uint64_t mask = ((q - kOnes) & ~q & kHighs) | ((b - kOnes) & ~b & kHighs);
+    if (mask != 0) {
+      i += static_cast<std::size_t>(std::countr_zero(mask)) / 8;
+      break;
+    }
+    i += 8;
+  }
+  for (; i < s.size(); ++i) {
     if (s[i] == '\\') {
       ++i;
     } else if (s[i] == '"') {
@@ -329,26 +346,45 @@ bool Redactor::is_sensitive_key(std::string_view name) const {
   return sensitive_normalized(std::string_view(buf, n));
 }
 
+namespace {
+
+// Inline byte compare: keys are short, and a libc memcmp call per candidate was the
+// largest single cost of the key scan.
+bool same_bytes(const char* a, const char* b, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool equals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && same_bytes(a.data(), b.data(), a.size());
+}
+
+} // namespace
+
 bool Redactor::sensitive_normalized(std::string_view k) const {
   if (k.empty()) {
     return false;
   }
   for (std::string_view e : kExactKeys) {
-    if (e == k) {
+    if (e.size() == k.size() && e[0] == k[0] && same_bytes(e.data(), k.data(), k.size())) {
       return true;
     }
   }
   for (const std::string& e : extra_keys_) {
-    if (e == k) {
+    if (equals(e, k)) {
       return true;
     }
   }
-  if (k.size() > 5 && k.substr(k.size() - 5) == "token") {
+  if (k.size() > 5 && equals(k.substr(k.size() - 5), "token")) {
     return true;
   }
   // One pass over the key instead of a substring search per word.
   auto at = [&k](std::size_t i, std::string_view w) {
-    return k.size() - i >= w.size() && k.substr(i, w.size()) == w;
+    return k.size() - i >= w.size() && same_bytes(k.data() + i, w.data(), w.size());
   };
   for (std::size_t i = 0; i < k.size(); ++i) {
     switch (k[i]) {
