@@ -8,6 +8,7 @@
 #include <cstring>
 #include <re2/re2.h>
 #include <stdexcept>
+#include <vector>
 
 namespace runwarden::audit {
 namespace {
@@ -369,9 +370,19 @@ bool Redactor::sensitive_normalized(std::string_view k) const {
   if (k.empty()) {
     return false;
   }
-  for (std::string_view e : kExactKeys) {
-    if (e.size() == k.size() && e[0] == k[0] && same_bytes(e.data(), k.data(), k.size())) {
-      return true;
+  // The exact keys grouped by length: a key is compared only with those of its size.
+  static const auto by_size = [] {
+    std::array<std::vector<std::string_view>, 16> t;
+    for (std::string_view e : kExactKeys) {
+      t[e.size()].push_back(e);
+    }
+    return t;
+  }();
+  if (k.size() < by_size.size()) {
+    for (std::string_view e : by_size[k.size()]) {
+      if (e[0] == k[0] && same_bytes(e.data(), k.data(), k.size())) {
+        return true;
+      }
     }
   }
   for (const std::string& e : extra_keys_) {
