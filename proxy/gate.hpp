@@ -1,11 +1,13 @@
 #pragma once
 // The seam after a decision: what happens to a request the runbook says needs a human.
-// For now holds are refused; the approvals module plugs in an asynchronous hold here.
+// RefuseHolds answers 403 at once; ApprovalGate (approval_gate.hpp) really holds.
 
 #include "audit/audit_log.hpp"
 #include "policy/engine.hpp"
 #include "policy/request.hpp"
 
+#include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -29,6 +31,11 @@ struct HoldResult {
   std::string code = "approval_required"; // approval_denied, approval_timeout, ...
   std::string reason;
   std::optional<audit::ApprovalInfo> approval;
+  std::string approval_id;                  // shown to the agent when not approved
+  std::optional<std::chrono::seconds> retry_after; // approval_pending: Retry-After
+  /// The audit outcome for a refusal (approval_denied, approval_timeout, approval_pending,
+  /// client_gone, refused); empty: derived from `code`.
+  std::string outcome;
 };
 
 /// May complete on any thread; the session posts the result to its own strand.
@@ -40,6 +47,26 @@ public:
   virtual ~Gate() = default;
   /// Called for Verdict::hold only. Must call done exactly once.
   virtual void hold(HoldRequest request, HoldDone done) = 0;
+  /// The agent's connection closed while its request `request_id` was held: the hold ends
+  /// abandoned and nothing is ever forwarded (done is still called, with client_gone).
+  virtual void abandon(const std::string& request_id) { (void)request_id; }
+  /// Kill switch for one run: its pending holds end denied. Returns how many.
+  virtual std::size_t kill_run(const std::string& run, const std::string& by) {
+    (void)run;
+    (void)by;
+    return 0;
+  }
+  /// Paused mode: every pending hold ends denied. Returns how many.
+  virtual std::size_t pause_all(const std::string& by) {
+    (void)by;
+    return 0;
+  }
+  /// Every judged call, whatever its outcome, for the run history shown in approval packets.
+  virtual void observe(const std::string& run, const std::string& request_id,
+                       const std::string& action, const std::string& outcome,
+                       const std::string& method, const std::string& url) {
+    (void)run, (void)request_id, (void)action, (void)outcome, (void)method, (void)url;
+  }
 };
 
 /// v1 behaviour: a request that needs approval is answered 403 approval_required at once.

@@ -1,0 +1,258 @@
+#include "proxy/admin_approvals.hpp"
+
+#include "approval/clock.hpp"
+#include "approval/hold_state.hpp"
+#include "proxy/approval_gate.hpp"
+#include "proxy/log.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace runwarden::proxy {
+namespace {
+
+constexpr std::string_view kApprovals = "/v1/approvals/";
+
+AdminResponse json_response(int status, const nlohmann::json& body) {
+  AdminResponse r;
+  r.status = status;
+  r.body = body.dump();
+  return r;
+}
+
+AdminResponse error(int status, std::string_view code, std::string_view reason = {}) {
+  nlohmann::json j{{"error", code}};
+  if (!reason.empty()) {
+    j["reason"] = reason;
+  }
+  return json_response(status, j);
+}
+
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (lower(a[i]) != lower(b[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+const std::string* header(const AdminRequest& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers) {
+    if (iequals(k, name)) {
+      return &v;
+    }
+  }
+  return nullptr;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  if (c >= 'A' && c <= 'F') {
+    return c - 'A' + 10;
+  }
+  return -1;
+}
+
+/// Percent-decodes one path segment; false on a bad escape, NUL or a '/'.
+bool decode_segment(std::string_view in, std::string& out) {
+  out.clear();
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '%') {
+      if (i + 2 >= in.size()) {
+        return false;
+      }
+      const int hi = hex_value(in[i + 1]);
+      const int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) {
+        return false;
+      }
+      c = static_cast<char>(hi * 16 + lo);
+      i += 2;
+    }
+    if (c == '\0' || c == '/') {
+      return false;
+    }
+    out.push_back(c);
+  }
+  return !out.empty();
+}
+
+std::string query_param(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    const std::size_t eq = pair.find('=');
+    if (pair.substr(0, eq) == name) {
+      return eq == std::string_view::npos ? std::string() : std::string(pair.substr(eq + 1));
+    }
+    if (amp == std::string_view::npos) {
+      break;
+    }
+    query.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
+/// The optional {"reason"} of a decision; "by" in the body is ignored by design.
+bool parse_reason(const std::string& body, std::string& reason) {
+  reason.clear();
+  if (body.empty()) {
+    return true;
+  }
+  const auto j = nlohmann::json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return false;
+  }
+  if (j.contains("reason")) {
+    if (!j["reason"].is_string()) {
+      return false;
+    }
+    reason = j["reason"].get<std::string>();
+  }
+  return reason.size() <= 4096;
+}
+
+} // namespace
+
+AdminAuth::AdminAuth(approval::OperatorTokens tokens, std::vector<approval::SignatureKey> keys)
+    : tokens_(std::move(tokens)), verifier_(keys), have_keys_(!keys.empty()) {}
+
+AdminIdentity AdminAuth::authenticate(const AdminRequest& request) {
+  AdminIdentity id;
+  if (const std::string* auth = header(request, "authorization")) {
+    id.name = tokens_.authenticate_header(*auth);
+    if (!id.name) {
+      id.error = "bad_token";
+    }
+    return id;
+  }
+  const std::string* sig = header(request, "runwarden-signature");
+  if (sig == nullptr) {
+    id.error = "missing_credentials";
+    return id;
+  }
+  if (!have_keys_) {
+    id.error = "signature_not_configured";
+    return id;
+  }
+  const auto v =
+      verifier_.verify(*sig, request.body, approval::unix_seconds(approval::system_clock().wall()));
+  if (v.error != approval::SignatureError::ok) {
+    id.error = "signature_" + std::string(approval::to_string(v.error));
+    return id;
+  }
+  id.name = v.signer;
+  return id;
+}
+
+void add_approval_routes(AdminRouter& router, std::shared_ptr<ApprovalGate> gate,
+                         std::shared_ptr<AdminAuth> auth) {
+  // Every route authenticates first; a refusal changes nothing.
+  auto guarded = [auth](auto handler) {
+    return [auth, handler](const AdminRequest& req) -> AdminResponse {
+      AdminIdentity who = auth->authenticate(req);
+      if (!who.name) {
+        log_event(LogLevel::warn, "admin_unauthorized", 0, {},
+                  {{"path", req.path}, {"error", who.error}});
+        AdminResponse r = error(401, "unauthorized", who.error);
+        return r;
+      }
+      return handler(req, *who.name);
+    };
+  };
+
+  router.add("GET", "/v1/approvals",
+             guarded([gate](const AdminRequest& req, const std::string&) -> AdminResponse {
+               const std::string state = query_param(req.query, "state");
+               std::optional<approval::HoldState> filter;
+               if (!state.empty() && state != "all") {
+                 filter = approval::parse_hold_state(state);
+                 if (!filter) {
+                   return error(400, "bad_state", "state must be all or a hold state");
+                 }
+               }
+               nlohmann::json list = nlohmann::json::array();
+               for (const auto& h : gate->registry().list(filter)) {
+                 list.push_back(h.to_json(false));
+               }
+               return json_response(200, {{"approvals", std::move(list)}});
+             }));
+
+  router.add_prefix(
+      "GET", std::string(kApprovals),
+      guarded([gate](const AdminRequest& req, const std::string&) -> AdminResponse {
+        std::string id;
+        if (!decode_segment(std::string_view(req.path).substr(kApprovals.size()), id)) {
+          return error(404, "not_found");
+        }
+        auto h = gate->registry().get(id);
+        if (!h) {
+          return error(404, "not_found");
+        }
+        return json_response(200, h->to_json(true));
+      }));
+
+  router.add_prefix(
+      "POST", std::string(kApprovals),
+      guarded([gate](const AdminRequest& req, const std::string& by) -> AdminResponse {
+        std::string_view rest = std::string_view(req.path).substr(kApprovals.size());
+        const std::size_t slash = rest.find('/');
+        if (slash == std::string_view::npos) {
+          return error(404, "not_found");
+        }
+        const std::string_view verb = rest.substr(slash + 1);
+        approval::Choice choice = approval::Choice::approve;
+        if (verb == "approve") {
+          choice = approval::Choice::approve;
+        } else if (verb == "deny") {
+          choice = approval::Choice::deny;
+        } else {
+          return error(404, "not_found");
+        }
+        std::string id;
+        if (!decode_segment(rest.substr(0, slash), id)) {
+          return error(404, "not_found");
+        }
+        std::string reason;
+        if (!parse_reason(req.body, reason)) {
+          return error(400, "bad_body", "body must be {\"reason\": string} (at most 4096 bytes)");
+        }
+        auto result = gate->registry().decide(id, choice, by, reason);
+        switch (result.error) {
+        case approval::DecideError::not_found:
+          return error(404, "not_found");
+        case approval::DecideError::conflict: {
+          nlohmann::json j{{"error", "conflict"},
+                           {"reason", "approval already ended " +
+                                          std::string(approval::to_string(result.hold->state))}};
+          j["approval"] = result.hold->to_json(false);
+          return json_response(409, j);
+        }
+        case approval::DecideError::ok:
+          break;
+        }
+        log_event(LogLevel::info, "approval_decided", 0, {},
+                  {{"approval", id},
+                   {"choice", approval::to_string(choice)},
+                   {"by", by},
+                   {"changed", result.changed ? "yes" : "no"}});
+        nlohmann::json j = result.hold->to_json(false);
+        j["changed"] = result.changed;
+        return json_response(200, j);
+      }));
+}
+
+} // namespace runwarden::proxy
