@@ -10,8 +10,10 @@ namespace runwarden::audit {
 
 using Sha256 = std::array<std::uint8_t, 32>;
 
-/// Raw SHA-256 (OpenSSL one-shot); the chain and markers are built on it.
+/// Raw SHA-256; the chain and markers are built on it. Reuses a per-thread context.
 Sha256 sha256(std::string_view data);
+/// SHA-256 of the concatenation `first || second` without building it (the chain hash).
+Sha256 sha256(std::string_view first, std::string_view second);
 /// Lower-case hex of any byte string.
 std::string to_hex(const std::uint8_t* data, std::size_t size);
 /// Lower-case hex SHA-256, the form every hash takes in the log.

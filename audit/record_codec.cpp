@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
-#include <openssl/evp.h>
 
 namespace runwarden::audit {
 namespace {
@@ -52,15 +51,8 @@ bool digits(std::string_view s, std::size_t pos, std::size_t n, int& out) {
 } // namespace
 
 std::string RecordCodec::chain_hash(std::string_view prev, std::string_view unsealed) {
-  unsigned char digest[32];
-  unsigned int len = 0;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  EVP_DigestUpdate(ctx, prev.data(), prev.size());
-  EVP_DigestUpdate(ctx, unsealed.data(), unsealed.size());
-  EVP_DigestFinal_ex(ctx, digest, &len);
-  EVP_MD_CTX_free(ctx);
-  return to_hex(digest, 32);
+  const Sha256 digest = sha256(prev, unsealed);
+  return to_hex(digest.data(), digest.size());
 }
 
 std::string RecordCodec::seal(std::uint64_t seq, std::string_view ts, std::string_view members,
