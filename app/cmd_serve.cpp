@@ -1,10 +1,12 @@
 // `runwarden serve -c FILE`: the proxy and admin listeners, until SIGTERM/SIGINT drains them.
 
 #include "app/commands.hpp"
+#include "approval/operator_tokens.hpp"
 #include "audit/audit_log.hpp"
 #include "certs/authority.hpp"
 #include "config/config.hpp"
 #include "proxy/log.hpp"
+#include "proxy/reload.hpp"
 #include "proxy/server.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -13,9 +15,11 @@
 #include <csignal>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <strings.h>
 #include <thread>
 #include <vector>
 
@@ -74,7 +78,28 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
   }
   boost::asio::io_context ioc(static_cast<int>(threads));
   proxy::Server server(ioc, proxy::ServerOptions{cfg, audit_log, authority, nullptr});
+  if (!cfg->approvals.operator_tokens_file.empty()) {
+    // Operator bearer tokens guard POST /v1/mode and POST /v1/runs/{run}/kill.
+    auto tokens = std::make_shared<approval::OperatorTokens>(
+        approval::OperatorTokens::load(cfg->approvals.operator_tokens_file.string()));
+    server.context()->authenticate_admin = [tokens](const proxy::AdminRequest& req,
+                                                    std::string* error) {
+      for (const auto& [name, value] : req.headers) {
+        if (name.size() == 13 && strcasecmp(name.c_str(), "authorization") == 0) {
+          if (auto who = tokens->authenticate_header(value)) {
+            return who;
+          }
+          *error = "bad_token";
+          return std::optional<std::string>();
+        }
+      }
+      *error = "missing_credentials";
+      return std::optional<std::string>();
+    };
+  }
   server.start();
+  // Kill-switch file, policy file watch, SIGHUP reload, SIGUSR1 pause, SIGUSR2 normal.
+  auto operations = proxy::start_operations(ioc, server.context(), true);
 
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
@@ -82,6 +107,7 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
       return;
     }
     proxy::log_event(proxy::LogLevel::info, "signal", 0, {}, {{"signal", std::to_string(signo)}});
+    operations->stop();
     server.drain(kDrainGrace, [&ioc] { ioc.stop(); });
   });
 
@@ -110,7 +136,8 @@ void add_serve_command(CLI::App& root, Runner& run) {
   auto args = std::make_shared<Args>();
   CLI::App* cmd = root.add_subcommand(
       "serve", "Run the proxy (listen.proxy) and admin (listen.admin) listeners.\n"
-               "SIGTERM/SIGINT drain: stop accepting, finish in-flight exchanges, exit 0.");
+               "SIGTERM/SIGINT drain: stop accepting, finish in-flight exchanges, exit 0.\n"
+               "SIGHUP reloads the policy; SIGUSR1 pauses, SIGUSR2 returns to normal.");
   cmd->add_option("-c,--config", args->config, "runwarden.yaml")->required();
   cmd->add_option("--threads", args->threads, "I/O threads (default: config threads, else cores)");
   cmd->add_option("--log-level", args->log_level, "debug | info | warn | error")

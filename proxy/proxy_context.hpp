@@ -5,13 +5,18 @@
 #include "audit/audit_log.hpp"
 #include "config/config.hpp"
 #include "policy/engine.hpp"
+#include "proxy/admin_router.hpp"
 #include "proxy/gate.hpp"
+#include "proxy/metrics.hpp"
+#include "proxy/runtime_state.hpp"
 
 #include <atomic>
 #include <boost/asio/ssl/context.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -36,7 +41,16 @@ struct ProxyContext {
   std::set<std::uint16_t> own_ports;
   std::string own_host;
 
-  std::atomic<policy::Mode> mode{policy::Mode::normal};
+  std::atomic<policy::Mode> mode{policy::Mode::normal}; // effective mode (runtime's copy)
+  /// Operations state: mode with since/by, kill switch, policy snapshot, runs and budgets.
+  std::shared_ptr<RuntimeState> runtime;
+  std::shared_ptr<ProxyMetrics> metrics;
+  /// Operator identity for mutating admin routes (POST /v1/mode, kill), or nullopt with
+  /// *error set. Unset: those routes answer 401.
+  std::function<std::optional<std::string>(const AdminRequest&, std::string* error)>
+      authenticate_admin;
+  /// Announces an operations event (mode_changed, run_killed, budget_exceeded) by webhook.
+  std::function<void(std::string_view event, const nlohmann::json& data)> announce;
   std::atomic<bool> draining{false};
   std::atomic<std::uint64_t> next_conn_id{1};
   std::atomic<std::uint64_t> open_connections{0};

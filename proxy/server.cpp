@@ -2,7 +2,9 @@
 
 #include "certs/authority.hpp"
 #include "proxy/approval_gate.hpp"
+#include "proxy/admin_ops.hpp"
 #include "proxy/log.hpp"
+#include "proxy/metered_audit_log.hpp"
 #include "proxy/session.hpp"
 #include "proxy/transparent_session.hpp"
 
@@ -66,6 +68,33 @@ std::set<std::uint16_t> connect_ports(const policy::Catalogue* catalogue) {
   return ports;
 }
 
+/// Series read at scrape time from the context (weakly: the registry lives in it).
+void add_computed_metrics(ProxyContext& ctx) {
+  using Type = MetricFamily::Type;
+  auto& r = ctx.metrics->registry;
+  ProxyContext* c = &ctx;
+  r.computed("runwarden_open_connections", "Open agent connections.", Type::gauge,
+             [c] { return static_cast<double>(c->open_connections.load()); });
+  r.computed("runwarden_in_flight_requests", "Requests being forwarded.", Type::gauge,
+             [c] { return static_cast<double>(c->in_flight.load()); });
+  r.computed("runwarden_rejected_connections_total", "Connections refused over the limit.",
+             Type::counter, [c] { return static_cast<double>(c->rejected_connections.load()); });
+  r.computed("runwarden_mode", "Effective mode: 0 normal, 1 read_only, 2 paused.", Type::gauge,
+             [c] { return static_cast<double>(c->runtime->effective_mode()); });
+  r.computed("runwarden_kill_switch", "1 while the kill-switch file exists.", Type::gauge,
+             [c] { return c->runtime->kill_switch_present() ? 1.0 : 0.0; });
+  r.computed("runwarden_runs", "Runs in the run table.", Type::gauge,
+             [c] { return static_cast<double>(c->runtime->run_count()); });
+  r.computed("runwarden_cert_cache_hits_total", "Leaf certificate cache hits.", Type::counter,
+             [c] {
+               return c->authority ? static_cast<double>(c->authority->stats().hits) : 0.0;
+             });
+  r.computed("runwarden_cert_cache_misses_total", "Leaf certificate cache misses (mints).",
+             Type::counter, [c] {
+               return c->authority ? static_cast<double>(c->authority->stats().misses) : 0.0;
+             });
+}
+
 } // namespace
 
 struct Server::Listener {
@@ -81,7 +110,9 @@ Server::Server(net::io_context& ioc, ServerOptions options)
     throw std::runtime_error("proxy server needs a loaded config with an engine and an audit log");
   }
   ctx_->config = std::move(options.config);
-  ctx_->audit = std::move(options.audit);
+  ctx_->metrics = std::make_shared<ProxyMetrics>();
+  ctx_->audit = std::make_shared<MeteredAuditLog>(std::move(options.audit), ctx_->metrics);
+  ctx_->runtime = std::make_shared<RuntimeState>(ctx_->config);
   ctx_->authority = std::move(options.authority);
   ctx_->gate = std::move(options.gate);
 
@@ -112,6 +143,8 @@ Server::Server(net::io_context& ioc, ServerOptions options)
   }
   ctx_->connect_ports = connect_ports(ctx_->config->catalogue.get());
   add_builtin_admin_routes(router_, ctx_);
+  add_ops_routes(router_, ctx_);
+  add_computed_metrics(*ctx_);
   if (!ctx_->gate) { // approvals (approval_gate.hpp); no audit.path: holds are refused
     Approvals approvals = make_approvals(ioc_, *ctx_->upstream_tls, *ctx_->config, ctx_->audit);
     if (approvals.gate) {

@@ -5,6 +5,8 @@
 #include "proxy/session.hpp"
 
 #include "certs/authority.hpp"
+#include "policy/strict_json.hpp"
+#include "proxy/admin_ops.hpp"
 #include "proxy/log.hpp"
 #include "proxy/responses.hpp"
 
@@ -475,6 +477,9 @@ private:
     if (ec) {
       log_event(LogLevel::info, "tls_handshake_failed", conn_.id, {},
                 {{"host", target_.host}, {"error", ec.message()}});
+      if (ctx_->metrics) {
+        ctx_->metrics->tls_errors.inc({"agent"});
+      }
       return;
     }
     buffer_.consume(used);
@@ -528,7 +533,8 @@ private:
     req_ = policy::Request{};
     decision_ = policy::Decision{};
     run_ = conn_.run;
-    runbook_ = ctx_->config->active_runbook;
+    policy_ = ctx_->runtime ? ctx_->runtime->config() : ctx_->config; // kept for this exchange
+    runbook_ = policy_->active_runbook;
     traceparent_.clear();
     raw_url_.clear();
     have_request_ = false;
@@ -799,7 +805,7 @@ private:
       req_.headers.push_back({std::string(name), std::string(value)});
     }
     if (runbook_given) {
-      const auto& selectable = ctx_->config->selectable_runbooks;
+      const auto& selectable = policy_->selectable_runbooks;
       if (std::find(selectable.begin(), selectable.end(), wanted_runbook) == selectable.end()) {
         refuse(http::status::forbidden, "runbook_not_selectable",
                "Runwarden-Runbook \"" + wanted_runbook +
@@ -835,7 +841,7 @@ private:
     if (!kill_switch.empty() && std::filesystem::exists(kill_switch, fs_ec)) {
       mode = policy::Mode::paused; // its presence means paused (config kill_switch_file)
     }
-    decision_ = ctx_->config->engine->decide(req_, runbook_, mode);
+    decision_ = policy_->engine->decide(req_, runbook_, mode);
     log_event(LogLevel::info, "decision", conn_.id, req_id_,
               {{"run", run_},
                {"method", req_.method},
@@ -844,6 +850,9 @@ private:
                {"code", decision_.code},
                {"action", decision_.action},
                {"rule", decision_.reason}});
+    if (enforce_operations()) {
+      return;
+    }
     switch (decision_.verdict) {
     case policy::Verdict::allow:
       audit_then_forward("forwarded");
@@ -867,7 +876,108 @@ private:
     });
   }
 
+  /// Run kills and budgets (DESIGN §7), after the decision and before anything is
+  /// forwarded or held. Counts the call. True when it answered the request itself.
+  bool enforce_operations() {
+    if (!ctx_->runtime) {
+      return false;
+    }
+    auto& rt = *ctx_->runtime;
+    const std::string rb_name = decision_.runbook.empty() ? runbook_ : decision_.runbook;
+    if (ctx_->metrics) {
+      ctx_->metrics->requests.inc({policy::to_string(decision_.verdict), decision_.action, rb_name});
+    }
+    if (decision_.verdict == policy::Verdict::paused) {
+      return false;
+    }
+    if (rt.run_killed(run_)) {
+      rt.note_call(run_, rb_name, CallKind::denied);
+      decision_.verdict = policy::Verdict::deny;
+      finish_refusal(http::status::forbidden,
+                     error_body("run_killed", "run \"" + run_ + "\" was killed: its calls are refused",
+                                req_id_),
+                     "denied", "run_killed", "run was killed", false);
+      return true;
+    }
+    const policy::Runbook* rb = policy_->engine->runbook(rb_name);
+    const policy::Budgets* budgets = rb != nullptr && !rb->budgets.empty() ? &rb->budgets : nullptr;
+    if (decision_.verdict == policy::Verdict::deny) {
+      rt.note_call(run_, rb_name, CallKind::denied);
+      if (budgets != nullptr) {
+        if (auto trip = rt.record_denial(run_, *budgets)) {
+          budget_tripped(*trip, rb_name); // the denial itself is answered as usual
+        }
+      }
+      return false;
+    }
+    std::optional<policy::BudgetTrip> trip;
+    if (budgets != nullptr) {
+      nlohmann::json body;
+      const nlohmann::json* body_ptr = nullptr;
+      bool summed = false;
+      for (const auto& sum : budgets->sums) {
+        summed = summed || sum.action == decision_.action;
+      }
+      if (summed) {
+        auto parsed = policy::parse_strict_json(req_.body, limits().max_json_depth);
+        if (parsed.error == policy::JsonError::ok) {
+          body = std::move(parsed.value);
+          body_ptr = &body;
+        }
+      }
+      trip = rt.admit(run_, *budgets, policy::BudgetCall{decision_.action, body_ptr});
+    }
+    if (trip) {
+      rt.note_call(run_, rb_name, CallKind::denied);
+      budget_tripped(*trip, rb_name);
+      nlohmann::json j{{"error", "budget_exceeded"},
+                       {"budget", trip->budget},
+                       {"on_exceed", policy::to_string(trip->on_exceed)},
+                       {"runbook", rb_name},
+                       {"action", decision_.action},
+                       {"reason", trip->reason},
+                       {"request_id", req_id_}};
+      decision_.verdict = policy::Verdict::deny;
+      finish_refusal(http::status::forbidden, j.dump(), "denied", "budget_exceeded", trip->reason,
+                     false);
+      return true;
+    }
+    CallKind kind = CallKind::allowed_read;
+    if (decision_.verdict == policy::Verdict::hold) {
+      kind = CallKind::held;
+    } else if (decision_.cls && *decision_.cls != policy::ActionClass::read_only) {
+      kind = CallKind::allowed_write;
+    }
+    rt.note_call(run_, rb_name, kind);
+    return false;
+  }
+
+  /// A budget was crossed: counted, recorded, announced; kill_run budgets stop the run.
+  void budget_tripped(const policy::BudgetTrip& trip, const std::string& rb_name) {
+    const std::string on_exceed(policy::to_string(trip.on_exceed));
+    log_event(LogLevel::warn, "budget_exceeded", conn_.id, req_id_,
+              {{"run", run_}, {"runbook", rb_name}, {"budget", trip.budget},
+               {"on_exceed", on_exceed}, {"reason", trip.reason}});
+    if (ctx_->metrics) {
+      ctx_->metrics->budget_trips.inc({rb_name, trip.budget, on_exceed});
+    }
+    nlohmann::json fields{{"run", run_},         {"runbook", rb_name},
+                          {"budget", trip.budget}, {"on_exceed", on_exceed},
+                          {"reason", trip.reason}, {"request_id", req_id_},
+                          {"limit", trip.limit},   {"value", trip.value}};
+    ctx_->audit->event("budget_exceeded", fields, [](std::error_code) {});
+    if (ctx_->announce) {
+      ctx_->announce("budget_exceeded", fields);
+    }
+    if (trip.on_exceed == policy::OnExceed::kill_run) {
+      kill_run(ctx_, run_, "budget:" + trip.budget, trip.reason, "budget");
+    }
+  }
+
   void on_hold(HoldResult result) {
+    if (ctx_->metrics) {
+      ctx_->metrics->approvals.inc({result.approved ? std::string("approved") : result.code});
+    }
     approval_ = result.approval;
     if (result.approved) {
       audit_then_forward("approved_forwarded");
@@ -924,6 +1034,9 @@ private:
   void finish_refusal(http::status status, std::string body, const std::string& outcome,
                       const std::string& code, const std::string& reason, bool close) {
     close = close || !parser_ || !parser_->is_done();
+    if (ctx_->metrics) {
+      ctx_->metrics->request_seconds.observe({outcome}, ms_since(started_) / 1000.0);
+    }
     auto ex = make_exchange(outcome, code, reason);
     ex.response = audit::ResponseInfo{};
     ex.response->status = static_cast<int>(status);
@@ -1206,6 +1319,9 @@ private:
 
   void on_upstream_handshake(beast::error_code ec) requires(kTls) {
     if (ec) {
+      if (ctx_->metrics) {
+        ctx_->metrics->tls_errors.inc({"upstream"});
+      }
       long verify = SSL_get_verify_result(up_->stream.native_handle());
       std::string why = verify != X509_V_OK ? X509_verify_cert_error_string(verify) : ec.message();
       if (verify == X509_V_ERR_UNSPECIFIED) {
@@ -1482,6 +1598,10 @@ private:
                {"bytes", std::to_string(resp_info_.bytes)},
                {"reused", reusable ? "yes" : "no"}});
     record_final(outcome_, decision_.code, decision_.reason);
+    if (ctx_->metrics) {
+      ctx_->metrics->upstream_seconds.observe({}, upstream_ms_ / 1000.0);
+      ctx_->metrics->request_seconds.observe({outcome_}, ms_since(started_) / 1000.0);
+    }
     release_in_flight();
     ++served_;
     if (!client_keep_) {
@@ -1496,6 +1616,9 @@ private:
   void relay_failed(const std::string& outcome, beast::error_code ec) {
     log_event(LogLevel::warn, "relay_failed", conn_.id, req_id_,
               {{"outcome", outcome}, {"error", ec.message()}});
+    if (ctx_->metrics) {
+      ctx_->metrics->upstream_errors.inc({outcome});
+    }
     sr_.reset();
     rparser_.reset();
     up_.reset();
@@ -1510,6 +1633,9 @@ private:
   void upstream_failed(http::status status, const std::string& code, const std::string& reason) {
     log_event(LogLevel::warn, "upstream_failed", conn_.id, req_id_,
               {{"code", code}, {"reason", reason}});
+    if (ctx_->metrics) {
+      ctx_->metrics->upstream_errors.inc({code});
+    }
     rparser_.reset();
     up_.reset();
     release_in_flight();
@@ -1537,6 +1663,7 @@ private:
   std::optional<audit::ApprovalInfo> approval_;
   std::string run_;
   std::string runbook_;
+  std::shared_ptr<const config::Config> policy_; // the policy snapshot judging this exchange
   std::string traceparent_;
   std::string raw_url_;
   std::string outcome_;
