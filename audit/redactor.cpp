@@ -174,32 +174,44 @@ bool is_ws(char c) {
 }
 
 // Index just past the closing quote of the string starting at `i` (s[i] == '"'),
-// or s.size() when the text ends first.
-std::size_t skip_string(std::string_view s, std::size_t i) {
-  ++i;
-  // Eight bytes at a time to the first '"' or '\\' (SWAR; the lowest flagged byte is exact).
+// or s.size() when the text ends first. `escaped` is set when the string holds a '\\'.
+std::size_t skip_string(std::string_view s, std::size_t i, bool& escaped) {
   constexpr std::uint64_t kOnes = 0x0101010101010101ull;
   constexpr std::uint64_t kHighs = 0x8080808080808080ull;
-  while (i + 8 <= s.size()) {
-    std::uint64_t w = 0;
-    std::memcpy(&w, s.data() + i, 8);
-    const std::uint64_t q = w ^ (kOnes * '"');
-    const std::uint64_t b = w ^ (kOnes * '\\');
-    const std::uint64_t mask = ((q - kOnes) & ~q & kHighs) | ((b - kOnes) & ~b & kHighs);
-    if (mask != 0) {
-      i += static_cast<std::size_t>(std::countr_zero(mask)) / 8;
+  ++i;
+  // Each round advances at least one byte: bounded by the text length.
+  while (i < s.size()) {
+    // Eight bytes at a time to the first '"' or '\\' (SWAR; the lowest flagged byte is exact).
+    while (i + 8 <= s.size()) {
+      std::uint64_t w = 0;
+      std::memcpy(&w, s.data() + i, 8);
+      const std::uint64_t q = w ^ (kOnes * '"');
+      const std::uint64_t b = w ^ (kOnes * '\\');
+      const std::uint64_t mask = ((q - kOnes) & ~q & kHighs) | ((b - kOnes) & ~b & kHighs);
+      if (mask != 0) {
+        i += static_cast<std::size_t>(std::countr_zero(mask)) / 8;
+        break;
+      }
+      i += 8;
+    }
+    while (i < s.size() && s[i] != '"' && s[i] != '\\') {
+      ++i;
+    }
+    if (i >= s.size()) {
       break;
     }
-    i += 8;
-  }
-  for (; i < s.size(); ++i) {
-    if (s[i] == '\\') {
-      ++i;
-    } else if (s[i] == '"') {
+    if (s[i] == '"') {
       return i + 1;
     }
+    escaped = true;
+    i += 2; // the escape and the escaped byte
   }
   return s.size();
+}
+
+std::size_t skip_string(std::string_view s, std::size_t i) {
+  bool escaped = false;
+  return skip_string(s, i, escaped);
 }
 
 // Index just past the JSON value starting at `i` (tolerant: stops at the end of the text).
@@ -707,13 +719,14 @@ void Redactor::json_spans(std::string_view s, std::vector<Span>& spans) const {
       if (c != '"') {
         return; // not JSON after all: the text patterns still apply
       }
-      const std::size_t key_end = skip_string(s, i);
+      bool escaped = false;
+      const std::size_t key_end = skip_string(s, i, escaped);
       if (key_end >= s.size()) {
         return;
       }
       const std::string_view raw_key = s.substr(i + 1, key_end - i - 2);
       std::string decoded;
-      if (raw_key.find('\\') != std::string_view::npos) {
+      if (escaped) {
         decoded = decode_json_key(raw_key);
       }
       const std::string_view key = decoded.empty() ? raw_key : std::string_view(decoded);
