@@ -69,14 +69,28 @@ constexpr std::uint64_t escape_mask(std::uint64_t w) {
 // byte of an invalid sequence becomes \ufffd. Runs of plain ASCII are copied in bulk.
 void append_escaped(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
-  auto u_escape = [&out](std::uint32_t cp) {
-    out += "\\u";
-    out += hex[(cp >> 12) & 0xf];
-    out += hex[(cp >> 8) & 0xf];
-    out += hex[(cp >> 4) & 0xf];
-    out += hex[cp & 0xf];
+  // Written through a raw cursor into a per-thread scratch sized for the worst case (6
+  // output bytes per input byte), then appended once: no capacity check per byte.
+  thread_local std::string scratch;
+  if (scratch.size() < 6 * s.size() + 2) {
+    scratch.resize(6 * s.size() + 2);
+  }
+  char* const start = scratch.data();
+  char* p = start;
+  auto put = [&p](char c) { *p++ = c; };
+  auto put2 = [&p](char a, char b) {
+    p[0] = a;
+    p[1] = b;
+    p += 2;
   };
-  out += '"';
+  auto u_escape = [&](std::uint32_t cp) {
+    put2('\\', 'u');
+    put(hex[(cp >> 12) & 0xf]);
+    put(hex[(cp >> 8) & 0xf]);
+    put(hex[(cp >> 4) & 0xf]);
+    put(hex[cp & 0xf]);
+  };
+  put('"');
   std::size_t i = 0;
   const std::size_t n = s.size();
   while (i < n) {
@@ -99,28 +113,28 @@ void append_escaped(std::string& out, std::string_view s) {
       }
       ++run;
     }
-    out.append(s.data() + i, run - i);
+    std::memcpy(p, s.data() + i, run - i);
+    p += run - i;
     i = run;
     if (i >= n) {
       break;
     }
     const auto c = static_cast<unsigned char>(s[i]);
     if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
+      put2('\\', static_cast<char>(c));
       ++i;
       continue;
     }
     if (c < 0x80) {
       switch (c) {
       case '\n':
-        out += "\\n";
+        put2('\\', 'n');
         break;
       case '\r':
-        out += "\\r";
+        put2('\\', 'r');
         break;
       case '\t':
-        out += "\\t";
+        put2('\\', 't');
         break;
       default:
         u_escape(c);
@@ -162,7 +176,8 @@ void append_escaped(std::string& out, std::string_view s) {
     }
     i += len;
   }
-  out += '"';
+  put('"');
+  out.append(start, static_cast<std::size_t>(p - start));
 }
 
 void append_json(std::string& out, const nlohmann::ordered_json& v) {
