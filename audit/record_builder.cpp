@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <cctype>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
@@ -14,13 +13,17 @@
 namespace runwarden::audit {
 namespace {
 
+// ASCII only, as the C locale the process runs in: no libc call per byte.
+char ascii_lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) {
     return false;
   }
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) {
       return false;
     }
   }
@@ -267,7 +270,7 @@ void RecordBuilder::append_headers(std::string& out, const HeaderList& list) con
   for (const auto& [name, value] : list) {
     std::string key(name);
     for (char& c : key) {
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      c = ascii_lower(c);
     }
     std::string redacted = redactor_.redact_header(name, value);
     auto same =
