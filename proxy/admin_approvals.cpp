@@ -151,7 +151,7 @@ AdminIdentity AdminAuth::authenticate(const AdminRequest& request) {
   const auto v =
       verifier_.verify(*sig, request.body, approval::unix_seconds(approval::system_clock().wall()));
   if (v.error != approval::SignatureError::ok) {
-    id.error = "signature_" + std::string(approval::to_string(v.error));
+    id.error = std::string(approval::to_string(v.error));
     return id;
   }
   id.name = v.signer;

@@ -149,6 +149,19 @@ Server::Server(net::io_context& ioc, ServerOptions options)
     Approvals approvals = make_approvals(ioc_, *ctx_->upstream_tls, *ctx_->config, ctx_->audit);
     if (approvals.gate) {
       add_approval_routes(router_, approvals.gate, approvals.auth);
+      ctx_->authenticate_admin = [auth = approvals.auth](const AdminRequest& r, std::string* why) {
+        AdminIdentity who = auth->authenticate(r);
+        if (!who.name && why != nullptr) {
+          *why = who.error;
+        }
+        return who.name;
+      };
+      ctx_->announce = [gate = std::weak_ptr<ApprovalGate>(approvals.gate)](
+                           std::string_view event, const nlohmann::json& data) {
+        if (auto g = gate.lock()) {
+          g->announce(event, data);
+        }
+      };
       approvals_ = approvals.gate;
       ctx_->gate = std::move(approvals.gate);
     } else {

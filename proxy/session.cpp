@@ -24,10 +24,12 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <optional>
+#include <poll.h>
 #include <string>
 #include <string_view>
 #include <sys/socket.h>
@@ -53,6 +55,7 @@ constexpr int kMaxInterimResponses = 8;
 constexpr std::chrono::seconds kLingerTimeout{2};
 constexpr std::size_t kLingerBytes = 256 * 1024;
 constexpr std::string_view kConnectOk = "HTTP/1.1 200 Connection Established\r\n\r\n";
+constexpr std::chrono::milliseconds kHeldRecheck{250}; // held with bytes pending: re-poll
 
 std::string random_hex(std::size_t bytes) {
   std::array<unsigned char, 32> raw{};
@@ -103,6 +106,39 @@ std::string_view trim(std::string_view s) {
     s.remove_suffix(1);
   }
   return s;
+}
+
+/// A held MCP call's JSON-RPC errors say how the hold ended (approval_denied, ...) and
+/// carry the approval id, instead of the engine's approval_required.
+std::string jsonrpc_hold_outcome(const std::string& body, const std::string& code,
+                                 const std::string& reason, const std::string& approval_id) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  if (j.is_discarded()) {
+    return body;
+  }
+  auto fix = [&](nlohmann::json& e) {
+    if (!e.is_object() || !e.contains("error") || !e["error"].contains("data")) {
+      return;
+    }
+    auto& err = e["error"];
+    if (err["data"].value("code", "") != "approval_required") {
+      return;
+    }
+    err["message"] = code + ": " + reason;
+    err["data"]["error"] = code;
+    err["data"]["code"] = code;
+    if (!approval_id.empty()) {
+      err["data"]["approval_id"] = approval_id;
+    }
+  };
+  if (j.is_array()) {
+    for (auto& e : j) {
+      fix(e);
+    }
+  } else {
+    fix(j);
+  }
+  return j.dump();
 }
 
 /// Lower-cased tokens of a Connection header value.
@@ -540,6 +576,9 @@ private:
     have_request_ = false;
     resp_info_ = audit::ResponseInfo{};
     upstream_ms_ = 0;
+    approval_.reset();
+    approval_id_.clear();
+    retry_after_.reset();
   }
 
   void on_read_error(beast::error_code ec, bool in_header) {
@@ -871,9 +910,56 @@ private:
     }
     HoldRequest hold{req_id_, run_, ctx_->config->agent_id, conn_.peer, req_, decision_};
     auto exec = stream_.get_executor();
+    // req_ stays untouched while held: an approval forwards exactly these canonical bytes.
+    hold_active_ = true;
+    client_gone_ = false;
+    lowest().expires_never();
     ctx_->gate->hold(std::move(hold), [self = this->shared_from_this(), exec](HoldResult r) {
       net::post(exec, [self, r = std::move(r)]() mutable { self->on_hold(std::move(r)); });
     });
+    watch_client();
+  }
+
+  // While held nothing is read from the agent; a readable socket means either pipelined
+  // bytes or the agent going away. POLLRDHUP tells them apart without consuming anything.
+  void watch_client() {
+    if (!hold_active_) {
+      return;
+    }
+    lowest().socket().async_wait(
+        tcp::socket::wait_read,
+        [self = this->shared_from_this()](beast::error_code ec) { self->on_client_readable(ec); });
+  }
+
+  void on_client_readable(beast::error_code ec) {
+    if (!hold_active_) {
+      return;
+    }
+    if (ec) {
+      client_left(ec.message());
+      return;
+    }
+    pollfd p{lowest().socket().native_handle(), POLLIN | POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) < 0 || (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+      client_left("peer closed the connection");
+      return;
+    }
+    if (!hold_timer_) {
+      hold_timer_.emplace(stream_.get_executor());
+    }
+    hold_timer_->expires_after(kHeldRecheck); // bytes are waiting: look again shortly
+    hold_timer_->async_wait([self = this->shared_from_this()](beast::error_code tec) {
+      if (!tec) {
+        self->on_client_readable({});
+      }
+    });
+  }
+
+  void client_left(const std::string& why) {
+    hold_active_ = false;
+    client_gone_ = true;
+    log_event(LogLevel::info, "client_gone_while_held", conn_.id, req_id_, {{"error", why}});
+    ctx_->gate->abandon(req_id_);
   }
 
   /// Run kills and budgets (DESIGN §7), after the decision and before anything is
@@ -978,12 +1064,41 @@ private:
     if (ctx_->metrics) {
       ctx_->metrics->approvals.inc({result.approved ? std::string("approved") : result.code});
     }
+    if (hold_active_) {
+      hold_active_ = false;
+      beast::error_code ignored;
+      lowest().socket().cancel(ignored);
+      if (hold_timer_) {
+        hold_timer_->cancel();
+      }
+    }
     approval_ = result.approval;
+    if (client_gone_) {
+      // Nobody is waiting: nothing is forwarded, whatever the hold's outcome was.
+      auto ex = make_exchange("client_gone", "client_gone",
+                              "the agent disconnected while the request was held; nothing was "
+                              "forwarded");
+      ctx_->gate->observe(run_, req_id_, decision_.action, "client_gone", req_.method,
+                          ex.request.url);
+      ctx_->audit->record(ex, true, [self = this->shared_from_this()](std::error_code ec) {
+        if (ec) {
+          log_event(LogLevel::error, "audit_failed", self->conn_.id, self->req_id_,
+                    {{"error", ec.message()}});
+        }
+      });
+      beast::error_code ignored;
+      lowest().socket().close(ignored);
+      return;
+    }
     if (result.approved) {
       audit_then_forward("approved_forwarded");
       return;
     }
-    std::string outcome = result.code == "approval_required" ? "held" : result.code;
+    std::string outcome = !result.outcome.empty()              ? result.outcome
+                          : result.code == "approval_required" ? "held"
+                                                               : result.code;
+    retry_after_ = result.retry_after;
+    approval_id_ = result.approval_id;
     refuse_decision(result.code, result.reason.empty() ? decision_.reason : result.reason, outcome);
   }
 
@@ -992,13 +1107,23 @@ private:
                        const std::string& outcome) {
     if (!decision_.jsonrpc.empty()) {
       std::string body = jsonrpc_refusal_body(decision_, code, req_id_);
+      if (!body.empty() && code != "approval_required" && code.rfind("approval_", 0) == 0) {
+        body = jsonrpc_hold_outcome(body, code, reason, approval_id_);
+      }
       if (!body.empty()) {
         finish_refusal(http::status::ok, std::move(body), outcome, code, reason, false);
         return;
       }
     }
-    finish_refusal(http::status::forbidden, decision_body(code, decision_, reason, req_id_),
-                   outcome, code, reason, false);
+    std::string body = decision_body(code, decision_, reason, req_id_);
+    if (!approval_id_.empty()) {
+      auto j = nlohmann::json::parse(body, nullptr, false);
+      if (j.is_object()) {
+        j["approval_id"] = approval_id_;
+        body = j.dump();
+      }
+    }
+    finish_refusal(http::status::forbidden, std::move(body), outcome, code, reason, false);
   }
 
   audit::Exchange make_exchange(const std::string& outcome, const std::string& code,
@@ -1038,6 +1163,7 @@ private:
       ctx_->metrics->request_seconds.observe({outcome}, ms_since(started_) / 1000.0);
     }
     auto ex = make_exchange(outcome, code, reason);
+    ctx_->gate->observe(run_, req_id_, decision_.action, outcome, req_.method, ex.request.url);
     ex.response = audit::ResponseInfo{};
     ex.response->status = static_cast<int>(status);
     ex.response->headers = {{"content-type", "application/json"}};
@@ -1091,6 +1217,10 @@ private:
     auto res = std::make_shared<http::response<http::string_body>>(status, 11);
     res->set(http::field::server, "runwarden");
     res->set(http::field::content_type, "application/json");
+    if (retry_after_) {
+      res->set(http::field::retry_after, std::to_string(retry_after_->count()));
+      retry_after_.reset();
+    }
     res->body() = std::move(body);
     bool keep = keep_alive_ && !close && !ctx_->draining.load();
     res->keep_alive(keep);
@@ -1572,6 +1702,7 @@ private:
   void record_final(const std::string& outcome, const std::string& code,
                     const std::string& reason) {
     auto ex = make_exchange(outcome, code, reason);
+    ctx_->gate->observe(run_, req_id_, decision_.action, outcome, req_.method, ex.request.url);
     resp_info_.body_complete = resp_info_.body.size() == resp_info_.bytes;
     ex.response = resp_info_;
     ctx_->audit->record(ex, true, [self = this->shared_from_this()](std::error_code ec) {
@@ -1661,6 +1792,11 @@ private:
   policy::Request req_;
   policy::Decision decision_;
   std::optional<audit::ApprovalInfo> approval_;
+  std::string approval_id_;                         // shown in a hold's refusal
+  std::optional<std::chrono::seconds> retry_after_; // approval_pending
+  bool hold_active_ = false;                        // waiting on the gate; client watched
+  bool client_gone_ = false;
+  std::optional<net::steady_timer> hold_timer_;
   std::string run_;
   std::string runbook_;
   std::shared_ptr<const config::Config> policy_; // the policy snapshot judging this exchange

@@ -1,0 +1,521 @@
+// Holds and approvals end to end (DESIGN §4-§5, issue 5), real parts only: curl and the MCP
+// SDK client as agents, the recording upstream, a local webhook receiver that verifies
+// Runwarden-Signature, the real admin API and the real `runwarden approvals` CLI.
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { fetch } from "undici";
+import { readAudit } from "./lib/audit.mjs";
+import { curl, proxyAgent } from "./lib/clients.mjs";
+import { makeTestPki } from "./lib/pki.mjs";
+import { freePort, runwardenBin } from "./lib/runwarden.mjs";
+import { startUpstream } from "./lib/upstream.mjs";
+import { signBody, startWebhookReceiver } from "./lib/webhook_receiver.mjs";
+
+const SECRET = crypto.randomBytes(24).toString("hex");
+const ALICE = crypto.randomBytes(16).toString("hex");
+const BOB = crypto.randomBytes(16).toString("hex");
+const sha256 = (s) => crypto.createHash("sha256").update(s).digest("hex");
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function policy(ports) {
+  const on = `host: ["127.0.0.1", "localhost"], port: [${ports.join(", ")}]`;
+  const catalogue = `actions:
+  restart_http:
+    - {method: POST, ${on}, path: "/restart"}
+  quick_timeout:
+    - {method: POST, ${on}, path: "/slow"}
+  deferred_op:
+    - {method: POST, ${on}, path: "/deferred"}
+  read_echo:
+    - {method: GET, ${on}, path: "/echo/**"}
+  mcp_session:
+    - {method: GET, ${on}, path: "/mcp"}
+    - {method: POST, ${on}, path: "/mcp", jsonrpc: {method: [initialize, notifications/initialized, tools/list, ping]}}
+  mcp_restart_service:
+    - {method: POST, ${on}, path: "/mcp", mcp: {tool: restart_service}}
+`;
+  const runbook = `runbook: approvals
+owner: integration-tests
+trigger: {alert: integration_suite}
+allowed_actions:
+  read_only: [read_echo, mcp_session]
+  approval_required:
+    - action: restart_http
+      risk: high
+      effect: "the workers restart"
+      rollback: "none needed"
+      approvers: [payments-on-call]
+      timeout: 60s
+    - action: quick_timeout
+      timeout: 1s
+    - action: deferred_op
+      wait: 1s
+      timeout: 60s
+    - action: mcp_restart_service
+      risk: medium
+      timeout: 60s
+unmatched: deny
+`;
+  return { catalogue, runbook };
+}
+
+/** Writes the config tree once; start() may be called again on the same dir (restart). */
+async function prepare(dir, upstream, trustBundle, webhookUrl) {
+  fs.mkdirSync(path.join(dir, "runbooks"), { recursive: true });
+  const bin = runwardenBin();
+  await new Promise((resolve, reject) => execFile(bin, ["ca", "init", path.join(dir, "certs"), "--days", "2"],
+    { timeout: 20000 }, (e) => (e ? reject(e) : resolve())));
+  const { catalogue, runbook } = policy([upstream.httpPort, upstream.httpsPort]);
+  fs.writeFileSync(path.join(dir, "actions.yaml"), catalogue);
+  fs.writeFileSync(path.join(dir, "runbooks", "approvals.yaml"), runbook);
+  fs.writeFileSync(path.join(dir, "tokens.txt"), `alice ${sha256(ALICE)}\nbob ${sha256(BOB)}\n`);
+  fs.writeFileSync(path.join(dir, "alice.token"), ALICE);
+  const proxyPort = await freePort();
+  const adminPort = await freePort();
+  fs.writeFileSync(path.join(dir, "runwarden.yaml"), `listen:
+  proxy: 127.0.0.1:${proxyPort}
+  admin: 127.0.0.1:${adminPort}
+agent: {id: approvals-agent}
+catalogue: actions.yaml
+runbooks: [runbooks/]
+active_runbook: approvals
+tls:
+  ca_cert: certs/ca.pem
+  ca_key: certs/ca.key
+  upstream_trust: ${JSON.stringify(trustBundle)}
+approvals:
+  hold_timeout: 60s
+  on_timeout: deny
+  max_pending: 100
+  webhooks: [{url: ${JSON.stringify(webhookUrl)}, secret_env: RW_IT_WEBHOOK_SECRET}]
+  operator_tokens_file: tokens.txt
+audit:
+  path: audit/audit.jsonl
+  fsync: always
+threads: 2
+`);
+  return { dir, proxyPort, adminPort, adminUrl: `http://127.0.0.1:${adminPort}`,
+    proxyUrl: `http://127.0.0.1:${proxyPort}`, auditPath: path.join(dir, "audit", "audit.jsonl"),
+    caPem: fs.readFileSync(path.join(dir, "certs", "ca.pem"), "utf8") };
+}
+
+async function canConnect(port) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: "127.0.0.1", port });
+    const done = (ok) => { s.destroy(); resolve(ok); };
+    s.once("connect", () => done(true));
+    s.once("error", () => done(false));
+    s.setTimeout(500, () => done(false));
+  });
+}
+
+async function start(world, env = { RW_IT_WEBHOOK_SECRET: SECRET }) {
+  const logPath = path.join(world.dir, `runwarden.${Date.now()}.log`);
+  const out = fs.openSync(logPath, "w");
+  const child = spawn(runwardenBin(), ["serve", "-c", path.join(world.dir, "runwarden.yaml")],
+    { cwd: world.dir, stdio: ["ignore", out, out], env: { PATH: process.env.PATH, ...env } });
+  fs.closeSync(out);
+  let exited = null;
+  const exit = new Promise((r) => child.once("exit", (code, signal) => { exited = { code, signal }; r(exited); }));
+  const logs = () => fs.readFileSync(logPath, "utf8");
+  const deadline = Date.now() + 15000;
+  while (!(await canConnect(world.proxyPort)) || !(await canConnect(world.adminPort))) {
+    if (exited) return { exited, logs, exit };
+    if (Date.now() > deadline) { child.kill("SIGKILL"); throw new Error(`runwarden did not start:\n${logs()}`); }
+    await sleep(50);
+  }
+  return {
+    child, logs, exit,
+    async stop(signal = "SIGTERM") {
+      if (exited) return exited;
+      child.kill(signal);
+      const t = setTimeout(() => child.kill("SIGKILL"), 15000);
+      const r = await exit;
+      clearTimeout(t);
+      return r;
+    },
+  };
+}
+
+describe("holds and approvals", () => {
+  let tmp, pki, upstream, hooks, world, rw, agent, mcp;
+
+  before(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), "runwarden-it-approvals-"));
+    pki = makeTestPki(path.join(tmp, "pki"));
+    upstream = await startUpstream({ tlsCert: pki.good, name: "good" });
+    hooks = await startWebhookReceiver({ secret: SECRET, failFirst: 1 });
+    world = await prepare(path.join(tmp, "rw"), upstream, pki.trustBundle, hooks.url);
+    rw = await start(world);
+    assert.ok(rw.child, `runwarden exited at start: ${rw.logs?.()}`);
+    agent = proxyAgent(world);
+  });
+  after(async () => {
+    await mcp?.close().catch(() => {});
+    await agent?.close();
+    await rw?.stop?.();
+    await upstream?.close();
+    await hooks?.close();
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  const runId = (label) => `it-${label}-${crypto.randomBytes(5).toString("hex")}`;
+
+  async function admin(method, p, { token = ALICE, body, headers = {} } = {}) {
+    const h = { ...headers };
+    if (token) h.authorization = `Bearer ${token}`;
+    if (body !== undefined) h["content-type"] = "application/json";
+    const res = await fetch(`${world.adminUrl}${p}`, { method, headers: h, body });
+    const text = await res.text();
+    let json = null;
+    try { json = JSON.parse(text); } catch { /* not JSON */ }
+    return { status: res.status, json, text };
+  }
+
+  /** The pending hold of `run` (bounded wait). */
+  async function pendingOf(run, limitMs = 8000) {
+    const deadline = Date.now() + limitMs;
+    while (Date.now() < deadline) {
+      const r = await admin("GET", "/v1/approvals?state=pending");
+      assert.equal(r.status, 200, r.text);
+      const hit = r.json.approvals.find((a) => a.packet.run === run);
+      if (hit) return hit;
+      await sleep(25);
+    }
+    throw new Error(`no pending hold for ${run}`);
+  }
+
+  /** curl as the agent: POST through the proxy (runs in the background). */
+  async function agentPost(p, run, body, extra = []) {
+    const hdr = path.join(tmp, `h-${crypto.randomBytes(6).toString("hex")}`);
+    const r = await curl(["--proxy", world.proxyUrl, "-H", `Runwarden-Run: ${run}`, "-H", "content-type: application/json",
+      "-D", hdr, "--data-binary", body, ...extra, `${upstream.httpUrl}${p}?m=${run}`], { timeoutMs: 30000 });
+    try { r.headers = fs.readFileSync(hdr, "utf8"); fs.unlinkSync(hdr); } catch { r.headers = ""; }
+    return r;
+  }
+
+  const arrivals = (run) => upstream.requests.filter((r) => r.url.includes(run));
+  const exchanges = (run) => readAudit(world.auditPath).filter((r) => r.type === "exchange" && r.run === run);
+  const events = (name, id) => readAudit(world.auditPath).filter((r) => r.type === "event" && r.event === name && r.data?.approval_id === id);
+  async function waitExchange(run, limitMs = 5000) {
+    const deadline = Date.now() + limitMs;
+    while (Date.now() < deadline) {
+      const e = exchanges(run);
+      if (e.length > 0) return e;
+      await sleep(25);
+    }
+    return exchanges(run);
+  }
+
+  test("approve forwards exactly the held bytes once; audit, webhooks and idempotency", async () => {
+    const run = runId("approve");
+    const body = JSON.stringify({ workers: "payments", token: "sk_live_abcdefghijklmnopqrstuvwx" });
+    const pending = agentPost("/restart", run, body);
+    const hold = await pendingOf(run);
+    assert.match(hold.id, /^apr_[0-9a-f]{32}$/);
+    assert.equal(arrivals(run).length, 0, "nothing may arrive while held");
+    const full = await admin("GET", `/v1/approvals/${hold.id}`);
+    assert.equal(full.status, 200);
+    assert.equal(full.json.packet.action, "restart_http");
+    assert.equal(full.json.packet.risk, "high");
+    assert.equal(full.json.packet.request.method, "POST");
+    assert.equal(full.json.packet.request.body_sha256, sha256(body));
+    assert.ok(!full.text.includes("sk_live_abcdefghijklmnopqrstuvwx"), "packet must be redacted");
+    // approval.requested reached the receiver, signed (the first delivery was answered 500: retried).
+    const req = await hooks.waitFor((d) => d.answered === 204 && d.event === "approval.requested" && d.json?.data?.id === hold.id);
+    assert.ok(req, "approval.requested webhook not delivered");
+    assert.equal(req.signatureOk, true);
+    assert.equal(req.json.data.packet.request.body_sha256, sha256(body));
+
+    const t0 = Date.now();
+    const ok = await admin("POST", `/v1/approvals/${hold.id}/approve`, { body: JSON.stringify({ reason: "go", by: "mallory" }) });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.json.state, "approved");
+    assert.equal(ok.json.by, "alice", "the approver comes from the token, not the body");
+    const res = await pending;
+    assert.equal(res.status, 200, res.body);
+    const got = arrivals(run);
+    assert.equal(got.length, 1);
+    assert.equal(got[0].body.toString("utf8"), body);
+    assert.equal(got[0].headers["runwarden-run"], undefined);
+
+    const again = await admin("POST", `/v1/approvals/${hold.id}/approve`);
+    assert.equal(again.status, 200);
+    assert.equal(again.json.changed, false);
+    const conflict = await admin("POST", `/v1/approvals/${hold.id}/deny`, { token: BOB });
+    assert.equal(conflict.status, 409);
+    assert.equal((await admin("POST", "/v1/approvals/apr_00000000000000000000000000000000/approve")).status, 404);
+    await sleep(200);
+    assert.equal(arrivals(run).length, 1, "forwarded exactly once");
+
+    const ex = await waitExchange(run);
+    assert.equal(ex.length, 1);
+    assert.equal(ex[0].outcome, "approved_forwarded");
+    assert.equal(ex[0].approval.id, hold.id);
+    assert.equal(ex[0].approval.by, "alice");
+    assert.ok(ex[0].approval.wait_ms >= 0 && ex[0].approval.wait_ms <= Date.now() - t0 + 10000);
+    assert.equal(events("approval.requested", hold.id).length, 1);
+    const resolved = events("approval.resolved", hold.id);
+    assert.equal(resolved.length, 1);
+    assert.equal(resolved[0].data.by, "alice");
+    assert.equal(typeof resolved[0].data.wait_ms, "number");
+    const hook = await hooks.waitFor((d) => d.answered === 204 && d.event === "approval.resolved" && d.json?.data?.id === hold.id);
+    assert.ok(hook && hook.signatureOk);
+    assert.equal(hook.json.data.outcome, "approved");
+    assert.ok(hooks.deliveries.some((d) => d.answered === 500), "the first delivery failed and was retried");
+  });
+
+  test("deny answers 403 approval_denied with the approval id and forwards nothing", async () => {
+    const run = runId("deny");
+    const pending = agentPost("/restart", run, "{\"a\":1}");
+    const hold = await pendingOf(run);
+    const r = await admin("POST", `/v1/approvals/${hold.id}/deny`, { token: BOB, body: JSON.stringify({ reason: "not now" }) });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.by, "bob");
+    const res = await pending;
+    assert.equal(res.status, 403);
+    const j = JSON.parse(res.body.slice(res.body.indexOf("{")));
+    assert.equal(j.error, "approval_denied");
+    assert.equal(j.approval_id, hold.id);
+    assert.equal(arrivals(run).length, 0);
+    const ex = await waitExchange(run);
+    assert.equal(ex[0].outcome, "approval_denied");
+    assert.equal(ex[0].approval.by, "bob");
+  });
+
+  test("timeout answers 403 approval_timeout and forwards nothing", async () => {
+    const run = runId("timeout");
+    const res = await agentPost("/slow", run, "{}");
+    assert.equal(res.status, 403);
+    const j = JSON.parse(res.body.slice(res.body.indexOf("{")));
+    assert.equal(j.error, "approval_timeout");
+    assert.match(j.approval_id, /^apr_/);
+    const late = await admin("POST", `/v1/approvals/${j.approval_id}/approve`);
+    assert.equal(late.status, 409, "an expired hold cannot be approved");
+    assert.equal(arrivals(run).length, 0);
+    assert.equal((await waitExchange(run))[0].outcome, "approval_timeout");
+  });
+
+  test("kill: POST /v1/runs/{run}/kill denies the run's holds; nothing forwarded", async () => {
+    const run = runId("kill");
+    const pending = agentPost("/restart", run, "{\"k\":1}");
+    const hold = await pendingOf(run);
+    const k = await admin("POST", `/v1/runs/${run}/kill`);
+    assert.equal(k.status, 200, k.text);
+    const res = await pending;
+    assert.equal(res.status, 403);
+    assert.equal(JSON.parse(res.body.slice(res.body.indexOf("{"))).error, "approval_denied");
+    assert.equal((await admin("GET", `/v1/approvals/${hold.id}`)).json.state, "killed");
+    assert.equal(arrivals(run).length, 0);
+  });
+
+  test("client disconnect abandons the hold: a later approve is 409 and nothing is forwarded", async () => {
+    const run = runId("gone");
+    const pending = agentPost("/restart", run, "{\"g\":1}", ["--max-time", "1"]);
+    const hold = await pendingOf(run);
+    await pending; // curl gave up and closed its connection
+    const deadline = Date.now() + 5000;
+    let state = "pending";
+    while (Date.now() < deadline && state === "pending") {
+      state = (await admin("GET", `/v1/approvals/${hold.id}`)).json.state;
+      await sleep(25);
+    }
+    assert.equal(state, "abandoned");
+    assert.equal((await admin("POST", `/v1/approvals/${hold.id}/approve`)).status, 409);
+    await sleep(200);
+    assert.equal(arrivals(run).length, 0);
+    const ex = await waitExchange(run);
+    assert.equal(ex.length, 1);
+    assert.equal(ex[0].outcome, "client_gone");
+  });
+
+  test("hold-then-defer: approval_pending + Retry-After, then one grant for the same payload only", async () => {
+    const run = runId("defer");
+    const body = "{\"op\":\"drain\"}";
+    const first = await agentPost("/deferred", run, body);
+    assert.equal(first.status, 403);
+    assert.match(first.headers, /retry-after: \d+/i);
+    const j = JSON.parse(first.body.slice(first.body.indexOf("{")));
+    assert.equal(j.error, "approval_pending");
+    const id = j.approval_id;
+    // Retried before approval: the same hold, not a second one.
+    const retry = await agentPost("/deferred", run, body);
+    assert.equal(JSON.parse(retry.body.slice(retry.body.indexOf("{"))).approval_id, id);
+    assert.equal((await admin("POST", `/v1/approvals/${id}/approve`)).status, 200);
+    // A different payload does not use the grant (it is held anew and deferred).
+    const other = await agentPost("/deferred", run, "{\"op\":\"delete\"}");
+    assert.equal(other.status, 403);
+    assert.notEqual(JSON.parse(other.body.slice(other.body.indexOf("{"))).approval_id, id);
+    // Another run with the same payload does not use it either.
+    const otherRun = runId("defer-other");
+    const stranger = await agentPost("/deferred", otherRun, body);
+    assert.equal(stranger.status, 403);
+    // The same run and payload passes once.
+    const ok = await agentPost("/deferred", run, body);
+    assert.equal(ok.status, 200, ok.body);
+    const twice = await agentPost("/deferred", run, body);
+    assert.equal(twice.status, 403, "a grant is single-use");
+    const arrived = arrivals(run);
+    assert.equal(arrived.length, 1);
+    assert.equal(arrived[0].body.toString("utf8"), body);
+    assert.equal(arrivals(otherRun).length, 0);
+    assert.ok(exchanges(run).some((e) => e.outcome === "approved_forwarded" && e.approval?.id === id));
+  });
+
+  test("approve and deny racing from many clients: one outcome, at most one forward", async () => {
+    for (let round = 0; round < 3; round++) {
+      const run = runId(`race${round}`);
+      const pending = agentPost("/restart", run, `{"r":${round}}`);
+      const hold = await pendingOf(run);
+      const calls = [];
+      for (let i = 0; i < 24; i++) {
+        const verb = i % 2 === 0 ? "approve" : "deny";
+        calls.push(admin("POST", `/v1/approvals/${hold.id}/${verb}`, { token: i % 3 === 0 ? BOB : ALICE }).then((r) => ({ verb, ...r })));
+      }
+      const results = await Promise.all(calls);
+      const changed = results.filter((r) => r.status === 200 && r.json.changed === true);
+      assert.equal(changed.length, 1, "exactly one decision changed the hold");
+      const winner = changed[0].verb;
+      for (const r of results) {
+        assert.equal(r.status, r.verb === winner ? 200 : 409, JSON.stringify(r));
+      }
+      const res = await pending;
+      await sleep(100);
+      assert.equal(arrivals(run).length, winner === "approve" ? 1 : 0);
+      assert.equal(res.status, winner === "approve" ? 200 : 403);
+    }
+  });
+
+  test("forged, stale, replayed, missing signatures and bad tokens: 401 and nothing changes", async () => {
+    const run = runId("auth");
+    const pending = agentPost("/restart", run, "{\"s\":1}");
+    const hold = await pendingOf(run);
+    const body = JSON.stringify({ reason: "signed" });
+    const post = (headers, b = body) => admin("POST", `/v1/approvals/${hold.id}/approve`, { token: null, body: b, headers });
+    const cases = {
+      missing: await post({}),
+      badToken: await admin("POST", `/v1/approvals/${hold.id}/approve`, { token: "not-a-token" }),
+      forged: await post({ "runwarden-signature": signBody("wrong-secret", body) }),
+      stale: await post({ "runwarden-signature": signBody(SECRET, body, Math.floor(Date.now() / 1000) - 600) }),
+      otherBody: await post({ "runwarden-signature": signBody(SECRET, "{}") }),
+    };
+    for (const [name, r] of Object.entries(cases)) assert.equal(r.status, 401, `${name}: ${r.text}`);
+    assert.equal((await admin("GET", "/v1/approvals?state=pending", { token: null })).status, 401);
+    assert.equal((await admin("GET", `/v1/approvals/${hold.id}`)).json.state, "pending", "nothing changed");
+    // A valid signature decides (as the webhook key) once; replaying it elsewhere is refused.
+    const sig = signBody(SECRET, body);
+    const run2 = runId("auth2");
+    const pending2 = agentPost("/restart", run2, "{\"s\":2}");
+    const hold2 = await pendingOf(run2);
+    const good = await admin("POST", `/v1/approvals/${hold2.id}/deny`, { token: null, body, headers: { "runwarden-signature": sig } });
+    assert.equal(good.status, 200, good.text);
+    assert.equal(good.json.by, "webhook:127.0.0.1");
+    const replay = await post({ "runwarden-signature": sig });
+    assert.equal(replay.status, 401);
+    assert.equal(replay.json.reason, "signature_replayed");
+    assert.equal((await admin("GET", `/v1/approvals/${hold.id}`)).json.state, "pending", "nothing changed");
+    await admin("POST", `/v1/approvals/${hold.id}/deny`);
+    assert.equal((await pending).status, 403);
+    assert.equal((await pending2).status, 403);
+    assert.equal(arrivals(run).length + arrivals(run2).length, 0);
+  });
+
+  test("MCP SDK client: a held tools/call completes after approval and fails with approval_denied after denial", async () => {
+    const run = runId("mcp");
+    const mcpFetch = (url, init = {}) => {
+      const headers = new Headers(init.headers);
+      headers.set("Runwarden-Run", run);
+      return fetch(url, { ...init, headers, dispatcher: agent });
+    };
+    mcp = new Client({ name: "approvals-agent", version: "1.0.0" });
+    await mcp.connect(new StreamableHTTPClientTransport(new URL(`${upstream.httpsUrl}/mcp`), { fetch: mcpFetch }));
+    const before = upstream.mcpCalls.length;
+    const call = mcp.callTool({ name: "restart_service", arguments: { service: "payments" } });
+    const hold = await pendingOf(run);
+    assert.equal(hold.packet.action, "mcp_restart_service");
+    assert.equal((await admin("POST", `/v1/approvals/${hold.id}/approve`)).status, 200);
+    const r = await call;
+    assert.notEqual(r.isError, true, JSON.stringify(r));
+    assert.equal(upstream.mcpCalls.length, before + 1);
+
+    const denied = mcp.callTool({ name: "restart_service", arguments: { service: "billing" } }).then(
+      (v) => ({ v }), (e) => ({ e }));
+    let hold2;
+    const deadline = Date.now() + 8000;
+    while (!hold2 && Date.now() < deadline) {
+      const l = await admin("GET", "/v1/approvals?state=pending");
+      hold2 = l.json.approvals.find((a) => a.packet.run === run);
+      if (!hold2) await sleep(25);
+    }
+    assert.ok(hold2);
+    assert.equal((await admin("POST", `/v1/approvals/${hold2.id}/deny`)).status, 200);
+    const out = await denied;
+    const text = out.e ? String(out.e.message) : JSON.stringify(out.v);
+    assert.match(text, /approval_denied/);
+    assert.match(text, new RegExp(hold2.id));
+    assert.equal(upstream.mcpCalls.length, before + 1, "the denied call never reached the server");
+  });
+
+  test("runwarden approvals list|approve (CLI) against the live admin API", async () => {
+    const run = runId("cli");
+    const pending = agentPost("/restart", run, "{\"c\":1}");
+    const hold = await pendingOf(run);
+    const cli = (args) => new Promise((resolve) => execFile(runwardenBin(), ["approvals", ...args, "--admin", world.adminUrl,
+      "--token-file", path.join(world.dir, "alice.token")], { timeout: 20000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? err.code : 0, stdout, stderr })));
+    const list = await cli(["list", "--json"]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.ok(JSON.parse(list.stdout).approvals.some((a) => a.id === hold.id));
+    const ok = await cli(["approve", hold.id, "--reason", "cli"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal((await pending).status, 200);
+    assert.equal(arrivals(run).length, 1);
+  });
+
+  test("restart with a pending hold releases nothing and records the expiry", async () => {
+    const run = runId("restart");
+    const pending = agentPost("/restart", run, "{\"x\":\"restart\"}");
+    const hold = await pendingOf(run);
+    await rw.stop("SIGKILL");
+    const res = await pending;
+    assert.notEqual(res.status, 200);
+    rw = await start(world);
+    assert.ok(rw.child, `runwarden did not restart: ${rw.logs?.()}`);
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && events("approval.expired_on_restart", hold.id).length === 0) await sleep(25);
+    const ev = events("approval.expired_on_restart", hold.id);
+    assert.equal(ev.length, 1);
+    assert.equal(ev[0].data.run, run);
+    assert.equal((await admin("POST", `/v1/approvals/${hold.id}/approve`)).status, 404);
+    await sleep(300);
+    assert.equal(arrivals(run).length, 0, "nothing was released by the restart");
+    const journal = fs.readFileSync(path.join(world.dir, "audit", "approvals.journal.prev"), "utf8");
+    assert.match(journal, new RegExp(`"expired_on_restart".*${hold.id}|${hold.id}.*"expired_on_restart"`));
+  });
+
+  test("a webhook whose secret_env is unset is a start-up error", async () => {
+    const child = spawn(runwardenBin(), ["serve", "-c", path.join(world.dir, "runwarden.yaml")],
+      { cwd: world.dir, stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH } });
+    let err = "";
+    child.stderr.on("data", (c) => { err += c; });
+    child.stdout.on("data", (c) => { err += c; });
+    const t = setTimeout(() => child.kill("SIGKILL"), 15000);
+    const code = await new Promise((r) => child.once("exit", (c) => r(c)));
+    clearTimeout(t);
+    assert.notEqual(code, 0, "runwarden must refuse to start");
+    assert.equal(code !== null, true, "it exited by itself");
+    assert.match(err, /RW_IT_WEBHOOK_SECRET/);
+  });
+
+  test("SIGTERM: runwarden drains and exits 0", async () => {
+    assert.deepEqual(await rw.stop(), { code: 0, signal: null });
+  });
+});
