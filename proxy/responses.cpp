@@ -46,7 +46,14 @@ std::string error_body(std::string_view code, std::string_view reason,
 std::string decision_body(std::string_view code, const policy::Decision& decision,
                           std::string_view reason, std::string_view request_id) {
   nlohmann::json j;
-  j["error"] = code;
+  // DESIGN §4: every refusal by the runbook is "denied_by_runbook"; the precise reason code
+  // (unmatched, not_in_runbook, body_too_large, read_only_mode, ...) rides beside it.
+  if (decision.verdict == policy::Verdict::deny) {
+    j["error"] = "denied_by_runbook";
+    j["code"] = code;
+  } else {
+    j["error"] = code;
+  }
   j["runbook"] = decision.runbook;
   j["action"] = decision.action;
   j["reason"] = reason;
@@ -80,13 +87,17 @@ std::string jsonrpc_refusal_body(const policy::Decision& decision, std::string_v
     } else if (reason.empty()) {
       reason = decision.reason;
     }
+    const std::string error =
+        call.verdict == policy::Verdict::deny ? std::string("denied_by_runbook") : code;
     nlohmann::json err;
     err["jsonrpc"] = "2.0";
     err["id"] = call.id;
     err["error"] = {{"code", -32001},
-                    {"message", code + ": " + reason},
+                    {"message", error + ": " + reason},
                     {"data",
-                     {{"runbook", decision.runbook},
+                     {{"error", error},
+                      {"code", code},
+                      {"runbook", decision.runbook},
                       {"action", call.action.empty() ? decision.action : call.action},
                       {"request_id", request_id}}}};
     out.push_back(std::move(err));

@@ -407,7 +407,13 @@ TEST_F(ProxyTest, UnmatchedRequestIsDenied) {
   auto s = connect();
   auto res = exchange(s, "GET http://" + up() + "/other HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
   EXPECT_EQ(res.result_int(), 403u);
+  auto j = json(res);
+  EXPECT_EQ(j.value("error", ""), "denied_by_runbook");
+  EXPECT_EQ(j.value("code", ""), "unmatched");
   EXPECT_TRUE(upstream_->seen().empty());
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].first.code, "unmatched");
 }
 
 TEST_F(ProxyTest, ApprovalRequiredIsRefusedUntilHoldsExist) {
