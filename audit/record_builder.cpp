@@ -97,28 +97,31 @@ void append_escaped(std::string& out, std::string_view s) {
   std::size_t i = 0;
   const std::size_t n = s.size();
   while (i < n) {
-    std::size_t run = i;
-    // Eight bytes at a time up to the first byte that needs escaping (SWAR).
-    while (run + 8 <= n) {
+    // Eight bytes at a time up to the first byte that needs escaping (SWAR). Each word is
+    // stored whole before its mask is known: with at most 6 output bytes per consumed
+    // byte, p + 8 stays within the 6n + 2 scratch bytes while 8 input bytes remain.
+    while (i + 8 <= n) {
       std::uint64_t w = 0;
-      std::memcpy(&w, s.data() + run, 8);
+      std::memcpy(&w, s.data() + i, 8);
+      std::memcpy(p, &w, 8);
       const std::uint64_t mask = escape_mask(w);
       if (mask != 0) {
-        run += static_cast<std::size_t>(std::countr_zero(mask)) / 8;
+        const auto plain = static_cast<std::size_t>(std::countr_zero(mask)) / 8;
+        i += plain;
+        p += plain;
         break;
       }
-      run += 8;
+      i += 8;
+      p += 8;
     }
-    while (run < n) {
-      const auto c = static_cast<unsigned char>(s[run]);
+    while (i < n) {
+      const auto c = static_cast<unsigned char>(s[i]);
       if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
         break;
       }
-      ++run;
+      *p++ = static_cast<char>(c);
+      ++i;
     }
-    std::memcpy(p, s.data() + i, run - i);
-    p += run - i;
-    i = run;
     if (i >= n) {
       break;
     }
