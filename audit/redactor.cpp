@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstring>
 #include <re2/re2.h>
@@ -275,6 +276,8 @@ std::string decode_json_key(std::string_view raw) {
 } // namespace
 
 Redactor::Redactor(const RedactionRules& extra, Scan scan) : scan_(scan) {
+  static std::atomic<std::uint64_t> next_id{1};
+  id_ = next_id.fetch_add(1);
   struct Builder {
     std::string pattern;
     int next_group = 1;
@@ -344,21 +347,6 @@ bool Redactor::is_sensitive_header(std::string_view name) const {
                      [&](std::string_view w) { return n.find(w) != std::string::npos; });
 }
 
-bool Redactor::is_sensitive_key(std::string_view name) const {
-  char buf[128];
-  if (name.size() > sizeof buf) {
-    const std::string k = normalize_key(name);
-    return sensitive_normalized(k);
-  }
-  std::size_t n = 0;
-  for (char c : name) {
-    if (c != '_' && c != '-' && c != '.' && c != ' ') {
-      buf[n++] = lower(c);
-    }
-  }
-  return sensitive_normalized(std::string_view(buf, n));
-}
-
 namespace {
 
 // Inline byte compare: keys are short, and a libc memcmp call per candidate was the
@@ -377,6 +365,47 @@ bool equals(std::string_view a, std::string_view b) {
 }
 
 } // namespace
+
+bool Redactor::is_sensitive_key(std::string_view name) const {
+  char buf[128];
+  if (name.size() > sizeof buf) {
+    const std::string k = normalize_key(name);
+    return sensitive_normalized(k);
+  }
+  std::size_t n = 0;
+  std::uint64_t hash = 14695981039346656037ull; // FNV-1a over the normalized key
+  for (char c : name) {
+    if (c != '_' && c != '-' && c != '.' && c != ' ') {
+      const char l = lower(c);
+      buf[n++] = l;
+      hash = (hash ^ static_cast<unsigned char>(l)) * 1099511628211ull;
+    }
+  }
+  const std::string_view key(buf, n);
+  // JSON bodies repeat the same few keys: a per-thread direct-mapped memo of verdicts,
+  // tagged with this redactor's unique id (ids are never reused, so a verdict can not
+  // leak between redactors with different configured keys) and the whole key.
+  struct Entry {
+    std::uint64_t owner = 0; // 0: empty
+    std::uint8_t size = 0;
+    bool sensitive = false;
+    std::array<char, 30> key{};
+  };
+  thread_local std::array<Entry, 256> memo;
+  if (n > std::tuple_size_v<decltype(Entry::key)>) {
+    return sensitive_normalized(key);
+  }
+  Entry& e = memo[hash & 255u];
+  if (e.owner == id_ && e.size == n && same_bytes(e.key.data(), buf, n)) {
+    return e.sensitive;
+  }
+  const bool sensitive = sensitive_normalized(key);
+  e.owner = id_;
+  e.size = static_cast<std::uint8_t>(n);
+  std::memcpy(e.key.data(), buf, n);
+  e.sensitive = sensitive;
+  return sensitive;
+}
 
 bool Redactor::sensitive_normalized(std::string_view k) const {
   if (k.empty()) {

@@ -93,6 +93,7 @@ private:
   Compiled combined_; // built-in alternatives first, then the configured ones
   Compiled extras_;   // the configured ones alone (regex null when there are none)
   Scan scan_;
+  std::uint64_t id_ = 0; // unique per redactor in the process: tags memoized key verdicts
   std::vector<std::string> extra_headers_; // lower-case
   std::vector<std::string> extra_keys_;    // normalized
 };

@@ -2,6 +2,7 @@
 #include "audit/redactor.hpp"
 
 #include <gtest/gtest.h>
+#include <memory>
 #include <string>
 
 namespace runwarden::audit {
@@ -155,6 +156,34 @@ TEST(Redactor, CutHappensAfterRedactionAndNeverInsideAMarker) {
   // Never splits a UTF-8 sequence.
   const auto u = r.redact_body("\xc3\xa9\xc3\xa9\xc3\xa9", "text/plain", 3);
   EXPECT_EQ(u.text, "\xc3\xa9");
+}
+
+// Key verdicts are memoized per thread; a verdict must never carry over to a redactor
+// with other configured keys, including one built where a destroyed one lived.
+TEST(Redactor, MemoizedKeyVerdictsStayWithTheirRedactor) {
+  const Redactor plain;
+  const Redactor with_extra(RedactionRules{{}, {"order_ref"}, {}});
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_FALSE(plain.is_sensitive_key("orderRef"));
+    EXPECT_TRUE(with_extra.is_sensitive_key("orderRef"));
+    EXPECT_TRUE(with_extra.is_sensitive_key("order-ref"));
+    EXPECT_FALSE(plain.is_sensitive_key("order_ref"));
+  }
+  for (int round = 0; round < 4; ++round) {
+    const bool extra = round % 2 == 0;
+    const auto r = extra ? std::make_unique<Redactor>(RedactionRules{{}, {"nickname"}, {}})
+                         : std::make_unique<Redactor>();
+    EXPECT_EQ(r->is_sensitive_key("nickname"), extra) << round;
+    EXPECT_EQ(r->is_sensitive_key("NickName"), extra) << round;
+    const std::string body = R"({"nickname":"zed","password":"pw"})";
+    const std::string out = r->redact_body(body, "application/json", 1024).text;
+    EXPECT_EQ(contains(out, "zed"), !extra) << out;
+    EXPECT_FALSE(contains(out, "\"pw\"")) << out;
+  }
+  // Keys longer than the memo's slots take the direct path with the same verdicts.
+  const std::string long_key = std::string(40, 'x') + "_client_secret";
+  EXPECT_TRUE(plain.is_sensitive_key(long_key));
+  EXPECT_FALSE(plain.is_sensitive_key(std::string(40, 'x')));
 }
 
 } // namespace
