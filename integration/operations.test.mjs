@@ -426,6 +426,9 @@ c_total{path="a\\\\b\\"q\\"\\n"} 1e3
     assert.equal(status.json.mode, "paused");
     assert.equal(status.json.by, "alice");
     assert.equal(status.json.via, "admin_api");
+    const pausedMetrics = parsePrometheus(await (await fetch(`${adminUrl}/metrics`)).text());
+    assert.equal(pausedMetrics.value("runwarden_mode"), 2, "runwarden_mode is not 2 (paused)");
+    assert.equal(pausedMetrics.value("runwarden_mode_changes_total", { to: "paused", via: "admin_api" }), 1);
     const since = Date.parse(status.json.since);
     assert.ok(Math.abs(since - Date.now()) < 60000, `since ${status.json.since} is not now`);
     const change = auditEvents("mode_changed").map((e) => ({ ...e, ...(e.fields ?? {}), ...(e.data ?? {}) }))
@@ -527,8 +530,9 @@ c_total{path="a\\\\b\\"q\\"\\n"} 1e3
     replaceFile(file, good, tmp);
     const newSha = sha256(good);
     child.kill("SIGHUP");
+    let attempt = 10;
     const denied = await until(async () => {
-      const r = await write(run, 10);
+      const r = await write(run, ++attempt);
       return r.status === 403 ? r : null;
     }, 5000);
     assert.ok(denied, "the good reload did not apply within 5 s");
@@ -540,7 +544,7 @@ c_total{path="a\\\\b\\"q\\"\\n"} 1e3
     assert.equal(last.outcome, "denied");
     assert.equal(last.runbook_sha256, newSha);
     assert.notEqual(newSha, oldSha);
-    assert.equal(arrived(`${run}&i=10`).length, 0);
+    assert.equal(arrived(`${run}&i=${attempt}`).length, 0, "the denied write reached the upstream");
   });
 
   test("SIGTERM: runwarden drains and exits 0", async () => {
