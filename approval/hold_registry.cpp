@@ -420,4 +420,19 @@ RegistryStats HoldRegistry::stats() const {
   return s;
 }
 
+std::chrono::milliseconds HoldRegistry::oldest_pending_age() const {
+  const SteadyTime now = clock_.steady();
+  std::lock_guard lock(mutex_);
+  std::optional<SteadyTime> oldest;
+  for (const auto& [id, h] : holds_) {
+    if (h.state == HoldState::pending && (!oldest || h.created_steady < *oldest)) {
+      oldest = h.created_steady;
+    }
+  }
+  if (!oldest || *oldest > now) {
+    return std::chrono::milliseconds{0};
+  }
+  return std::chrono::duration_cast<std::chrono::milliseconds>(now - *oldest);
+}
+
 } // namespace runwarden::approval

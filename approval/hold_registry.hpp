@@ -160,6 +160,9 @@ public:
   /// Newest first; `state` nullopt means all kept holds.
   std::vector<HoldView> list(std::optional<HoldState> state) const;
   RegistryStats stats() const;
+  /// How long the oldest pending hold has waited (zero when none): the approval queue's age,
+  /// which on-call watches (metrics). Linear in pending holds; meant for scrapes.
+  std::chrono::milliseconds oldest_pending_age() const;
 
 private:
   struct Hold {

@@ -1,8 +1,8 @@
 #include "proxy/server.hpp"
 
 #include "certs/authority.hpp"
-#include "proxy/approval_gate.hpp"
 #include "proxy/admin_ops.hpp"
+#include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
 #include "proxy/metered_audit_log.hpp"
 #include "proxy/session.hpp"
@@ -86,13 +86,10 @@ void add_computed_metrics(ProxyContext& ctx) {
   r.computed("runwarden_runs", "Runs in the run table.", Type::gauge,
              [c] { return static_cast<double>(c->runtime->run_count()); });
   r.computed("runwarden_cert_cache_hits_total", "Leaf certificate cache hits.", Type::counter,
-             [c] {
-               return c->authority ? static_cast<double>(c->authority->stats().hits) : 0.0;
-             });
-  r.computed("runwarden_cert_cache_misses_total", "Leaf certificate cache misses (mints).",
-             Type::counter, [c] {
-               return c->authority ? static_cast<double>(c->authority->stats().misses) : 0.0;
-             });
+             [c] { return c->authority ? static_cast<double>(c->authority->stats().hits) : 0.0; });
+  r.computed(
+      "runwarden_cert_cache_misses_total", "Leaf certificate cache misses (mints).", Type::counter,
+      [c] { return c->authority ? static_cast<double>(c->authority->stats().misses) : 0.0; });
 }
 
 } // namespace
@@ -162,6 +159,20 @@ Server::Server(net::io_context& ioc, ServerOptions options)
           g->announce(event, data);
         }
       };
+      auto& metrics = ctx_->metrics->registry;
+      std::weak_ptr<ApprovalGate> weak = approvals.gate;
+      metrics.computed("runwarden_pending_holds", "Requests held for approval now.",
+                       MetricFamily::Type::gauge, [weak] {
+                         auto g = weak.lock();
+                         return g ? static_cast<double>(g->registry().stats().pending) : 0.0;
+                       });
+      metrics.computed(
+          "runwarden_oldest_hold_age_seconds", "How long the oldest pending hold has waited.",
+          MetricFamily::Type::gauge, [weak] {
+            auto g = weak.lock();
+            return g ? static_cast<double>(g->registry().oldest_pending_age().count()) / 1000.0
+                     : 0.0;
+          });
       approvals_ = approvals.gate;
       ctx_->gate = std::move(approvals.gate);
     } else {
@@ -207,10 +218,10 @@ void Server::start() {
     transparent_ = bind(*listen.transparent, false);
     transparent_->transparent = true;
     ctx_->own_ports.insert(transparent_->acceptor.local_endpoint().port());
-    log_event(LogLevel::info, "listening", 0, {},
-              {{"transparent", transparent_->acceptor.local_endpoint().address().to_string() +
-                                   ":" +
-                                   std::to_string(transparent_->acceptor.local_endpoint().port())}});
+    log_event(
+        LogLevel::info, "listening", 0, {},
+        {{"transparent", transparent_->acceptor.local_endpoint().address().to_string() + ":" +
+                             std::to_string(transparent_->acceptor.local_endpoint().port())}});
   }
   ctx_->own_host = listen.proxy.host;
   log_event(LogLevel::info, "listening", 0, {},

@@ -73,6 +73,22 @@ TEST(HoldRegistry, ApproveFiresCallbackOnceAndRepeatIsIdempotent) {
   EXPECT_EQ(rec.outcomes[0].wait, 1500ms);
 }
 
+TEST(HoldRegistry, OldestPendingAgeFollowsTheQueue) {
+  FakeClock clock;
+  HoldRegistry reg({}, clock);
+  Recorder rec;
+  EXPECT_EQ(reg.oldest_pending_age(), 0ms);
+  const auto first = reg.create(packet("r1"), {}, rec.callback());
+  clock.advance(2000ms);
+  const auto second = reg.create(packet("r2"), {}, rec.callback());
+  clock.advance(500ms);
+  EXPECT_EQ(reg.oldest_pending_age(), 2500ms);
+  reg.decide(first.id, Choice::deny, "alice", "no");
+  EXPECT_EQ(reg.oldest_pending_age(), 500ms); // resolved holds leave the queue
+  reg.abandon(second.id);
+  EXPECT_EQ(reg.oldest_pending_age(), 0ms);
+}
+
 TEST(HoldRegistry, UnknownIdIsNotFound) {
   FakeClock clock;
   HoldRegistry reg({}, clock);
