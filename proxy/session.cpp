@@ -593,11 +593,22 @@ private:
     if (is_orderly_close(ec) || ec == http::error::partial_message) {
       return;
     }
+    // A refused request is still a request: it gets its audit record, with whatever of the
+    // request line the parser read before it gave up.
+    if (!have_request_ && parser_) {
+      const auto& h = parser_->get();
+      if (raw_url_.empty()) {
+        raw_url_ = std::string(h.target());
+      }
+      if (req_.method.empty()) {
+        req_.method = std::string(h.method_string());
+      }
+    }
     if (ec == http::error::header_limit) {
       send_error(http::status::request_header_fields_too_large, "header_too_large",
                  "request header larger than limits.header_bytes (" +
                      std::to_string(limits().header_bytes) + " bytes)",
-                 true, false);
+                 true, true);
       return;
     }
     if (ec == http::error::body_limit) {
@@ -605,11 +616,11 @@ private:
                  "request body larger than limits.inspect_body_bytes (" +
                      std::to_string(limits().inspect_body_bytes) +
                      " bytes); runwarden v1 buffers request bodies for inspection",
-                 true, have_request_);
+                 true, true);
       return;
     }
     send_error(http::status::bad_request, "malformed_request",
-               "HTTP framing error: " + ec.message(), true, have_request_);
+               "HTTP framing error: " + ec.message(), true, true);
   }
 
   void on_header(beast::error_code ec, std::size_t) {
@@ -971,7 +982,8 @@ private:
     auto& rt = *ctx_->runtime;
     const std::string rb_name = decision_.runbook.empty() ? runbook_ : decision_.runbook;
     if (ctx_->metrics) {
-      ctx_->metrics->requests.inc({policy::to_string(decision_.verdict), decision_.action, rb_name});
+      ctx_->metrics->requests.inc(
+          {policy::to_string(decision_.verdict), decision_.action, rb_name});
     }
     if (decision_.verdict == policy::Verdict::paused) {
       return false;
@@ -980,8 +992,8 @@ private:
       rt.note_call(run_, rb_name, CallKind::denied);
       decision_.verdict = policy::Verdict::deny;
       finish_refusal(http::status::forbidden,
-                     error_body("run_killed", "run \"" + run_ + "\" was killed: its calls are refused",
-                                req_id_),
+                     error_body("run_killed",
+                                "run \"" + run_ + "\" was killed: its calls are refused", req_id_),
                      "denied", "run_killed", "run was killed", false);
       return true;
     }
@@ -1042,12 +1054,15 @@ private:
   void budget_tripped(const policy::BudgetTrip& trip, const std::string& rb_name) {
     const std::string on_exceed(policy::to_string(trip.on_exceed));
     log_event(LogLevel::warn, "budget_exceeded", conn_.id, req_id_,
-              {{"run", run_}, {"runbook", rb_name}, {"budget", trip.budget},
-               {"on_exceed", on_exceed}, {"reason", trip.reason}});
+              {{"run", run_},
+               {"runbook", rb_name},
+               {"budget", trip.budget},
+               {"on_exceed", on_exceed},
+               {"reason", trip.reason}});
     if (ctx_->metrics) {
       ctx_->metrics->budget_trips.inc({rb_name, trip.budget, on_exceed});
     }
-    nlohmann::json fields{{"run", run_},         {"runbook", rb_name},
+    nlohmann::json fields{{"run", run_},           {"runbook", rb_name},
                           {"budget", trip.budget}, {"on_exceed", on_exceed},
                           {"reason", trip.reason}, {"request_id", req_id_},
                           {"limit", trip.limit},   {"value", trip.value}};
@@ -1658,7 +1673,10 @@ private:
     auto& body = rparser_->get().body();
     std::size_t got = relay_buf_->size() - body.size;
     body.size = got;
-    body.data = relay_buf_->data();
+    // No bytes: a null buffer. Beast's chunked serializer turns an empty non-null buffer with
+    // more == false into a zero-size chunk AND the last chunk, i.e. "0\r\n\r\n" twice,
+    // which a keep-alive client reads as the start of the next response.
+    body.data = got != 0 ? relay_buf_->data() : nullptr;
     body.more = !rparser_->is_done();
     resp_info_.bytes += got;
     std::size_t keep = ctx_->config->audit.body_bytes;
