@@ -31,7 +31,7 @@ struct HoldResult {
   std::string code = "approval_required"; // approval_denied, approval_timeout, ...
   std::string reason;
   std::optional<audit::ApprovalInfo> approval;
-  std::string approval_id;                  // shown to the agent when not approved
+  std::string approval_id;                         // shown to the agent when not approved
   std::optional<std::chrono::seconds> retry_after; // approval_pending: Retry-After
   /// The audit outcome for a refusal (approval_denied, approval_timeout, approval_pending,
   /// client_gone, refused); empty: derived from `code`.
