@@ -17,14 +17,17 @@
 #   RUNWARDEN_TRANSPARENT_PORT  the transparent listener's port                     [15006]
 #   RUNWARDEN_EXCLUDE_CIDRS     comma list of destination CIDRs left untouched (IPv4 or IPv6) []
 #   RUNWARDEN_IPV6              auto | on | off: also program ip6tables             [auto]
-#                               auto: only when ip6tables and its nat table work here
+#                               auto: when ip6tables and its nat table work here; when they
+#                               do not but this namespace has a global IPv6 address, fail
+#                               (IPv6 egress would bypass runwarden) instead of skipping
 #   RUNWARDEN_IPTABLES          iptables binary                                    [iptables]
 #   RUNWARDEN_IP6TABLES         ip6tables binary                                   [ip6tables]
 #
 # Loopback traffic (-o lo, 127.0.0.0/8, ::1) is never redirected: the agent talking to
 # runwarden's explicit proxy or admin port, and anything else on localhost, is left alone.
 # REDIRECT in nat OUTPUT rewrites the destination to 127.0.0.1 (IPv4) or ::1 (IPv6), so the
-# transparent listener must listen there (listen.transparent in runwarden.yaml).
+# transparent listener must listen on both (listen.transparent in runwarden.yaml:
+# [127.0.0.1:15006, "[::1]:15006"], or one dual-stack "[::]:15006").
 set -euo pipefail
 
 readonly CHAIN=RUNWARDEN_OUTPUT
@@ -156,6 +159,17 @@ run() {
 # True when this binary exists and can read its nat table (module loaded, we have NET_ADMIN).
 nat_usable() { command -v "$1" >/dev/null 2>&1 && "$1" -w 5 -t nat -S OUTPUT >/dev/null 2>&1; }
 
+# True when a non-loopback interface has a global-scope IPv6 address (/proc/net/if_inet6:
+# address ifindex prefix scope flags name; scope 00 is global).
+has_global_ipv6() {
+  [[ -r /proc/net/if_inet6 ]] || return 1
+  local scope name
+  while read -r _ _ _ scope _ name; do
+    [[ $name != lo && $scope == 00 ]] && return 0
+  done </proc/net/if_inet6
+  return 1
+}
+
 chain_exists() { ((!dry_run)) && "$1" -w 5 -t nat -S "$CHAIN" >/dev/null 2>&1; }
 
 install_family() { # binary loopback-cidr excludes...
@@ -216,7 +230,10 @@ want_ipv6() {
       return 1
     fi
     if nat_usable "$ipt6"; then return 0; fi
-    log "IPv6 skipped: '$ipt6 -t nat' is not usable here (RUNWARDEN_IPV6=auto)"
+    if has_global_ipv6; then
+      die "RUNWARDEN_IPV6=auto: this namespace has a global IPv6 address but '$ipt6 -t nat' is not usable, so IPv6 egress would bypass runwarden; fix ip6tables, or set RUNWARDEN_IPV6=off if IPv6 egress is blocked elsewhere"
+    fi
+    log "IPv6 skipped: '$ipt6 -t nat' is not usable here and there is no global IPv6 address (RUNWARDEN_IPV6=auto)"
     return 1
     ;;
   esac
@@ -240,11 +257,12 @@ if ((${#excludes6[@]} > 0)) && [[ $ipv6_mode == off ]]; then
   die "RUNWARDEN_EXCLUDE_CIDRS has IPv6 entries but RUNWARDEN_IPV6=off"
 fi
 
-install_family "$ipt4" 127.0.0.0/8 ${excludes4[@]+"${excludes4[@]}"}
+# Decide about IPv6 before touching anything, so a refusal leaves no half-installed rules.
 v6=no
-if want_ipv6; then
+if want_ipv6; then v6=yes; fi
+install_family "$ipt4" 127.0.0.0/8 ${excludes4[@]+"${excludes4[@]}"}
+if [[ $v6 == yes ]]; then
   install_family "$ipt6" ::1/128 ${excludes6[@]+"${excludes6[@]}"}
-  v6=yes
 fi
 
 if ((!dry_run)); then
