@@ -89,6 +89,8 @@ int call(const AdminOptions& o, std::string_view method, const std::string& path
       std::cerr << " (unauthenticated: check --token-file / RUNWARDEN_TOKEN)";
     } else if (resp.status == 404) {
       std::cerr << " (not found)";
+    } else if (resp.status == 403) {
+      std::cerr << " (forbidden: you are not among this action's approvers)";
     } else if (resp.status == 409) {
       std::cerr << " (conflict: already decided differently)";
     }
@@ -108,6 +110,20 @@ std::string str(const nlohmann::json& j, const char* key) {
   }
   const auto& v = j[key];
   return escape_display(v.is_string() ? v.get<std::string>() : v.dump());
+}
+
+/// "payments-on-call, sre", or "any operator" when the action names no approvers.
+std::string who_may_approve(const nlohmann::json& packet) {
+  if (!packet.contains("approvers") || !packet["approvers"].is_array() ||
+      packet["approvers"].empty()) {
+    return "any operator";
+  }
+  std::string out;
+  for (const auto& a : packet["approvers"]) {
+    out +=
+        (out.empty() ? "" : ", ") + escape_display(a.is_string() ? a.get<std::string>() : a.dump());
+  }
+  return out;
 }
 
 const nlohmann::json& packet_of(const nlohmann::json& hold) {
@@ -140,7 +156,7 @@ void print_list(const nlohmann::json& answer) {
   const nlohmann::json& items =
       answer.is_array() ? answer : (answer.contains("approvals") ? answer["approvals"] : answer);
   std::vector<std::vector<std::string>> rows = {
-      {"ID", "STATE", "WAIT", "RUN", "ACTION", "RISK", "REQUEST"}};
+      {"ID", "STATE", "WAIT", "RUN", "ACTION", "RISK", "APPROVERS", "REQUEST"}};
   if (items.is_array()) {
     for (const auto& h : items) {
       const auto& p = packet_of(h);
@@ -150,7 +166,7 @@ void print_list(const nlohmann::json& answer) {
         state += " (deferred)";
       }
       rows.push_back({str(h, "id"), state, std::to_string(h.value("wait_ms", 0LL) / 1000) + "s",
-                      str(p, "run"), str(p, "action"), str(p, "risk"),
+                      str(p, "run"), str(p, "action"), str(p, "risk"), who_may_approve(p),
                       str(req, "method") + " " + str(req, "url")});
     }
   }
@@ -180,7 +196,7 @@ void print_hold(const nlohmann::json& h) {
       {"risk", str(p, "risk")},
       {"effect", str(p, "effect")},
       {"rollback", str(p, "rollback")},
-      {"approvers", p.contains("approvers") ? escape_display(p["approvers"].dump()) : ""},
+      {"may approve", who_may_approve(p)},
       {"timeout", str(p, "timeout_ms") + " ms"},
       {"request", str(req, "method") + " " + str(req, "url")},
   };

@@ -1,5 +1,6 @@
 #include "approval/approval_packet.hpp"
 
+#include "approval/approvers.hpp"
 #include "approval/crypto.hpp"
 #include "approval/display.hpp"
 
@@ -123,6 +124,7 @@ nlohmann::json ApprovalPacket::to_json() const {
       {"effect", effect},
       {"rollback", rollback},
       {"approvers", approvers},
+      {"who_may_approve", describe_approvers(approvers)},
       {"timeout_ms", timeout.count()},
       {"wait_ms", wait ? nlohmann::json(wait->count()) : nlohmann::json(nullptr)},
       {"request",

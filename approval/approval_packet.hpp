@@ -46,6 +46,7 @@ struct ApprovalPacket {
   std::string risk;
   std::string effect;
   std::string rollback;
+  /// Who may decide (operator names or token-file groups); empty: any operator.
   std::vector<std::string> approvers;
   std::chrono::milliseconds timeout{0};
   std::optional<std::chrono::milliseconds> wait; // hold-then-defer

@@ -27,6 +27,8 @@ std::string_view to_string(DecideError e) {
     return "not_found";
   case DecideError::conflict:
     return "conflict";
+  case DecideError::forbidden:
+    return "not_an_approver";
   }
   return "unknown";
 }
@@ -256,7 +258,7 @@ void HoldRegistry::drain_events() {
   }
 }
 
-DecideResult HoldRegistry::decide(std::string_view id, Choice choice, std::string_view by,
+DecideResult HoldRegistry::decide(std::string_view id, Choice choice, const Principal& by,
                                   std::string_view reason) {
   DecideResult result;
   Pending work;
@@ -268,9 +270,15 @@ DecideResult HoldRegistry::decide(std::string_view id, Choice choice, std::strin
       return result;
     }
     Hold& h = it->second;
+    if (!may_decide(h.packet->approvers, by)) {
+      ++stats_.forbidden;
+      result.error = DecideError::forbidden;
+      result.hold = view_locked(it->first, h);
+      return result;
+    }
     const HoldState wanted = choice == Choice::approve ? HoldState::approved : HoldState::denied;
     if (h.state == HoldState::pending) {
-      resolve_locked(it->first, h, wanted, by, reason, work);
+      resolve_locked(it->first, h, wanted, by.name, reason, work);
       result.changed = true;
     } else if (h.state != wanted) {
       result.error = DecideError::conflict;

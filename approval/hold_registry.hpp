@@ -5,6 +5,7 @@
 // outside the registry's lock, on whichever thread caused the transition.
 
 #include "approval/approval_packet.hpp"
+#include "approval/approvers.hpp"
 #include "approval/clock.hpp"
 #include "approval/grant_store.hpp"
 #include "approval/hold_state.hpp"
@@ -83,7 +84,8 @@ struct RegistryOptions {
 };
 
 enum class CreateError : std::uint8_t { ok, capacity, no_entropy };
-enum class DecideError : std::uint8_t { ok, not_found, conflict };
+/// forbidden: the hold's action names approvers and the caller is none of them (403).
+enum class DecideError : std::uint8_t { ok, not_found, conflict, forbidden };
 std::string_view to_string(CreateError e);
 std::string_view to_string(DecideError e);
 
@@ -113,6 +115,7 @@ struct RegistryStats {
   std::uint64_t killed = 0;
   std::uint64_t paused = 0;
   std::uint64_t abandoned = 0;
+  std::uint64_t forbidden = 0; // decisions refused: caller not among the approvers
 };
 
 class HoldRegistry {
@@ -128,11 +131,14 @@ public:
   /// (capacity, CSPRNG failure) it is never called and the caller answers at once.
   CreateResult create(ApprovalPacket packet, HoldOptions options, OutcomeCallback on_outcome);
 
-  /// An operator's decision. `by` comes from the authenticated credential. Deciding the
-  /// same way again is an idempotent success; any other decision on a resolved hold is
-  /// conflict (409); an unknown id is not_found (404). Approving a deferred hold
-  /// issues a single-use grant for the same run and digest.
-  DecideResult decide(std::string_view id, Choice choice, std::string_view by,
+  /// An operator's decision. `by` comes from the authenticated credential. If the hold's
+  /// action names approvers and `by` is neither one of them nor in one of their groups,
+  /// the answer is forbidden and nothing changes (checked first, for approve and deny
+  /// alike, so a non-approver learns nothing from 409 versus 200). Deciding the same way
+  /// again is an idempotent success; any other decision on a resolved hold is conflict
+  /// (409); an unknown id is not_found (404). Approving a deferred hold issues a
+  /// single-use grant for the same run and digest.
+  DecideResult decide(std::string_view id, Choice choice, const Principal& by,
                       std::string_view reason);
 
   /// The client went away: the hold ends abandoned and nothing is released. A deferred

@@ -1,5 +1,6 @@
 #include "approval/operator_tokens.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -22,15 +23,28 @@ bool is_space(char c) {
   return c == ' ' || c == '\t' || c == '\r';
 }
 
-bool valid_name(std::string_view name) {
-  for (const char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-' || c == '@';
-    if (!ok) {
+/// Parses the optional third field: comma-separated group names, none empty or repeated.
+bool parse_groups(std::string_view text, std::vector<std::string>& groups, std::string& error) {
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    std::size_t comma = text.find(',', pos);
+    if (comma == std::string_view::npos) {
+      comma = text.size();
+    }
+    const std::string_view g = text.substr(pos, comma - pos);
+    if (!valid_principal_name(g)) {
+      error = g.empty() ? "empty group name in \"" + std::string(text) + "\""
+                        : "group name \"" + std::string(g) + "\" must be 1-128 of [A-Za-z0-9._@-]";
       return false;
     }
+    if (std::find(groups.begin(), groups.end(), g) != groups.end()) {
+      error = "group \"" + std::string(g) + "\" is listed twice";
+      return false;
+    }
+    groups.emplace_back(g);
+    pos = comma + 1;
   }
-  return !name.empty() && name.size() <= 128;
+  return true;
 }
 
 // Splits a line into whitespace-separated fields.
@@ -75,6 +89,7 @@ OperatorTokens OperatorTokens::load(const std::string& path) {
 OperatorTokens OperatorTokens::parse(std::string_view text, std::string_view file,
                                      std::vector<std::string>& errors) {
   OperatorTokens tokens;
+  std::vector<std::size_t> lines; // line of each entry, for duplicate messages
   std::size_t line_no = 0;
   std::size_t pos = 0;
   while (pos <= text.size()) {
@@ -90,12 +105,12 @@ OperatorTokens OperatorTokens::parse(std::string_view text, std::string_view fil
     if (f.empty() || f[0].front() == '#') {
       continue;
     }
-    if (f.size() != 2) {
-      errors.push_back(where + "expected `NAME SHA256HEX`, found " + std::to_string(f.size()) +
-                       " field(s)");
+    if (f.size() != 2 && f.size() != 3) {
+      errors.push_back(where + "expected `NAME SHA256HEX [GROUP,...]`, found " +
+                       std::to_string(f.size()) + " field(s)");
       continue;
     }
-    if (!valid_name(f[0])) {
+    if (!valid_principal_name(f[0])) {
       errors.push_back(where + "operator name must be 1-128 of [A-Za-z0-9._@-]");
       continue;
     }
@@ -104,22 +119,54 @@ OperatorTokens OperatorTokens::parse(std::string_view text, std::string_view fil
       errors.push_back(where + "token hash must be 64 hex digits (the SHA-256 of the token)");
       continue;
     }
+    Principal who{std::string(f[0]), {}};
+    if (f.size() == 3) {
+      std::string error;
+      if (!parse_groups(f[2], who.groups, error)) {
+        errors.push_back(where + error);
+        continue;
+      }
+    }
     bool duplicate = false;
-    for (const auto& e : tokens.entries_) {
+    for (std::size_t i = 0; i < tokens.entries_.size() && !duplicate; ++i) {
+      const Entry& e = tokens.entries_[i];
+      const std::string first = " (line " + std::to_string(lines[i]) + ")";
       if (digest_equal(e.hash, *hash)) {
-        errors.push_back(where + "the same token hash is already listed for \"" + e.name + "\"");
+        errors.push_back(where + "the same token hash is already listed for \"" + e.who.name +
+                         "\"" + first);
         duplicate = true;
-        break;
+      } else if (e.who.name == who.name) {
+        errors.push_back(where + "operator \"" + who.name + "\" is already listed" + first +
+                         "; one line per operator");
+        duplicate = true;
       }
     }
     if (!duplicate) {
-      tokens.entries_.push_back(Entry{std::string(f[0]), *hash});
+      tokens.entries_.push_back(Entry{std::move(who), *hash});
+      lines.push_back(line_no);
     }
   }
   return tokens;
 }
 
 std::optional<std::string> OperatorTokens::authenticate(std::string_view token) const {
+  auto who = identify(token);
+  if (!who) {
+    return std::nullopt;
+  }
+  return std::move(who->name);
+}
+
+std::optional<std::string>
+OperatorTokens::authenticate_header(std::string_view authorization) const {
+  auto who = identify_header(authorization);
+  if (!who) {
+    return std::nullopt;
+  }
+  return std::move(who->name);
+}
+
+std::optional<Principal> OperatorTokens::identify(std::string_view token) const {
   if (token.empty()) {
     return std::nullopt;
   }
@@ -134,11 +181,10 @@ std::optional<std::string> OperatorTokens::authenticate(std::string_view token) 
   if (found == nullptr) {
     return std::nullopt;
   }
-  return found->name;
+  return found->who;
 }
 
-std::optional<std::string>
-OperatorTokens::authenticate_header(std::string_view authorization) const {
+std::optional<Principal> OperatorTokens::identify_header(std::string_view authorization) const {
   constexpr std::string_view scheme = "bearer ";
   if (authorization.size() <= scheme.size()) {
     return std::nullopt;
@@ -159,7 +205,7 @@ OperatorTokens::authenticate_header(std::string_view authorization) const {
   while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) {
     token.remove_suffix(1);
   }
-  return authenticate(token);
+  return identify(token);
 }
 
 } // namespace runwarden::approval

@@ -1,7 +1,9 @@
 #pragma once
-// Operator bearer tokens (DESIGN §5): a file of `NAME SHA256HEX` lines. The token itself
-// is never stored; NAME is the approver identity recorded for whoever presents it.
+// Operator bearer tokens (DESIGN §5): a file of `NAME SHA256HEX [GROUP,GROUP...]` lines.
+// The token itself is never stored; NAME is the approver identity recorded for whoever
+// presents it, and the optional groups are what a runbook's `approvers` may name instead.
 
+#include "approval/approvers.hpp"
 #include "approval/crypto.hpp"
 
 #include <optional>
@@ -27,7 +29,8 @@ public:
   /// Reads and parses a tokens file; throws TokenFileError (start-up only).
   static OperatorTokens load(const std::string& path);
   /// Parses file contents; every malformed line is appended to `errors` as
-  /// "file:line: message" ('#' comments and blank lines are fine).
+  /// "file:line: message" ('#' comments and blank lines are fine). A name or a token hash
+  /// listed twice is an error: one name must mean one set of groups.
   static OperatorTokens parse(std::string_view text, std::string_view file,
                               std::vector<std::string>& errors);
 
@@ -36,12 +39,16 @@ public:
   std::optional<std::string> authenticate(std::string_view token) const;
   /// Same, from an Authorization header value ("Bearer <token>", scheme case-insensitive).
   std::optional<std::string> authenticate_header(std::string_view authorization) const;
+  /// As authenticate(), with the operator's groups (for the approvers rule).
+  std::optional<Principal> identify(std::string_view token) const;
+  /// As authenticate_header(), with the operator's groups.
+  std::optional<Principal> identify_header(std::string_view authorization) const;
 
   std::size_t size() const { return entries_.size(); }
 
 private:
   struct Entry {
-    std::string name;
+    Principal who;
     Sha256 hash;
   };
   std::vector<Entry> entries_;

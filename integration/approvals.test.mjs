@@ -5,7 +5,6 @@ import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -16,13 +15,14 @@ import { readAudit } from "./lib/audit.mjs";
 import { curl, proxyAgent } from "./lib/clients.mjs";
 import { makeTestPki } from "./lib/pki.mjs";
 import { freePort, runwardenBin } from "./lib/runwarden.mjs";
+import { adminClient, initCa, serve, sha256, writeTokensFile } from "./lib/serve.mjs";
 import { startUpstream } from "./lib/upstream.mjs";
 import { signBody, startWebhookReceiver } from "./lib/webhook_receiver.mjs";
 
 const SECRET = crypto.randomBytes(24).toString("hex");
 const ALICE = crypto.randomBytes(16).toString("hex");
 const BOB = crypto.randomBytes(16).toString("hex");
-const sha256 = (s) => crypto.createHash("sha256").update(s).digest("hex");
+const CAROL = crypto.randomBytes(16).toString("hex"); // authenticated, but not an approver
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function policy(ports) {
@@ -32,6 +32,8 @@ function policy(ports) {
     - {method: POST, ${on}, path: "/restart"}
   quick_timeout:
     - {method: POST, ${on}, path: "/slow"}
+  open_op:
+    - {method: POST, ${on}, path: "/open"}
   deferred_op:
     - {method: POST, ${on}, path: "/deferred"}
   read_echo:
@@ -52,10 +54,12 @@ allowed_actions:
       risk: high
       effect: "the workers restart"
       rollback: "none needed"
-      approvers: [payments-on-call]
+      approvers: [payments-on-call, "webhook:127.0.0.1"]
       timeout: 60s
     - action: quick_timeout
       timeout: 1s
+    - action: open_op
+      timeout: 60s
     - action: deferred_op
       wait: 1s
       timeout: 60s
@@ -70,14 +74,17 @@ unmatched: deny
 /** Writes the config tree once; start() may be called again on the same dir (restart). */
 async function prepare(dir, upstream, trustBundle, webhookUrl) {
   fs.mkdirSync(path.join(dir, "runbooks"), { recursive: true });
-  const bin = runwardenBin();
-  await new Promise((resolve, reject) => execFile(bin, ["ca", "init", path.join(dir, "certs"), "--days", "2"],
-    { timeout: 20000 }, (e) => (e ? reject(e) : resolve())));
+  await initCa(dir);
   const { catalogue, runbook } = policy([upstream.httpPort, upstream.httpsPort]);
   fs.writeFileSync(path.join(dir, "actions.yaml"), catalogue);
   fs.writeFileSync(path.join(dir, "runbooks", "approvals.yaml"), runbook);
-  fs.writeFileSync(path.join(dir, "tokens.txt"), `alice ${sha256(ALICE)}\nbob ${sha256(BOB)}\n`);
+  writeTokensFile(path.join(dir, "tokens.txt"), [
+    { name: "alice", token: ALICE, groups: ["sre", "payments-on-call"] },
+    { name: "bob", token: BOB, groups: ["payments-on-call"] },
+    { name: "carol", token: CAROL, groups: ["sre", "payments"] },
+  ]);
   fs.writeFileSync(path.join(dir, "alice.token"), ALICE);
+  fs.writeFileSync(path.join(dir, "carol.token"), CAROL);
   const proxyPort = await freePort();
   const adminPort = await freePort();
   fs.writeFileSync(path.join(dir, "runwarden.yaml"), `listen:
@@ -107,46 +114,12 @@ threads: 2
     caPem: fs.readFileSync(path.join(dir, "certs", "ca.pem"), "utf8") };
 }
 
-async function canConnect(port) {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: "127.0.0.1", port });
-    const done = (ok) => { s.destroy(); resolve(ok); };
-    s.once("connect", () => done(true));
-    s.once("error", () => done(false));
-    s.setTimeout(500, () => done(false));
-  });
-}
-
 async function start(world, env = { RW_IT_WEBHOOK_SECRET: SECRET }) {
-  const logPath = path.join(world.dir, `runwarden.${Date.now()}.log`);
-  const out = fs.openSync(logPath, "w");
-  const child = spawn(runwardenBin(), ["serve", "-c", path.join(world.dir, "runwarden.yaml")],
-    { cwd: world.dir, stdio: ["ignore", out, out], env: { PATH: process.env.PATH, ...env } });
-  fs.closeSync(out);
-  let exited = null;
-  const exit = new Promise((r) => child.once("exit", (code, signal) => { exited = { code, signal }; r(exited); }));
-  const logs = () => fs.readFileSync(logPath, "utf8");
-  const deadline = Date.now() + 15000;
-  while (!(await canConnect(world.proxyPort)) || !(await canConnect(world.adminPort))) {
-    if (exited) return { exited, logs, exit };
-    if (Date.now() > deadline) { child.kill("SIGKILL"); throw new Error(`runwarden did not start:\n${logs()}`); }
-    await sleep(50);
-  }
-  return {
-    child, logs, exit,
-    async stop(signal = "SIGTERM") {
-      if (exited) return exited;
-      child.kill(signal);
-      const t = setTimeout(() => child.kill("SIGKILL"), 15000);
-      const r = await exit;
-      clearTimeout(t);
-      return r;
-    },
-  };
+  return serve({ dir: world.dir, ports: [world.proxyPort, world.adminPort], env });
 }
 
 describe("holds and approvals", () => {
-  let tmp, pki, upstream, hooks, world, rw, agent, mcp;
+  let tmp, pki, upstream, hooks, world, rw, agent, mcp, admin;
 
   before(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "runwarden-it-approvals-"));
@@ -157,6 +130,7 @@ describe("holds and approvals", () => {
     rw = await start(world);
     assert.ok(rw.child, `runwarden exited at start: ${rw.logs?.()}`);
     agent = proxyAgent(world);
+    admin = adminClient(world.adminUrl, ALICE);
   });
   after(async () => {
     await mcp?.close().catch(() => {});
@@ -168,17 +142,6 @@ describe("holds and approvals", () => {
   });
 
   const runId = (label) => `it-${label}-${crypto.randomBytes(5).toString("hex")}`;
-
-  async function admin(method, p, { token = ALICE, body, headers = {} } = {}) {
-    const h = { ...headers };
-    if (token) h.authorization = `Bearer ${token}`;
-    if (body !== undefined) h["content-type"] = "application/json";
-    const res = await fetch(`${world.adminUrl}${p}`, { method, headers: h, body });
-    const text = await res.text();
-    let json = null;
-    try { json = JSON.parse(text); } catch { /* not JSON */ }
-    return { status: res.status, json, text };
-  }
 
   /** The pending hold of `run` (bounded wait). */
   async function pendingOf(run, limitMs = 8000) {
@@ -289,6 +252,83 @@ describe("holds and approvals", () => {
     const ex = await waitExchange(run);
     assert.equal(ex[0].outcome, "approval_denied");
     assert.equal(ex[0].approval.by, "bob");
+  });
+
+  test("approvers: an operator outside them gets 403 not_an_approver and nothing moves; a group member approves once", async () => {
+    const run = runId("approvers");
+    const body = JSON.stringify({ workers: "payments", n: 3 });
+    const pending = agentPost("/restart", run, body);
+    const hold = await pendingOf(run);
+    assert.deepEqual(hold.packet.approvers, ["payments-on-call", "webhook:127.0.0.1"]);
+    assert.equal(hold.packet.who_may_approve, "payments-on-call, webhook:127.0.0.1");
+    // carol is authenticated (groups sre, payments) but neither named nor in payments-on-call.
+    for (const verb of ["approve", "deny"]) {
+      const r = await admin("POST", `/v1/approvals/${hold.id}/${verb}`, { token: CAROL, body: JSON.stringify({ reason: "mine" }) });
+      assert.equal(r.status, 403, r.text);
+      assert.equal(r.json.error, "not_an_approver");
+      assert.equal(r.json.approval_id, hold.id);
+      assert.deepEqual(r.json.approvers, ["payments-on-call", "webhook:127.0.0.1"]);
+      assert.equal(r.json.by, "carol");
+      assert.match(r.json.reason, /payments-on-call/);
+    }
+    // The CLI says why and exits non-zero.
+    const cli = await new Promise((resolve) => execFile(runwardenBin(), ["approvals", "approve", hold.id, "--admin",
+      world.adminUrl, "--token-file", path.join(world.dir, "carol.token")], { timeout: 20000 },
+    (err, stdout, stderr) => resolve({ code: err ? err.code : 0, stdout, stderr })));
+    assert.equal(cli.code, 1, cli.stderr);
+    assert.match(cli.stderr, /HTTP 403.*not_an_approver/);
+    // Nothing changed, nothing was forwarded, nothing was announced as resolved.
+    const still = await admin("GET", `/v1/approvals/${hold.id}`, { token: CAROL });
+    assert.equal(still.status, 200, "carol may still read the packet");
+    assert.equal(still.json.state, "pending");
+    assert.equal(still.json.by, "");
+    await sleep(200);
+    assert.equal(arrivals(run).length, 0, "a refused decision forwarded the request");
+    assert.equal(events("approval.resolved", hold.id).length, 0);
+    const refused = events("approval.decision_refused", hold.id);
+    assert.equal(refused.length, 3, "each refused attempt is an audit record");
+    assert.deepEqual(refused.map((e) => e.data.choice).sort(), ["approve", "approve", "deny"]);
+    for (const e of refused) {
+      assert.equal(e.data.by, "carol");
+      assert.equal(e.data.error, "not_an_approver");
+      assert.deepEqual(e.data.approvers, ["payments-on-call", "webhook:127.0.0.1"]);
+      assert.equal(e.data.run, run);
+    }
+    assert.match(rw.logs(), /approval_not_an_approver/, "the refusal is in the operational log");
+    // bob is in payments-on-call: his approval releases the request exactly once.
+    const ok = await admin("POST", `/v1/approvals/${hold.id}/approve`, { token: BOB, body: JSON.stringify({ reason: "on call" }) });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.json.state, "approved");
+    assert.equal(ok.json.by, "bob");
+    const res = await pending;
+    assert.equal(res.status, 200, res.body);
+    // After the decision carol is still refused (403, not 200 or 409).
+    assert.equal((await admin("POST", `/v1/approvals/${hold.id}/deny`, { token: CAROL })).status, 403);
+    await sleep(200);
+    const got = arrivals(run);
+    assert.equal(got.length, 1, "forwarded exactly once");
+    assert.equal(got[0].body.toString("utf8"), body);
+    const ex = await waitExchange(run);
+    assert.equal(ex.length, 1);
+    assert.equal(ex[0].outcome, "approved_forwarded");
+    assert.equal(ex[0].approval.by, "bob");
+    const resolved = events("approval.resolved", hold.id);
+    assert.equal(resolved.length, 1);
+    assert.equal(resolved[0].data.by, "bob");
+    assert.equal(resolved[0].data.state, "approved");
+  });
+
+  test("an action without approvers may be decided by any authenticated operator", async () => {
+    const run = runId("anyone");
+    const pending = agentPost("/open", run, "{\"any\":1}");
+    const hold = await pendingOf(run);
+    assert.deepEqual(hold.packet.approvers, []);
+    assert.equal(hold.packet.who_may_approve, "any authenticated operator");
+    const r = await admin("POST", `/v1/approvals/${hold.id}/approve`, { token: CAROL });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.by, "carol");
+    assert.equal((await pending).status, 200);
+    assert.equal(arrivals(run).length, 1);
   });
 
   test("timeout answers 403 approval_timeout and forwards nothing", async () => {
@@ -474,6 +514,13 @@ describe("holds and approvals", () => {
     const list = await cli(["list", "--json"]);
     assert.equal(list.code, 0, list.stderr);
     assert.ok(JSON.parse(list.stdout).approvals.some((a) => a.id === hold.id));
+    const table = await cli(["list"]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout.split("\n")[0], /APPROVERS/);
+    assert.match(table.stdout.split("\n").find((l) => l.startsWith(hold.id)), /payments-on-call, webhook:127\.0\.0\.1/);
+    const show = await cli(["show", hold.id]);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /^may approve\s+payments-on-call, webhook:127\.0\.0\.1$/m);
     const ok = await cli(["approve", hold.id, "--reason", "cli"]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((await pending).status, 200);

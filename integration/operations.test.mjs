@@ -2,10 +2,8 @@
 // serve`, undici keep-alive clients and curl as agents, the recording upstream, the real
 // admin API with an operator token, the kill-switch file, signals, hot reload and /metrics.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
@@ -14,11 +12,11 @@ import { Client, fetch } from "undici";
 import { readAudit } from "./lib/audit.mjs";
 import { makeTestPki } from "./lib/pki.mjs";
 import { parsePrometheus } from "./lib/prom_parse.mjs";
-import { freePort, runwardenBin } from "./lib/runwarden.mjs";
+import { freePort } from "./lib/runwarden.mjs";
+import { adminClient, initCa, serve, sha256, writeTokensFile } from "./lib/serve.mjs";
 import { startUpstream } from "./lib/upstream.mjs";
 
 const TOKEN = crypto.randomBytes(16).toString("hex");
-const sha256 = (s) => crypto.createHash("sha256").update(s).digest("hex");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function catalogue(port) {
@@ -75,16 +73,6 @@ allowed_actions:
 unmatched: deny
 `;
 
-async function canConnect(port) {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: "127.0.0.1", port });
-    const done = (ok) => { s.destroy(); resolve(ok); };
-    s.once("connect", () => done(true));
-    s.once("error", () => done(false));
-    s.setTimeout(500, () => done(false));
-  });
-}
-
 /** Replaces a file in one step (the file watch must never see half of it). */
 function replaceFile(file, text, scratch) {
   const tmp = path.join(scratch, `swap-${crypto.randomBytes(4).toString("hex")}`);
@@ -93,8 +81,8 @@ function replaceFile(file, text, scratch) {
 }
 
 describe("operations", () => {
-  let tmp, pki, upstream, dir, proxyPort, adminUrl, auditPath, killSwitch, child, exited, exitPromise, logPath;
-  const logs = () => { try { return fs.readFileSync(logPath, "utf8"); } catch { return ""; } };
+  let tmp, pki, upstream, dir, proxyPort, adminUrl, auditPath, killSwitch, rw, admin;
+  const logs = () => rw?.logs() ?? "";
 
   before(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), "runwarden-it-operations-"));
@@ -102,17 +90,13 @@ describe("operations", () => {
     upstream = await startUpstream({ tlsCert: pki.good, name: "good" });
     dir = path.join(tmp, "rw");
     fs.mkdirSync(path.join(dir, "runbooks"), { recursive: true });
-    await new Promise((resolve, reject) => {
-      const p = spawn(runwardenBin(), ["ca", "init", path.join(dir, "certs"), "--days", "2"], { stdio: "ignore" });
-      const t = setTimeout(() => p.kill("SIGKILL"), 20000);
-      p.once("exit", (code) => { clearTimeout(t); code === 0 ? resolve() : reject(new Error(`ca init exited ${code}`)); });
-    });
+    await initCa(dir);
     fs.writeFileSync(path.join(dir, "actions.yaml"), catalogue(upstream.httpPort));
     fs.writeFileSync(path.join(dir, "runbooks", "ops.yaml"), OPS_RUNBOOK);
     fs.writeFileSync(path.join(dir, "runbooks", "budgets.yaml"), BUDGETS_RUNBOOK);
     fs.writeFileSync(path.join(dir, "runbooks", "killer.yaml"), KILL_RUNBOOK);
     fs.writeFileSync(path.join(dir, "runbooks", "reloadable.yaml"), reloadRunbook("allowed"));
-    fs.writeFileSync(path.join(dir, "tokens.txt"), `alice ${sha256(TOKEN)}\n`);
+    writeTokensFile(path.join(dir, "tokens.txt"), [{ name: "alice", token: TOKEN }]);
     killSwitch = path.join(dir, "STOP");
     proxyPort = await freePort();
     const adminPort = await freePort();
@@ -138,41 +122,18 @@ audit:
   fsync: always
 threads: 2
 `);
-    logPath = path.join(dir, "runwarden.log");
-    const out = fs.openSync(logPath, "w");
-    child = spawn(runwardenBin(), ["serve", "-c", path.join(dir, "runwarden.yaml")],
-      { cwd: dir, stdio: ["ignore", out, out], env: { PATH: process.env.PATH } });
-    fs.closeSync(out);
-    exitPromise = new Promise((r) => child.once("exit", (code, signal) => { exited = { code, signal }; r(exited); }));
-    const deadline = Date.now() + 15000;
-    while (!(await canConnect(proxyPort)) || !(await canConnect(adminPort))) {
-      if (exited) throw new Error(`runwarden exited at start ${JSON.stringify(exited)}:\n${logs()}`);
-      if (Date.now() > deadline) { child.kill("SIGKILL"); throw new Error(`runwarden did not start:\n${logs()}`); }
-      await sleep(50);
-    }
+    rw = await serve({ dir, ports: [proxyPort, adminPort] });
+    if (!rw.child) throw new Error(`runwarden exited at start ${JSON.stringify(rw.exited())}:\n${logs()}`);
+    admin = adminClient(adminUrl, TOKEN);
   });
 
   after(async () => {
-    if (child && !exited) {
-      child.kill("SIGKILL");
-      await exitPromise;
-    }
+    await rw?.stop?.("SIGKILL");
     await upstream?.close();
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 
   const runId = (label) => `it-${label}-${crypto.randomBytes(5).toString("hex")}`;
-
-  async function admin(method, p, { token = TOKEN, body } = {}) {
-    const headers = {};
-    if (token) headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) headers["content-type"] = "application/json";
-    const res = await fetch(`${adminUrl}${p}`, { method, headers, body });
-    const text = await res.text();
-    let json = null;
-    try { json = JSON.parse(text); } catch { /* not JSON */ }
-    return { status: res.status, json, text, contentType: res.headers.get("content-type") };
-  }
 
   /**
    * One request through the proxy on a fresh connection (absolute-form URI, as an
@@ -484,14 +445,14 @@ c_total{path="a\\\\b\\"q\\"\\n"} 1e3
       .filter((i) => i >= pausedFrom && i < pausedFrom + 2);
     assert.deepEqual(passedWhilePaused, []);
 
-    process.kill(child.pid, "SIGUSR1");
+    process.kill(rw.child.pid, "SIGUSR1");
     const sigPaused = await until(async () => {
       const r = await probe(n++);
       return r.status === 503 ? r : null;
     }, 2000);
     assert.ok(sigPaused, "SIGUSR1 did not pause within 2 s");
     assert.equal(sigPaused.json.error, "runwarden_paused");
-    process.kill(child.pid, "SIGUSR2");
+    process.kill(rw.child.pid, "SIGUSR2");
     const sigResumed = await until(async () => {
       const r = await probe(n++);
       return r.status === 200 ? r : null;
@@ -512,7 +473,7 @@ c_total{path="a\\\\b\\"q\\"\\n"} 1e3
     assert.equal((await write(run, 0)).status, 200);
 
     replaceFile(file, "runbook: reloadable\nallowed_actions: [unclosed\n", tmp);
-    child.kill("SIGHUP");
+    rw.child.kill("SIGHUP");
     const failedEvent = await until(() => auditEvents("reload_failed").length > failed0, 5000);
     assert.ok(failedEvent, `no reload_failed audit event:\n${logs().slice(-2000)}`);
     const failure = auditEvents("reload_failed").at(-1);
@@ -529,7 +490,7 @@ c_total{path="a\\\\b\\"q\\"\\n"} 1e3
     const good = reloadRunbook("denied");
     replaceFile(file, good, tmp);
     const newSha = sha256(good);
-    child.kill("SIGHUP");
+    rw.child.kill("SIGHUP");
     let attempt = 10;
     const denied = await until(async () => {
       const r = await write(run, ++attempt);
@@ -548,10 +509,7 @@ c_total{path="a\\\\b\\"q\\"\\n"} 1e3
   });
 
   test("SIGTERM: runwarden drains and exits 0", async () => {
-    child.kill("SIGTERM");
-    const t = setTimeout(() => child.kill("SIGKILL"), 15000);
-    const result = await exitPromise;
-    clearTimeout(t);
+    const result = await rw.stop("SIGTERM");
     assert.deepEqual(result, { code: 0, signal: null }, logs().slice(-3000));
   });
 });

@@ -2,6 +2,7 @@
 
 #include "approval/clock.hpp"
 #include "approval/hold_state.hpp"
+#include "policy/hex.hpp"
 #include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
 
@@ -52,18 +53,7 @@ const std::string* header(const AdminRequest& r, std::string_view name) {
   return nullptr;
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
+using policy::hex_value;
 
 /// Percent-decodes one path segment; false on a bad escape, NUL or a '/'.
 bool decode_segment(std::string_view in, std::string& out) {
@@ -125,6 +115,39 @@ bool parse_reason(const std::string& body, std::string& reason) {
   return reason.size() <= 4096;
 }
 
+std::string joined(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& i : items) {
+    out += (out.empty() ? "" : ",") + i;
+  }
+  return out;
+}
+
+/// 403 for a caller outside the action's approvers: nothing changed. Logged, and written to
+/// the audit log (an attempt to release a gated call is an auditor's business too).
+AdminResponse not_an_approver(ApprovalGate& gate, const approval::HoldView& hold,
+                              approval::Choice choice, const approval::Principal& by) {
+  const std::vector<std::string> none;
+  const auto& approvers = hold.packet ? hold.packet->approvers : none;
+  log_event(LogLevel::warn, "approval_not_an_approver", 0,
+            hold.packet ? hold.packet->request_id : std::string(),
+            {{"approval", hold.id},
+             {"choice", approval::to_string(choice)},
+             {"by", by.name},
+             {"groups", joined(by.groups)},
+             {"approvers", joined(approvers)}});
+  gate.record_refused_decision(hold, choice, by);
+  nlohmann::json j{{"error", "not_an_approver"},
+                   {"reason", "approval " + hold.id + " may be decided only by " +
+                                  approval::describe_approvers(approvers) + "; \"" + by.name +
+                                  "\" is not one of them and is in none of those groups"},
+                   {"approval_id", hold.id},
+                   {"approvers", approvers},
+                   {"by", by.name},
+                   {"groups", by.groups}};
+  return json_response(403, j);
+}
+
 } // namespace
 
 AdminAuth::AdminAuth(approval::OperatorTokens tokens, std::vector<approval::SignatureKey> keys)
@@ -133,8 +156,10 @@ AdminAuth::AdminAuth(approval::OperatorTokens tokens, std::vector<approval::Sign
 AdminIdentity AdminAuth::authenticate(const AdminRequest& request) {
   AdminIdentity id;
   if (const std::string* auth = header(request, "authorization")) {
-    id.name = tokens_.authenticate_header(*auth);
-    if (!id.name) {
+    if (auto who = tokens_.identify_header(*auth)) {
+      id.name = std::move(who->name);
+      id.groups = std::move(who->groups);
+    } else {
       id.error = "bad_token";
     }
     return id;
@@ -170,12 +195,12 @@ void add_approval_routes(AdminRouter& router, std::shared_ptr<ApprovalGate> gate
         AdminResponse r = error(401, "unauthorized", who.error);
         return r;
       }
-      return handler(req, *who.name);
+      return handler(req, approval::Principal{std::move(*who.name), std::move(who.groups)});
     };
   };
 
   router.add("GET", "/v1/approvals",
-             guarded([gate](const AdminRequest& req, const std::string&) -> AdminResponse {
+             guarded([gate](const AdminRequest& req, const approval::Principal&) -> AdminResponse {
                const std::string state = query_param(req.query, "state");
                std::optional<approval::HoldState> filter;
                if (!state.empty() && state != "all") {
@@ -193,7 +218,7 @@ void add_approval_routes(AdminRouter& router, std::shared_ptr<ApprovalGate> gate
 
   router.add_prefix(
       "GET", std::string(kApprovals),
-      guarded([gate](const AdminRequest& req, const std::string&) -> AdminResponse {
+      guarded([gate](const AdminRequest& req, const approval::Principal&) -> AdminResponse {
         std::string id;
         if (!decode_segment(std::string_view(req.path).substr(kApprovals.size()), id)) {
           return error(404, "not_found");
@@ -207,7 +232,7 @@ void add_approval_routes(AdminRouter& router, std::shared_ptr<ApprovalGate> gate
 
   router.add_prefix(
       "POST", std::string(kApprovals),
-      guarded([gate](const AdminRequest& req, const std::string& by) -> AdminResponse {
+      guarded([gate](const AdminRequest& req, const approval::Principal& by) -> AdminResponse {
         std::string_view rest = std::string_view(req.path).substr(kApprovals.size());
         const std::size_t slash = rest.find('/');
         if (slash == std::string_view::npos) {
@@ -234,6 +259,8 @@ void add_approval_routes(AdminRouter& router, std::shared_ptr<ApprovalGate> gate
         switch (result.error) {
         case approval::DecideError::not_found:
           return error(404, "not_found");
+        case approval::DecideError::forbidden:
+          return not_an_approver(*gate, *result.hold, choice, by);
         case approval::DecideError::conflict: {
           nlohmann::json j{{"error", "conflict"},
                            {"reason", "approval already ended " +
@@ -247,7 +274,7 @@ void add_approval_routes(AdminRouter& router, std::shared_ptr<ApprovalGate> gate
         log_event(LogLevel::info, "approval_decided", 0, {},
                   {{"approval", id},
                    {"choice", approval::to_string(choice)},
-                   {"by", by},
+                   {"by", by.name},
                    {"changed", result.changed ? "yes" : "no"}});
         nlohmann::json j = result.hold->to_json(false);
         j["changed"] = result.changed;

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace runwarden::proxy {
 
@@ -19,6 +20,7 @@ class ApprovalGate;
 /// Who is calling, or why not.
 struct AdminIdentity {
   std::optional<std::string> name; // approver identity when authenticated
+  std::vector<std::string> groups; // from the tokens file; a runbook's approvers may name them
   std::string error;               // "missing_credentials", "bad_token", "signature_stale", ...
 };
 

@@ -154,6 +154,17 @@ void ApprovalGate::on_event(const approval::HoldEvent& e) {
   }
 }
 
+void ApprovalGate::record_refused_decision(const approval::HoldView& hold, approval::Choice choice,
+                                           const approval::Principal& by) {
+  nlohmann::json fields = hold_fields(hold);
+  fields["choice"] = approval::to_string(choice);
+  fields["by"] = by.name;
+  fields["groups"] = by.groups;
+  fields["approvers"] = hold.packet ? hold.packet->approvers : std::vector<std::string>();
+  fields["error"] = "not_an_approver";
+  audit_event(*audit_, "approval.decision_refused", std::move(fields));
+}
+
 void ApprovalGate::announce(std::string_view event, const nlohmann::json& data) {
   notifier_.publish(event, data);
   boost::asio::post(ioc_, [weak = weak_from_this()] {

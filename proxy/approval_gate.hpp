@@ -65,6 +65,11 @@ public:
                const std::string& outcome, const std::string& method,
                const std::string& url) override;
 
+  /// Audit record `approval.decision_refused` for an operator outside the hold's approvers
+  /// (the admin API answered 403; the hold is unchanged).
+  void record_refused_decision(const approval::HoldView& hold, approval::Choice choice,
+                               const approval::Principal& by);
+
   /// Publishes an operations event (mode_changed, run_killed, ...) to the webhooks.
   void announce(std::string_view event, const nlohmann::json& data);
 

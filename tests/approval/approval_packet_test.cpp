@@ -108,6 +108,8 @@ TEST(ApprovalPacket, CarriesEverythingTheApproverMustSee) {
   EXPECT_EQ(j["request"]["headers"][0][0], "Authorization");
   EXPECT_EQ(j["history"][0]["outcome"], "forwarded");
   EXPECT_EQ(j["timeout_ms"], 900000);
+  EXPECT_EQ(j["approvers"], nlohmann::json::array({"payments-on-call"}));
+  EXPECT_EQ(j["who_may_approve"], "payments-on-call");
   EXPECT_EQ(j.dump().find("sk_live_secret"), std::string::npos);
   EXPECT_EQ(j.dump().find("4111111111111111"), std::string::npos);
 }
@@ -120,6 +122,7 @@ TEST(ApprovalPacket, FallbackRedactorWithholdsBodyAndCredentials) {
   in.request = &f.request;
   const auto p = build_packet(in, HeaderOnlyRedactor{}, {}, clock);
   EXPECT_EQ(p.request.body, "[WITHHELD: no body redactor]");
+  EXPECT_EQ(p.to_json()["who_may_approve"], "payments-on-call");
   EXPECT_EQ(p.request.headers[0].second,
             "[REDACTED:" + sha256_hex("Bearer sk_live_secret").substr(0, 8) + "]");
   EXPECT_EQ(p.request.headers[1].second, "application/json");

@@ -49,7 +49,7 @@ TEST(HoldRegistry, ApproveFiresCallbackOnceAndRepeatIsIdempotent) {
   Recorder rec;
   const auto c = reg.create(packet("r1"), {}, rec.callback());
   clock.advance(1500ms);
-  const auto first = reg.decide(c.id, Choice::approve, "alice", "looks right");
+  const auto first = reg.decide(c.id, Choice::approve, Principal{"alice", {}}, "looks right");
   EXPECT_EQ(first.error, DecideError::ok);
   EXPECT_TRUE(first.changed);
   ASSERT_TRUE(first.hold);
@@ -57,12 +57,12 @@ TEST(HoldRegistry, ApproveFiresCallbackOnceAndRepeatIsIdempotent) {
   EXPECT_EQ(first.hold->by, "alice");
   EXPECT_EQ(first.hold->wait, 1500ms);
 
-  const auto again = reg.decide(c.id, Choice::approve, "bob", "me too");
+  const auto again = reg.decide(c.id, Choice::approve, Principal{"bob", {}}, "me too");
   EXPECT_EQ(again.error, DecideError::ok);
   EXPECT_FALSE(again.changed);
   EXPECT_EQ(again.hold->by, "alice"); // the first decision stands
 
-  const auto conflict = reg.decide(c.id, Choice::deny, "bob", "no");
+  const auto conflict = reg.decide(c.id, Choice::deny, Principal{"bob", {}}, "no");
   EXPECT_EQ(conflict.error, DecideError::conflict);
   EXPECT_EQ(conflict.hold->state, HoldState::approved);
 
@@ -83,7 +83,7 @@ TEST(HoldRegistry, OldestPendingAgeFollowsTheQueue) {
   const auto second = reg.create(packet("r2"), {}, rec.callback());
   clock.advance(500ms);
   EXPECT_EQ(reg.oldest_pending_age(), 2500ms);
-  reg.decide(first.id, Choice::deny, "alice", "no");
+  reg.decide(first.id, Choice::deny, Principal{"alice", {}}, "no");
   EXPECT_EQ(reg.oldest_pending_age(), 500ms); // resolved holds leave the queue
   reg.abandon(second.id);
   EXPECT_EQ(reg.oldest_pending_age(), 0ms);
@@ -92,7 +92,8 @@ TEST(HoldRegistry, OldestPendingAgeFollowsTheQueue) {
 TEST(HoldRegistry, UnknownIdIsNotFound) {
   FakeClock clock;
   HoldRegistry reg({}, clock);
-  EXPECT_EQ(reg.decide("apr_nope", Choice::approve, "alice", "").error, DecideError::not_found);
+  EXPECT_EQ(reg.decide("apr_nope", Choice::approve, Principal{"alice", {}}, "").error,
+            DecideError::not_found);
   EXPECT_FALSE(reg.get("apr_nope"));
 }
 
@@ -101,8 +102,9 @@ TEST(HoldRegistry, DenyThenApproveIsConflict) {
   HoldRegistry reg({}, clock);
   Recorder rec;
   const auto c = reg.create(packet("r1"), {}, rec.callback());
-  EXPECT_EQ(reg.decide(c.id, Choice::deny, "alice", "risky").error, DecideError::ok);
-  EXPECT_EQ(reg.decide(c.id, Choice::approve, "bob", "").error, DecideError::conflict);
+  EXPECT_EQ(reg.decide(c.id, Choice::deny, Principal{"alice", {}}, "risky").error, DecideError::ok);
+  EXPECT_EQ(reg.decide(c.id, Choice::approve, Principal{"bob", {}}, "").error,
+            DecideError::conflict);
   ASSERT_EQ(rec.size(), 1u);
   EXPECT_EQ(rec.outcomes[0].code(), "approval_denied");
   EXPECT_EQ(rec.outcomes[0].reason, "risky");
@@ -131,7 +133,7 @@ TEST(HoldRegistry, RacingDecisionsHaveOneWinnerAndOneCallback) {
           std::this_thread::yield();
         }
         const Choice choice = t % 2 == 0 ? Choice::approve : Choice::deny;
-        const auto r = reg.decide(c.id, choice, "op" + std::to_string(t), "");
+        const auto r = reg.decide(c.id, choice, Principal{"op" + std::to_string(t), {}}, "");
         if (r.changed) {
           changed.fetch_add(1);
         }
@@ -175,7 +177,8 @@ TEST(HoldRegistry, TimeoutExpiresAndFailsClosed) {
   EXPECT_EQ(rec.outcomes[0].code(), "approval_timeout");
   EXPECT_FALSE(reg.next_deadline());
   // A late approval cannot release it.
-  EXPECT_EQ(reg.decide(c.id, Choice::approve, "alice", "").error, DecideError::conflict);
+  EXPECT_EQ(reg.decide(c.id, Choice::approve, Principal{"alice", {}}, "").error,
+            DecideError::conflict);
   EXPECT_EQ(rec.size(), 1u);
 }
 
@@ -193,7 +196,8 @@ TEST(HoldRegistry, KillRunDeniesOnlyThatRunsHolds) {
   EXPECT_EQ(a.outcomes[0].state, HoldState::killed);
   EXPECT_EQ(a.outcomes[0].code(), "approval_denied");
   EXPECT_EQ(reg.get(hb.id)->state, HoldState::pending);
-  EXPECT_EQ(reg.decide(ha.id, Choice::approve, "alice", "").error, DecideError::conflict);
+  EXPECT_EQ(reg.decide(ha.id, Choice::approve, Principal{"alice", {}}, "").error,
+            DecideError::conflict);
   EXPECT_EQ(reg.kill_run("run-a", "ctl"), 0u);
 }
 
@@ -220,7 +224,8 @@ TEST(HoldRegistry, AbandonReleasesNothingEver) {
   ASSERT_EQ(rec.size(), 1u);
   EXPECT_EQ(rec.outcomes[0].state, HoldState::abandoned);
   EXPECT_EQ(rec.outcomes[0].code(), "client_gone");
-  EXPECT_EQ(reg.decide(c.id, Choice::approve, "alice", "").error, DecideError::conflict);
+  EXPECT_EQ(reg.decide(c.id, Choice::approve, Principal{"alice", {}}, "").error,
+            DecideError::conflict);
   EXPECT_FALSE(reg.take_grant("r1", "d1"));
   EXPECT_EQ(rec.size(), 1u);
 }
@@ -237,7 +242,7 @@ TEST(HoldRegistry, CapacityRefusesWithReasonAndNoCallback) {
   EXPECT_NE(refused.reason.find("max_pending 2"), std::string::npos);
   EXPECT_EQ(reg.stats().refused_capacity, 1u);
   // Resolving one frees a slot.
-  reg.decide(a.id, Choice::deny, "alice", "");
+  reg.decide(a.id, Choice::deny, Principal{"alice", {}}, "");
   EXPECT_EQ(reg.create(packet("r1"), {}, rec.callback()).error, CreateError::ok);
   EXPECT_EQ(rec.size(), 1u);
 }
@@ -261,7 +266,7 @@ TEST(HoldRegistry, DeferThenApproveIssuesSingleUseGrantForSameRunAndDigest) {
   // A deferred hold has no client to abandon.
   EXPECT_FALSE(reg.abandon(c.id));
 
-  EXPECT_TRUE(reg.decide(c.id, Choice::approve, "alice", "ok").changed);
+  EXPECT_TRUE(reg.decide(c.id, Choice::approve, Principal{"alice", {}}, "ok").changed);
   EXPECT_EQ(rec.size(), 1u); // the creator was already answered
   EXPECT_FALSE(reg.find_deferred("r1", "digest-x"));
   EXPECT_FALSE(reg.take_grant("r2", "digest-x")); // other run
@@ -280,7 +285,7 @@ TEST(HoldRegistry, GrantExpiresAfterTtl) {
   const auto c = reg.create(packet("r1"), {.timeout = 10min, .wait = 1s}, rec.callback());
   clock.advance(1s);
   reg.tick();
-  reg.decide(c.id, Choice::approve, "alice", "");
+  reg.decide(c.id, Choice::approve, Principal{"alice", {}}, "");
   clock.advance(60s);
   EXPECT_FALSE(reg.take_grant("r1", "d1"));
 }
@@ -306,7 +311,7 @@ TEST(HoldRegistry, DenyOfDeferredHoldIssuesNoGrant) {
   const auto c = reg.create(packet("r1"), {.timeout = 30s, .wait = 5s}, rec.callback());
   clock.advance(5s);
   reg.tick();
-  reg.decide(c.id, Choice::deny, "alice", "");
+  reg.decide(c.id, Choice::deny, Principal{"alice", {}}, "");
   EXPECT_FALSE(reg.take_grant("r1", "d1"));
 }
 
@@ -315,7 +320,7 @@ TEST(HoldRegistry, ApprovingAnUndeferredHoldIssuesNoGrant) {
   HoldRegistry reg({}, clock);
   Recorder rec;
   const auto c = reg.create(packet("r1"), {}, rec.callback());
-  reg.decide(c.id, Choice::approve, "alice", "");
+  reg.decide(c.id, Choice::approve, Principal{"alice", {}}, "");
   EXPECT_FALSE(reg.take_grant("r1", "d1")); // the held connection itself is released
 }
 
@@ -332,7 +337,7 @@ TEST(HoldRegistry, ListenerSeesEveryTransitionInOrder) {
   const auto c = reg.create(packet("r1"), {.timeout = 1min, .wait = 1s}, rec.callback());
   clock.advance(1s);
   reg.tick();
-  reg.decide(c.id, Choice::deny, "alice", "");
+  reg.decide(c.id, Choice::deny, Principal{"alice", {}}, "");
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen[0].first, HoldEvent::Kind::created);
   EXPECT_EQ(seen[1].first, HoldEvent::Kind::deferred);
@@ -349,7 +354,7 @@ TEST(HoldRegistry, CallbackMayReenterRegistry) {
   std::string id;
   const auto c =
       reg.create(packet("r1"), {}, [&](const HoldOutcome& o) { inside = reg.get(o.id); });
-  reg.decide(c.id, Choice::approve, "alice", "");
+  reg.decide(c.id, Choice::approve, Principal{"alice", {}}, "");
   ASSERT_TRUE(inside); // no deadlock: callbacks run outside the lock
   EXPECT_EQ(inside->state, HoldState::approved);
 }
@@ -360,7 +365,7 @@ TEST(HoldRegistry, ListIsNewestFirstAndFiltersByState) {
   Recorder rec;
   const auto a = reg.create(packet("r1"), {}, rec.callback());
   const auto b = reg.create(packet("r1"), {}, rec.callback());
-  reg.decide(a.id, Choice::deny, "alice", "");
+  reg.decide(a.id, Choice::deny, Principal{"alice", {}}, "");
   const auto pending = reg.list(HoldState::pending);
   ASSERT_EQ(pending.size(), 1u);
   EXPECT_EQ(pending[0].id, b.id);
@@ -380,11 +385,92 @@ TEST(HoldRegistry, ResolvedHoldsAreBounded) {
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {
     ids.push_back(reg.create(packet("r1"), {}, rec.callback()).id);
-    reg.decide(ids.back(), Choice::deny, "alice", "");
+    reg.decide(ids.back(), Choice::deny, Principal{"alice", {}}, "");
   }
   EXPECT_EQ(reg.list(std::nullopt).size(), 3u);
   EXPECT_FALSE(reg.get(ids[0]));
   EXPECT_TRUE(reg.get(ids[4]));
+}
+
+ApprovalPacket packet_for(std::vector<std::string> approvers, std::string digest = "d1") {
+  ApprovalPacket p = packet("r1", std::move(digest));
+  p.approvers = std::move(approvers);
+  return p;
+}
+
+TEST(HoldRegistry, NonApproverCanNeitherApproveNorDenyAndNothingChanges) {
+  FakeClock clock;
+  HoldRegistry reg({}, clock);
+  std::vector<HoldEvent> events;
+  reg.set_listener([&](const HoldEvent& e) { events.push_back(e); });
+  Recorder rec;
+  const auto c = reg.create(packet_for({"payments-on-call"}), {}, rec.callback());
+  ASSERT_EQ(events.size(), 1u); // created
+  const Principal mallory{"mallory", {"sre", "payments"}};
+  for (const Choice choice : {Choice::approve, Choice::deny}) {
+    const auto r = reg.decide(c.id, choice, mallory, "let me");
+    EXPECT_EQ(r.error, DecideError::forbidden);
+    EXPECT_FALSE(r.changed);
+    ASSERT_TRUE(r.hold);
+    EXPECT_EQ(r.hold->state, HoldState::pending);
+    EXPECT_EQ(r.hold->packet->approvers, std::vector<std::string>{"payments-on-call"});
+  }
+  EXPECT_EQ(rec.size(), 0u);
+  EXPECT_EQ(events.size(), 1u); // no transition, nothing journaled
+  EXPECT_EQ(reg.get(c.id)->state, HoldState::pending);
+  EXPECT_EQ(reg.stats().forbidden, 2u);
+  EXPECT_EQ(reg.stats().pending, 1u);
+
+  // A group member decides; a named operator is an approver too.
+  const auto ok =
+      reg.decide(c.id, Choice::approve, Principal{"alice", {"sre", "payments-on-call"}}, "checked");
+  EXPECT_EQ(ok.error, DecideError::ok);
+  EXPECT_TRUE(ok.changed);
+  EXPECT_EQ(ok.hold->by, "alice");
+  ASSERT_EQ(rec.size(), 1u);
+  EXPECT_EQ(rec.outcomes[0].state, HoldState::approved);
+  EXPECT_EQ(rec.outcomes[0].by, "alice");
+  // After the decision a non-approver still gets forbidden, not 409 or 200.
+  EXPECT_EQ(reg.decide(c.id, Choice::deny, mallory, "").error, DecideError::forbidden);
+  EXPECT_EQ(reg.decide(c.id, Choice::approve, mallory, "").error, DecideError::forbidden);
+}
+
+TEST(HoldRegistry, ApproverByNameAndEmptyListMeansAnyOperator) {
+  FakeClock clock;
+  HoldRegistry reg({}, clock);
+  Recorder rec;
+  const auto named = reg.create(packet_for({"bob"}), {}, rec.callback());
+  EXPECT_EQ(reg.decide(named.id, Choice::deny, Principal{"alice", {"bob"}}, "").error,
+            DecideError::ok); // a group called "bob" matches the entry "bob" too
+  const auto by_name = reg.create(packet_for({"bob"}), {}, rec.callback());
+  EXPECT_EQ(reg.decide(by_name.id, Choice::approve, Principal{"bob", {}}, "").error,
+            DecideError::ok);
+  const auto anyone = reg.create(packet_for({}), {}, rec.callback());
+  EXPECT_EQ(reg.decide(anyone.id, Choice::approve, Principal{"carol", {}}, "").error,
+            DecideError::ok);
+  EXPECT_EQ(reg.decide("apr_nope", Choice::approve, Principal{"carol", {}}, "").error,
+            DecideError::not_found);
+}
+
+TEST(HoldRegistry, DeferredHoldApprovedByGroupMemberLeavesOneGrant) {
+  FakeClock clock;
+  HoldRegistry reg({}, clock);
+  Recorder rec;
+  const auto c = reg.create(packet_for({"payments-on-call"}, "dg"), {.timeout = 10min, .wait = 1s},
+                            rec.callback());
+  clock.advance(1s);
+  reg.tick();
+  ASSERT_EQ(rec.size(), 1u);
+  EXPECT_TRUE(rec.outcomes[0].deferred);
+  EXPECT_EQ(reg.decide(c.id, Choice::approve, Principal{"mallory", {}}, "").error,
+            DecideError::forbidden);
+  EXPECT_FALSE(reg.take_grant("r1", "dg")); // a refused approval leaves no grant
+  EXPECT_EQ(reg.decide(c.id, Choice::approve, Principal{"alice", {"payments-on-call"}}, "").error,
+            DecideError::ok);
+  const auto g = reg.take_grant("r1", "dg");
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->by, "alice");
+  EXPECT_FALSE(reg.take_grant("r1", "dg"));
 }
 
 } // namespace

@@ -48,7 +48,7 @@ TEST_F(JournalTest, RestartExpiresPendingHoldsAndReleasesNothing) {
     int released = 0;
     pending_id = reg.create(packet("run-p"), {}, [&](const HoldOutcome&) { ++released; }).id;
     approved_id = reg.create(packet("run-a"), {}, [&](const HoldOutcome&) { ++released; }).id;
-    reg.decide(approved_id, Choice::approve, "alice", "");
+    reg.decide(approved_id, Choice::approve, Principal{"alice", {}}, "");
     EXPECT_EQ(released, 1);
     EXPECT_TRUE(journal->healthy());
     // The process "stops" here with one hold pending.

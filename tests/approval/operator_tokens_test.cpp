@@ -47,7 +47,7 @@ TEST(OperatorTokens, MalformedLinesAreErrorsWithFileAndLine) {
                            "carol zz\n" // 3: not hex
                            "dave " +
                            sha256_hex("d") +
-                           " extra\n" // 4: three fields
+                           " sre extra\n" // 4: four fields
                            "e/ve " +
                            sha256_hex("e") +
                            "\n" // 5: bad name
@@ -56,11 +56,82 @@ TEST(OperatorTokens, MalformedLinesAreErrorsWithFileAndLine) {
   std::vector<std::string> errors;
   OperatorTokens::parse(text, "ops/tokens.txt", errors);
   ASSERT_EQ(errors.size(), 5u);
-  EXPECT_EQ(errors[0], "ops/tokens.txt:2: expected `NAME SHA256HEX`, found 1 field(s)");
+  EXPECT_EQ(errors[0], "ops/tokens.txt:2: expected `NAME SHA256HEX [GROUP,...]`, found 1 field(s)");
   EXPECT_EQ(errors[1].rfind("ops/tokens.txt:3: token hash must be 64 hex digits", 0), 0u);
-  EXPECT_EQ(errors[2], "ops/tokens.txt:4: expected `NAME SHA256HEX`, found 3 field(s)");
+  EXPECT_EQ(errors[2], "ops/tokens.txt:4: expected `NAME SHA256HEX [GROUP,...]`, found 4 field(s)");
   EXPECT_EQ(errors[3].rfind("ops/tokens.txt:5: operator name", 0), 0u);
-  EXPECT_EQ(errors[4].rfind("ops/tokens.txt:6: the same token hash", 0), 0u);
+  EXPECT_EQ(errors[4], "ops/tokens.txt:6: the same token hash is already listed for \"alice\" "
+                       "(line 1)");
+}
+
+TEST(OperatorTokens, OptionalThirdFieldGivesGroups) {
+  const std::string text = "alice " + sha256_hex(alice_token) +
+                           " payments-on-call,sre\n"
+                           "bob " +
+                           sha256_hex(bob_token) + "\n";
+  std::vector<std::string> errors;
+  const auto tokens = OperatorTokens::parse(text, "tokens.txt", errors);
+  ASSERT_TRUE(errors.empty()) << errors.front();
+  const auto alice = tokens.identify(alice_token);
+  ASSERT_TRUE(alice);
+  EXPECT_EQ(alice->name, "alice");
+  EXPECT_EQ(alice->groups, (std::vector<std::string>{"payments-on-call", "sre"}));
+  const auto bob = tokens.identify_header("Bearer " + bob_token);
+  ASSERT_TRUE(bob);
+  EXPECT_EQ(bob->name, "bob");
+  EXPECT_TRUE(bob->groups.empty());
+  EXPECT_EQ(tokens.authenticate(alice_token), "alice"); // the name-only form is unchanged
+  EXPECT_FALSE(tokens.identify("tok-nobody"));
+  EXPECT_FALSE(tokens.identify_header("Bearer payments-on-call"));
+}
+
+TEST(OperatorTokens, BadGroupsAndDuplicateNamesStopStartUp) {
+  const std::string text = "a1 " + sha256_hex("1") +
+                           " ok,\n" // 1: empty group after the comma
+                           "a2 " +
+                           sha256_hex("2") +
+                           " ,ok\n" // 2: empty group first
+                           "a3 " +
+                           sha256_hex("3") +
+                           " sre,ops/team\n" // 3: bad character
+                           "a4 " +
+                           sha256_hex("4") +
+                           " sre,sre\n" // 4: repeated group
+                           "a5 " +
+                           sha256_hex("5") +
+                           " sre\n" // 5: fine
+                           "a5 " +
+                           sha256_hex("6") +
+                           " dba\n" // 6: same name again, other token
+                           "a7 " +
+                           sha256_hex("7") + " " + std::string(129, 'g') + "\n"; // 7: too long
+  std::vector<std::string> errors;
+  const auto tokens = OperatorTokens::parse(text, "t", errors);
+  ASSERT_EQ(errors.size(), 6u);
+  EXPECT_EQ(errors[0], "t:1: empty group name in \"ok,\"");
+  EXPECT_EQ(errors[1], "t:2: empty group name in \",ok\"");
+  EXPECT_EQ(errors[2], "t:3: group name \"ops/team\" must be 1-128 of [A-Za-z0-9._@-]");
+  EXPECT_EQ(errors[3], "t:4: group \"sre\" is listed twice");
+  EXPECT_EQ(errors[4], "t:6: operator \"a5\" is already listed (line 5); one line per operator");
+  EXPECT_EQ(errors[5].rfind("t:7: group name \"ggg", 0), 0u);
+  EXPECT_EQ(tokens.size(), 1u);
+}
+
+TEST(OperatorTokens, LoadRefusesDuplicateNames) {
+  const std::string path = ::testing::TempDir() + "runwarden_tokens_dup_test.txt";
+  {
+    std::ofstream out(path);
+    out << "alice " << sha256_hex("x") << " sre\nalice " << sha256_hex("y") << "\n";
+  }
+  try {
+    OperatorTokens::load(path);
+    FAIL() << "expected TokenFileError";
+  } catch (const TokenFileError& e) {
+    ASSERT_EQ(e.errors().size(), 1u);
+    EXPECT_EQ(e.errors()[0], path + ":2: operator \"alice\" is already listed (line 1); one "
+                                    "line per operator");
+  }
+  std::remove(path.c_str());
 }
 
 TEST(OperatorTokens, LoadThrowsEveryErrorAtStartUp) {

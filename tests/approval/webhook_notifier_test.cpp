@@ -147,7 +147,7 @@ TEST(WebhookNotifier, RegistryEventsBecomeRequestedAndResolved) {
   reg.set_listener(n.listener());
   const auto c = reg.create(test::packet("r1"), {}, [](const HoldOutcome&) {});
   clock.advance(2500ms);
-  reg.decide(c.id, Choice::deny, "alice", "not now");
+  reg.decide(c.id, Choice::deny, Principal{"alice", {}}, "not now");
   n.tick();
   ASSERT_EQ(sender.sent.size(), 2u);
   const auto requested = nlohmann::json::parse(sender.sent[0].body);
