@@ -131,18 +131,44 @@ std::unique_ptr<Journal> Journal::open(const std::string& path, const Clock& clo
 }
 
 Journal::Journal(int fd, const Clock& clock, std::uint64_t skipped)
-    : fd_(fd), clock_(clock), skipped_(skipped) {}
+    : fd_(fd), clock_(clock), skipped_(skipped), writer_([this] { run(); }) {}
 
 Journal::~Journal() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  writer_.join(); // writes what is still queued first
   ::close(fd_);
 }
 
-std::error_code Journal::write_line(const std::string& line) {
-  std::lock_guard lock(mutex_);
-  if (failure_) {
-    return failure_;
+void Journal::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    wake_.wait(lock, [this] { return stopping_ || !queued_.empty(); });
+    if (queued_.empty()) {
+      return; // stopping, nothing left
+    }
+    std::string batch;
+    batch.swap(queued_);
+    const std::uint64_t upto = queued_count_;
+    const bool failed = static_cast<bool>(failure_);
+    lock.unlock();
+    const std::error_code ec = failed ? std::error_code() : write_all(fd_, batch);
+    lock.lock();
+    if (ec && !failure_) {
+      failure_ = ec;
+    }
+    synced_count_ = upto;
+    written_.notify_all();
   }
-  failure_ = write_all(fd_, line);
+}
+
+std::error_code Journal::flush() {
+  std::unique_lock lock(mutex_);
+  const std::uint64_t target = queued_count_;
+  written_.wait(lock, [this, target] { return synced_count_ >= target; });
   return failure_;
 }
 
@@ -166,7 +192,16 @@ std::error_code Journal::append(const HoldEvent& event) {
   }
   std::string line = j.dump();
   line.push_back('\n');
-  return write_line(line);
+  {
+    std::lock_guard lock(mutex_);
+    if (failure_) {
+      return failure_;
+    }
+    queued_ += line;
+    ++queued_count_;
+  }
+  wake_.notify_one();
+  return {};
 }
 
 EventListener Journal::listener() {
