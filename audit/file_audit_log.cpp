@@ -345,7 +345,8 @@ FileAuditLog::Pending FileAuditLog::seal_locked(std::string_view members, bool f
   Pending p;
   p.first_seq = next_seq_;
   std::string hash;
-  p.bytes = RecordCodec::seal(next_seq_, RecordCodec::now_rfc3339(), members, head_hash_, hash);
+  std::array<char, 32> ts{};
+  p.bytes = RecordCodec::seal(next_seq_, RecordCodec::now_rfc3339(ts), members, head_hash_, hash);
   ++next_seq_;
   head_hash_ = hash;
   ++since_checkpoint_;

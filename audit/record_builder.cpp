@@ -3,12 +3,17 @@
 #include "audit/digest.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <utility>
 #include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace runwarden::audit {
 namespace {
@@ -97,10 +102,84 @@ void append_escaped(std::string& out, std::string_view s) {
   std::size_t i = 0;
   const std::size_t n = s.size();
   while (i < n) {
+    bool at_flagged = false; // s[i] is known to need escaping
+#if defined(__SSE2__)
+    // Chunks of sixteen whose only bytes to escape are quotes and backslashes, the common
+    // case in JSON bodies: each piece between two of them is copied with one 16-byte load
+    // and store taken at its start, so the quotes of a chunk cost no serial reload. The
+    // loads read at most 16 bytes past the chunk, hence i + 32 <= n; the stores stay
+    // within the 6n + 2 scratch bytes since at least 16 input bytes remain after each.
+    while (i + 32 <= n) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i));
+      const __m128i quotes = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+      const __m128i flagged =
+          _mm_or_si128(quotes, _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                            _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))));
+      const auto mask = static_cast<unsigned>(_mm_movemask_epi8(flagged));
+      if (mask == 0) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+        i += 16;
+        p += 16;
+        continue;
+      }
+      auto q = static_cast<unsigned>(_mm_movemask_epi8(quotes));
+      if (q != mask) {
+        break; // a byte other than a quote or backslash: the loops below take it
+      }
+      std::size_t pos = 0;
+      while (q != 0) {
+        const auto k = static_cast<std::size_t>(std::countr_zero(q));
+        q &= q - 1;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                         _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i + pos)));
+        p += k - pos;
+        p[0] = '\\';
+        p[1] = s[i + k];
+        p += 2;
+        pos = k + 1;
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i + pos)));
+      p += 16 - pos;
+      i += 16;
+    }
+    // Sixteen bytes at a time (SSE2 is part of x86-64): the chunk is stored whole before
+    // its mask is known, which the 6n + 2 scratch bytes allow while 16 input bytes
+    // remain. A signed compare with 0x20 flags control characters and every byte >= 0x80.
+    while (i + 16 <= n) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+      const __m128i flagged = _mm_or_si128(_mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                                        _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))),
+                                           _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                                        _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+      const auto mask = static_cast<unsigned>(_mm_movemask_epi8(flagged));
+      if (mask == 0) {
+        i += 16;
+        p += 16;
+        continue;
+      }
+      const auto plain = static_cast<std::size_t>(std::countr_zero(mask));
+      const char c = s[i + plain];
+      if (c == '"' || c == '\\') {
+        // The common case in JSON bodies, handled without leaving the loop.
+        p[plain] = '\\';
+        p[plain + 1] = c;
+        p += plain + 2;
+        i += plain + 1;
+        continue;
+      }
+      i += plain;
+      p += plain;
+      at_flagged = true;
+      break;
+    }
+#endif
     // Eight bytes at a time up to the first byte that needs escaping (SWAR). Each word is
     // stored whole before its mask is known: with at most 6 output bytes per consumed
     // byte, p + 8 stays within the 6n + 2 scratch bytes while 8 input bytes remain.
-    while (i + 8 <= n) {
+    while (!at_flagged && i + 8 <= n) {
       std::uint64_t w = 0;
       std::memcpy(&w, s.data() + i, 8);
       std::memcpy(p, &w, 8);
@@ -114,7 +193,7 @@ void append_escaped(std::string& out, std::string_view s) {
       i += 8;
       p += 8;
     }
-    while (i < n) {
+    while (!at_flagged && i < n) {
       const auto c = static_cast<unsigned char>(s[i]);
       if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
         break;
@@ -260,54 +339,77 @@ void append_int(std::string& out, std::int64_t v) {
 }
 
 // nlohmann's number format (shortest round trip, "0.0", null for non-finite) is part of
-// the pinned line bytes, so doubles keep going through it.
+// the pinned line bytes, so doubles keep going through its formatter: the same call its
+// serializer makes (dump_float), without a json value and a string per number.
 void append_double(std::string& out, double v) {
-  out += nlohmann::json(v).dump();
+  if (!std::isfinite(v)) {
+    out += "null";
+    return;
+  }
+  std::array<char, 64> buf{};
+  const char* end = nlohmann::detail::to_chars(buf.data(), buf.data() + buf.size(), v);
+  out.append(buf.data(), static_cast<std::size_t>(end - buf.data()));
 }
 
 } // namespace
 
 void RecordBuilder::append_headers(std::string& out, const HeaderList& list) const {
-  std::vector<std::pair<std::string, std::string>> fields;
-  fields.reserve(list.size());
-  for (const auto& [name, value] : list) {
-    std::string key(name);
-    for (char& c : key) {
+  out += "\"headers\":{";
+  std::string storage;
+  std::string lowered;
+  bool first = true;
+  for (std::size_t k = 0; k < list.size(); ++k) {
+    const auto& [name, value] = list[k];
+    bool seen = false; // an earlier field of the same name already wrote this one
+    for (std::size_t e = 0; e < k && !seen; ++e) {
+      seen = iequals(list[e].first, name);
+    }
+    if (seen) {
+      continue;
+    }
+    lowered.assign(name);
+    for (char& c : lowered) {
       c = ascii_lower(c);
     }
-    std::string redacted = redactor_.redact_header(name, value);
-    auto same =
-        std::find_if(fields.begin(), fields.end(), [&](const auto& f) { return f.first == key; });
-    if (same == fields.end()) {
-      fields.emplace_back(std::move(key), std::move(redacted));
-    } else {
-      // Repeated fields are combined as RFC 9110 section 5.3 allows.
-      same->second += ", ";
-      same->second += redacted;
-    }
-  }
-  out += "\"headers\":{";
-  bool first = true;
-  for (const auto& [key, value] : fields) {
     if (!first) {
       out += ',';
     }
     first = false;
-    append_escaped(out, key);
+    append_escaped(out, lowered);
     out += ':';
-    append_escaped(out, value);
+    bool repeated = false;
+    for (std::size_t e = k + 1; e < list.size() && !repeated; ++e) {
+      repeated = iequals(list[e].first, name);
+    }
+    if (!repeated) {
+      append_escaped(out, redactor_.redact_header_view(name, value, storage));
+      continue;
+    }
+    // Repeated fields are combined as RFC 9110 section 5.3 allows, each value redacted
+    // on its own, in order.
+    std::string combined(redactor_.redact_header_view(name, value, storage));
+    for (std::size_t e = k + 1; e < list.size(); ++e) {
+      if (iequals(list[e].first, name)) {
+        combined += ", ";
+        combined += redactor_.redact_header_view(list[e].first, list[e].second, storage);
+      }
+    }
+    append_escaped(out, combined);
   }
   out += "},";
 }
 
 void RecordBuilder::append_body(std::string& out, std::string_view text, const HeaderList& hdrs,
                                 bool complete) const {
-  const RedactedBody b = redactor_.redact_body(text, content_type(hdrs), body_bytes_);
-  append_string_member(out, "body", b.text);
-  append_string_member(out, "body_sha256", b.sha256);
+  thread_local RedactedBody meta;
+  thread_local std::string storage;
+  const std::string_view excerpt =
+      redactor_.redact_body_view(text, content_type(hdrs), body_bytes_, meta, storage);
+  append_string_member(out, "body", excerpt);
+  append_string_member(out, "body_sha256", meta.sha256);
   append_key(out, "truncated");
-  out += (b.truncated || !complete) ? "true," : "false,";
-  if (b.binary) {
+  out += (meta.truncated || !complete) ? "true," : "false,";
+  if (meta.binary) {
     out += "\"binary\":true,";
   }
 }
@@ -315,8 +417,11 @@ void RecordBuilder::append_body(std::string& out, std::string_view text, const H
 std::string RecordBuilder::exchange_members(const Exchange& ex, bool final) const {
   // Appended directly in the member order of the format (docs/audit.md); no JSON tree.
   std::string out;
-  out.reserve(1024 + ex.request.body.size() + ex.request.url.size() +
-              (ex.response ? ex.response->body.size() : 0));
+  // JSON bodies grow by about a fifth when escaped (every quote gains a backslash): room
+  // for twice the bodies keeps the common record to one allocation.
+  out.reserve(1024 + 2 * (ex.request.body.size() + (ex.response ? ex.response->body.size() : 0)) +
+              ex.request.url.size());
+  std::string storage;
   append_string_member(out, "type", final ? "exchange" : "decision");
   append_string_member(out, "id", ex.id);
   append_string_member(out, "run", ex.run);
@@ -327,11 +432,11 @@ std::string RecordBuilder::exchange_members(const Exchange& ex, bool final) cons
   append_string_member(out, "class", ex.cls);
   append_string_member(out, "outcome", ex.outcome);
   append_string_member(out, "code", ex.code);
-  append_string_member(out, "reason", redactor_.redact_text(ex.reason));
+  append_string_member(out, "reason", redactor_.redact_text_view(ex.reason, storage));
   if (ex.approval) {
     out += "\"approval\":{";
     append_string_member(out, "id", ex.approval->id);
-    append_string_member(out, "by", redactor_.redact_text(ex.approval->by));
+    append_string_member(out, "by", redactor_.redact_text_view(ex.approval->by, storage));
     append_key(out, "wait_ms");
     append_int(out, ex.approval->wait_ms);
     out += "},";
@@ -365,7 +470,7 @@ std::string RecordBuilder::exchange_members(const Exchange& ex, bool final) cons
   append_key(out, "hold_ms");
   append_double(out, ex.timing.hold_ms);
   out += "},";
-  append_string_member(out, "traceparent", redactor_.redact_text(ex.traceparent));
+  append_string_member(out, "traceparent", redactor_.redact_text_view(ex.traceparent, storage));
   append_key(out, "client");
   append_escaped(out, ex.client);
   return out;

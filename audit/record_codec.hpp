@@ -5,6 +5,7 @@
 // hash = hex SHA-256(prev_hex || U). The verifier recomputes from the raw bytes, so no
 // re-serialization is ever needed.
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -34,6 +35,8 @@ public:
   static std::string chain_hash(std::string_view prev, std::string_view unsealed);
   /// Now, as RFC 3339 UTC with microseconds.
   static std::string now_rfc3339();
+  /// The same into `buf` (no allocation on the record path); returns the 27 bytes written.
+  static std::string_view now_rfc3339(std::array<char, 32>& buf);
   /// RFC 3339 (Z or ±hh:mm, optional fraction) -> microseconds since the epoch.
   static std::optional<std::int64_t> parse_rfc3339(std::string_view text);
 };

@@ -10,6 +10,9 @@
 #include <re2/re2.h>
 #include <stdexcept>
 #include <vector>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace runwarden::audit {
 namespace {
@@ -41,8 +44,6 @@ std::string normalize_key(std::string_view s) {
 
 constexpr std::array<std::string_view, 5> kCredentialHeaders = {
     "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"};
-constexpr std::array<std::string_view, 9> kHeaderWords = {
-    "token", "secret", "key", "auth", "session", "password", "passwd", "cookie", "credential"};
 
 constexpr std::array<std::string_view, 24> kExactKeys = {
     "password",   "passwd",      "pwd",           "pass",       "secret",       "token",
@@ -182,8 +183,23 @@ std::size_t skip_string(std::string_view s, std::size_t i, bool& escaped) {
   ++i;
   // Each round advances at least one byte: bounded by the text length.
   while (i < s.size()) {
+    bool found = false; // s[i] is '"' or '\\'
+#if defined(__SSE2__)
+    // Sixteen bytes at a time to the first '"' or '\\' (SSE2 is part of x86-64).
+    while (i + 16 <= s.size()) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i));
+      const auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(
+          _mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')))));
+      if (mask != 0) {
+        i += static_cast<std::size_t>(std::countr_zero(mask));
+        found = true;
+        break;
+      }
+      i += 16;
+    }
+#endif
     // Eight bytes at a time to the first '"' or '\\' (SWAR; the lowest flagged byte is exact).
-    while (i + 8 <= s.size()) {
+    while (!found && i + 8 <= s.size()) {
       std::uint64_t w = 0;
       std::memcpy(&w, s.data() + i, 8);
       const std::uint64_t q = w ^ (kOnes * '"');
@@ -195,7 +211,7 @@ std::size_t skip_string(std::string_view s, std::size_t i, bool& escaped) {
       }
       i += 8;
     }
-    while (i < s.size() && s[i] != '"' && s[i] != '\\') {
+    while (!found && i < s.size() && s[i] != '"' && s[i] != '\\') {
       ++i;
     }
     if (i >= s.size()) {
@@ -337,14 +353,63 @@ Redactor::Redactor(const RedactionRules& extra, Scan scan) : scan_(scan) {
 Redactor::~Redactor() = default;
 
 bool Redactor::is_sensitive_header(std::string_view name) const {
-  const std::string n = to_lower(name);
+  char buf[64];
+  std::string long_name;
+  std::string_view n;
+  if (name.size() <= sizeof buf) {
+    for (std::size_t k = 0; k < name.size(); ++k) {
+      buf[k] = lower(name[k]);
+    }
+    n = std::string_view(buf, name.size());
+  } else {
+    long_name = to_lower(name);
+    n = long_name;
+  }
   if (std::find(kCredentialHeaders.begin(), kCredentialHeaders.end(), n) !=
           kCredentialHeaders.end() ||
       std::find(extra_headers_.begin(), extra_headers_.end(), n) != extra_headers_.end()) {
     return true;
   }
-  return std::any_of(kHeaderWords.begin(), kHeaderWords.end(),
-                     [&](std::string_view w) { return n.find(w) != std::string::npos; });
+  // A name containing token, secret, session, key, auth, password, passwd, cookie or
+  // credential: one pass over the name, keyed on the first letter of each word.
+  for (std::size_t i = 0; i < n.size(); ++i) {
+    const std::string_view rest = n.substr(i);
+    switch (n[i]) {
+    case 't':
+      if (rest.starts_with("token")) {
+        return true;
+      }
+      break;
+    case 's':
+      if (rest.starts_with("secret") || rest.starts_with("session")) {
+        return true;
+      }
+      break;
+    case 'k':
+      if (rest.starts_with("key")) {
+        return true;
+      }
+      break;
+    case 'a':
+      if (rest.starts_with("auth")) {
+        return true;
+      }
+      break;
+    case 'p':
+      if (rest.starts_with("password") || rest.starts_with("passwd")) {
+        return true;
+      }
+      break;
+    case 'c':
+      if (rest.starts_with("cookie") || rest.starts_with("credential")) {
+        return true;
+      }
+      break;
+    default:
+      break;
+    }
+  }
+  return false;
 }
 
 namespace {
@@ -367,44 +432,75 @@ bool equals(std::string_view a, std::string_view b) {
 } // namespace
 
 bool Redactor::is_sensitive_key(std::string_view name) const {
-  char buf[128];
-  if (name.size() > sizeof buf) {
-    const std::string k = normalize_key(name);
-    return sensitive_normalized(k);
-  }
-  std::size_t n = 0;
-  std::uint64_t hash = 14695981039346656037ull; // FNV-1a over the normalized key
-  for (char c : name) {
-    if (c != '_' && c != '-' && c != '.' && c != ' ') {
-      const char l = lower(c);
-      buf[n++] = l;
-      hash = (hash ^ static_cast<unsigned char>(l)) * 1099511628211ull;
-    }
-  }
-  const std::string_view key(buf, n);
   // JSON bodies repeat the same few keys: a per-thread direct-mapped memo of verdicts,
   // tagged with this redactor's unique id (ids are never reused, so a verdict can not
-  // leak between redactors with different configured keys) and the whole key.
-  struct Entry {
-    std::uint64_t owner = 0; // 0: empty
-    std::uint8_t size = 0;
-    bool sensitive = false;
-    std::array<char, 30> key{};
-  };
-  thread_local std::array<Entry, 256> memo;
-  if (n > std::tuple_size_v<decltype(Entry::key)>) {
-    return sensitive_normalized(key);
+  // leak between redactors with different configured keys) and the whole raw key. The
+  // verdict is a function of the raw bytes, so a hit costs no normalization at all.
+  if (name.size() <= 16) {
+    // The key as two words with its size: overlapping loads of the first and last bytes
+    // cover every byte, so (size, w0, w1) identifies the key exactly.
+    const char* k = name.data();
+    const std::size_t size = name.size();
+    const auto load64 = [](const char* at) {
+      std::uint64_t v = 0;
+      std::memcpy(&v, at, 8);
+      return v;
+    };
+    const auto load32 = [](const char* at) {
+      std::uint32_t v = 0;
+      std::memcpy(&v, at, 4);
+      return std::uint64_t{v};
+    };
+    std::uint64_t w0 = 0;
+    std::uint64_t w1 = 0;
+    if (size >= 8) {
+      w0 = load64(k);
+      w1 = load64(k + size - 8);
+    } else if (size >= 4) {
+      w0 = load32(k) | (load32(k + size - 4) << 32);
+    } else if (size > 0) {
+      w0 = static_cast<unsigned char>(k[0]) |
+           (std::uint64_t{static_cast<unsigned char>(k[size / 2])} << 8) |
+           (std::uint64_t{static_cast<unsigned char>(k[size - 1])} << 16);
+    }
+    const std::uint64_t h = (w0 * 0x9E3779B97F4A7C15ull) ^ (w1 * 0xC2B2AE3D27D4EB4Full) ^ size;
+    struct Entry {
+      std::uint64_t owner = 0; // 0: empty
+      std::uint64_t w0 = 0;
+      std::uint64_t w1 = 0;
+      std::uint32_t size = 0;
+      bool sensitive = false;
+    };
+    thread_local std::array<Entry, 256> memo;
+    // Two candidate slots per key, so that two hot keys of one body rarely evict each other.
+    Entry& first = memo[static_cast<std::size_t>(h >> 56)];
+    Entry& second = memo[static_cast<std::size_t>((h >> 40) & 255u)];
+    const auto holds = [&](const Entry& e) {
+      return e.owner == id_ && e.w0 == w0 && e.w1 == w1 && e.size == size;
+    };
+    if (holds(first)) {
+      return first.sensitive;
+    }
+    if (holds(second)) {
+      return second.sensitive;
+    }
+    Entry& e = first.owner != id_ ? first : second.owner != id_ ? second : first;
+    char buf[16];
+    std::size_t n = 0;
+    for (char c : name) {
+      if (c != '_' && c != '-' && c != '.' && c != ' ') {
+        buf[n++] = lower(c);
+      }
+    }
+    const bool sensitive = sensitive_normalized(std::string_view(buf, n));
+    e.owner = id_;
+    e.size = static_cast<std::uint32_t>(size);
+    e.w0 = w0;
+    e.w1 = w1;
+    e.sensitive = sensitive;
+    return sensitive;
   }
-  Entry& e = memo[hash & 255u];
-  if (e.owner == id_ && e.size == n && same_bytes(e.key.data(), buf, n)) {
-    return e.sensitive;
-  }
-  const bool sensitive = sensitive_normalized(key);
-  e.owner = id_;
-  e.size = static_cast<std::uint8_t>(n);
-  std::memcpy(e.key.data(), buf, n);
-  e.sensitive = sensitive;
-  return sensitive;
+  return sensitive_normalized(normalize_key(name));
 }
 
 bool Redactor::sensitive_normalized(std::string_view k) const {
@@ -557,7 +653,20 @@ bool Redactor::may_match_builtin(std::string_view t) {
   const std::size_t n = t.size();
   const std::uint8_t* table = pairs.hit.data();
   for (std::size_t i = 0; i < n; ++i) {
-    while (i + 1 < n) { // the tight loop over positions without a trigger pair
+    // Seven positions per 8-byte load: the seven lookups are independent, so they overlap
+    // instead of forming one load-test-branch chain per byte. A hit falls through to the
+    // byte loop below, which finds the exact position within the word.
+    while (i + 8 <= n) {
+      std::uint64_t w = 0;
+      std::memcpy(&w, t.data() + i, 8);
+      if ((table[w & 0xffff] | table[(w >> 8) & 0xffff] | table[(w >> 16) & 0xffff] |
+           table[(w >> 24) & 0xffff] | table[(w >> 32) & 0xffff] | table[(w >> 40) & 0xffff] |
+           table[(w >> 48) & 0xffff]) != 0) {
+        break;
+      }
+      i += 7;
+    }
+    while (i + 1 < n) { // positions without a trigger pair, one at a time
       std::uint16_t pair = 0;
       std::memcpy(&pair, t.data() + i, 2);
       if (table[pair] != 0) {
@@ -890,11 +999,30 @@ std::string Redactor::redact_text(std::string_view text) const {
   return apply(text, spans);
 }
 
-std::string Redactor::redact_header(std::string_view name, std::string_view value) const {
-  if (is_sensitive_header(name)) {
-    return value.empty() ? std::string() : redaction_marker(value);
+std::string_view Redactor::redact_text_view(std::string_view text, std::string& storage) const {
+  thread_local std::vector<Span> spans;
+  spans.clear();
+  pattern_spans(text, spans);
+  if (spans.empty()) {
+    return text;
   }
-  return redact_text(value);
+  storage = apply(text, spans);
+  return storage;
+}
+
+std::string Redactor::redact_header(std::string_view name, std::string_view value) const {
+  std::string storage;
+  const std::string_view out = redact_header_view(name, value, storage);
+  return out.data() == storage.data() ? std::move(storage) : std::string(out);
+}
+
+std::string_view Redactor::redact_header_view(std::string_view name, std::string_view value,
+                                              std::string& storage) const {
+  if (is_sensitive_header(name)) {
+    storage = value.empty() ? std::string() : redaction_marker(value);
+    return storage;
+  }
+  return redact_text_view(value, storage);
 }
 
 std::string Redactor::redact_url(std::string_view url) const {
@@ -927,22 +1055,58 @@ std::string Redactor::redact_url(std::string_view url) const {
 RedactedBody Redactor::redact_body(std::string_view body, std::string_view content_type,
                                    std::size_t max_bytes) const {
   RedactedBody out;
-  out.sha256 = sha256_hex(body);
-  std::string ct = to_lower(content_type.substr(0, content_type.find(';')));
-  while (!ct.empty() && is_ws(ct.back())) {
-    ct.pop_back();
+  std::string storage;
+  const std::string_view text = redact_body_view(body, content_type, max_bytes, out, storage);
+  if (!text.empty() && text.data() == storage.data()) {
+    storage.resize(text.size());
+    out.text = std::move(storage);
+  } else {
+    out.text = std::string(text);
   }
-  const bool json = ct.find("json") != std::string::npos;
+  return out;
+}
+
+std::string_view Redactor::redact_body_view(std::string_view body, std::string_view content_type,
+                                            std::size_t max_bytes, RedactedBody& out,
+                                            std::string& storage) const {
+  out.text.clear();
+  out.binary = false;
+  out.truncated = false;
+  // SHA-256 of the empty string: the common body-less request needs no digest call.
+  static constexpr std::string_view kEmptySha256 =
+      "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  if (body.empty()) {
+    out.sha256 = kEmptySha256;
+  } else {
+    out.sha256 = sha256_hex(body);
+  }
+  char ct_buf[64];
+  std::string ct_long;
+  std::string_view ct = content_type.substr(0, content_type.find(';'));
+  if (ct.size() <= sizeof ct_buf) {
+    for (std::size_t k = 0; k < ct.size(); ++k) {
+      ct_buf[k] = lower(ct[k]);
+    }
+    ct = std::string_view(ct_buf, ct.size());
+  } else {
+    ct_long = to_lower(ct);
+    ct = ct_long;
+  }
+  while (!ct.empty() && is_ws(ct.back())) {
+    ct.remove_suffix(1);
+  }
+  const bool json = ct.find("json") != std::string_view::npos;
   const bool form = ct == "application/x-www-form-urlencoded";
   const bool texty =
-      ct.empty() || ct.rfind("text/", 0) == 0 || json || form ||
-      ct.find("xml") != std::string::npos || ct.find("javascript") != std::string::npos ||
-      ct.find("graphql") != std::string::npos || ct.find("yaml") != std::string::npos;
+      ct.empty() || ct.substr(0, 5) == "text/" || json || form ||
+      ct.find("xml") != std::string_view::npos || ct.find("javascript") != std::string_view::npos ||
+      ct.find("graphql") != std::string_view::npos || ct.find("yaml") != std::string_view::npos;
   if (!texty || !valid_utf8(body)) {
     out.binary = !body.empty();
-    return out;
+    return {};
   }
-  std::vector<Span> spans;
+  thread_local std::vector<Span> spans;
+  spans.clear();
   std::size_t first = 0;
   while (first < body.size() && is_ws(body[first])) {
     ++first;
@@ -954,26 +1118,30 @@ RedactedBody Redactor::redact_body(std::string_view body, std::string_view conte
     form_spans(body, 0, spans);
   }
   pattern_spans(body, spans);
-  out.text = apply(body, spans);
-  if (out.text.size() > max_bytes) {
+  std::string_view text = body;
+  if (!spans.empty()) {
+    storage = apply(body, spans);
+    text = storage;
+  }
+  if (text.size() > max_bytes) {
     std::size_t cut = max_bytes;
-    while (cut > 0 && (static_cast<unsigned char>(out.text[cut]) & 0xC0) == 0x80) {
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) {
       --cut;
     }
     static constexpr std::string_view kMarker = "[REDACTED:";
     static constexpr std::size_t kMarkerSize = kMarker.size() + 8 + 1;
     const std::size_t from = cut > kMarkerSize ? cut - kMarkerSize : 0;
-    for (std::size_t m = out.text.find(kMarker, from); m != std::string::npos && m < cut;
-         m = out.text.find(kMarker, m + 1)) {
+    for (std::size_t m = text.find(kMarker, from); m != std::string_view::npos && m < cut;
+         m = text.find(kMarker, m + 1)) {
       if (m + kMarkerSize > cut) {
         cut = m; // the marker straddles the cut: drop it whole
         break;
       }
     }
-    out.text.resize(cut);
+    text = text.substr(0, cut);
     out.truncated = true;
   }
-  return out;
+  return text;
 }
 
 } // namespace runwarden::audit

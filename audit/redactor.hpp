@@ -59,6 +59,16 @@ public:
   RedactedBody redact_body(std::string_view body, std::string_view content_type,
                            std::size_t max_bytes) const;
 
+  /// The record path's forms of the calls above: the result is a view of the input when
+  /// nothing was redacted (or cut), else of `storage`, so the common case copies nothing.
+  /// For the body, `meta` receives sha256/binary/truncated and its `text` stays empty.
+  std::string_view redact_text_view(std::string_view text, std::string& storage) const;
+  std::string_view redact_header_view(std::string_view name, std::string_view value,
+                                      std::string& storage) const;
+  std::string_view redact_body_view(std::string_view body, std::string_view content_type,
+                                    std::size_t max_bytes, RedactedBody& meta,
+                                    std::string& storage) const;
+
   /// True for a header whose whole value is a credential.
   bool is_sensitive_header(std::string_view name) const;
   /// True for a JSON key / query / form field name whose value is a secret.

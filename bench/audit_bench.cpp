@@ -74,6 +74,58 @@ Exchange realistic_exchange() {
   return ex;
 }
 
+// A typical proxied call: GET without a body, a few headers, a small JSON answer.
+Exchange small_exchange() {
+  Exchange ex = realistic_exchange();
+  ex.request.method = "GET";
+  ex.request.url = "https://api.github.com/repos/acme/app/pulls?state=open";
+  ex.request.headers = {{"Host", "api.github.com"},
+                        {"Authorization", "Bearer ghp_abcdefghijklmnopqrstuvwxyz0123456789"},
+                        {"Accept", "application/json"},
+                        {"User-Agent", "agent-http/1.4"}};
+  ex.request.body.clear();
+  ex.request.body_bytes = 0;
+  ex.response->headers = {{"Content-Type", "application/json"}, {"Content-Length", "121"}};
+  ex.response->body =
+      R"({"id":1347,"state":"open","title":"Fix the retry budget","user":{"login":"octocat"},"draft":false,"mergeable":true})";
+  ex.response->bytes = ex.response->body.size();
+  return ex;
+}
+
+// The proxy's pair per forwarded request: the decision record, then the exchange record.
+void BM_AppendSmallPair(benchmark::State& state) {
+  const std::string dir = "/tmp/runwarden-audit-bench-small-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  Options o;
+  o.path = dir + "/audit.jsonl";
+  o.rotate_bytes = 64ull << 20;
+  const Exchange ex = small_exchange();
+  {
+    auto log = AuditLog::open(o);
+    std::size_t errors = 0;
+    std::int64_t n = 0;
+    for (auto _ : state) {
+      log->record(ex, false, [&errors](std::error_code ec) { errors += ec ? 1u : 0u; });
+      log->record(ex, true, [&errors](std::error_code ec) { errors += ec ? 1u : 0u; });
+      if ((++n & 0x3fff) == 0) {
+        state.PauseTiming();
+        for (const auto& e : std::filesystem::directory_iterator(dir)) {
+          if (e.path().filename() != "audit.jsonl") {
+            std::filesystem::remove(e.path());
+          }
+        }
+        state.ResumeTiming();
+      }
+    }
+    if (errors != 0) {
+      state.SkipWithError("audit write failed");
+    }
+  }
+  state.SetItemsProcessed(2 * state.iterations());
+  std::filesystem::remove_all(dir);
+}
+BENCHMARK(BM_AppendSmallPair)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
 void BM_AppendWritten(benchmark::State& state) {
   const std::string dir = "/tmp/runwarden-audit-bench-" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
@@ -127,7 +179,8 @@ void BM_RedactJsonBody(benchmark::State& state) {
 }
 BENCHMARK(BM_RedactJsonBody)->Arg(2048)->Arg(64 * 1024)->Arg(1024 * 1024);
 
-// --fixed=N: N appends, N record builds and N redactions of a 2 KiB JSON body, no timing.
+// --fixed=N: N appends, N small decision + exchange pairs, N record builds and N
+// redactions of a 2 KiB JSON body, no timing.
 int run_fixed(long n) {
   const std::string dir = "/tmp/runwarden-audit-fixed-" + std::to_string(::getpid());
   std::filesystem::remove_all(dir);
@@ -140,6 +193,11 @@ int run_fixed(long n) {
     auto log = AuditLog::open(o);
     for (long i = 0; i < n; ++i) {
       log->record(ex, true, [&errors](std::error_code ec) { errors += ec ? 1u : 0u; });
+    }
+    const Exchange small = small_exchange();
+    for (long i = 0; i < n; ++i) {
+      log->record(small, false, [&errors](std::error_code ec) { errors += ec ? 1u : 0u; });
+      log->record(small, true, [&errors](std::error_code ec) { errors += ec ? 1u : 0u; });
     }
   }
   std::filesystem::remove_all(dir);
