@@ -22,6 +22,9 @@ std::chrono::milliseconds WebhookNotifier::backoff(unsigned attempt) const {
 }
 
 bool WebhookNotifier::publish(std::string_view event, const nlohmann::json& data) {
+  if (endpoints_.empty()) {
+    return true;
+  }
   const std::string id = random_id("evt_");
   const nlohmann::json body = {
       {"type", event}, {"id", id}, {"created", format_time(clock_.wall())}, {"data", data}};
@@ -64,6 +67,11 @@ nlohmann::json WebhookNotifier::resolved_data(const HoldView& hold) {
 }
 
 void WebhookNotifier::on_hold_event(const HoldEvent& event) {
+  if (endpoints_.empty()) {
+    // Nothing to deliver: skip rendering the packet. This runs in the registry's listener
+    // on a proxy I/O thread, right after an approval was released.
+    return;
+  }
   switch (event.kind) {
   case HoldEvent::Kind::created:
     publish("approval.requested", requested_data(event.hold));

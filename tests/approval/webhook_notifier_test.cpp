@@ -138,6 +138,22 @@ TEST(WebhookNotifier, QueueIsBounded) {
   EXPECT_EQ(n.stats().queued, 2u);
 }
 
+TEST(WebhookNotifier, NoEndpointsMeansNothingIsQueued) {
+  FakeClock clock;
+  FakeSender sender(clock);
+  WebhookNotifier n({}, sender, clock);
+  HoldRegistry reg({}, clock);
+  reg.set_listener(n.listener());
+  const auto c = reg.create(test::packet("r1"), {}, [](const HoldOutcome&) {});
+  reg.decide(c.id, Choice::approve, Principal{"alice", {}}, "");
+  EXPECT_TRUE(n.publish("mode_changed", {{"to", "paused"}}));
+  n.tick();
+  EXPECT_TRUE(sender.sent.empty());
+  EXPECT_EQ(n.stats().published, 0u);
+  EXPECT_EQ(n.stats().queued, 0u);
+  EXPECT_FALSE(n.next_due());
+}
+
 TEST(WebhookNotifier, RegistryEventsBecomeRequestedAndResolved) {
   FakeClock clock;
   FakeSender sender(clock);
