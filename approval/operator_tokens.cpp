@@ -166,6 +166,13 @@ OperatorTokens::authenticate_header(std::string_view authorization) const {
   return std::move(who->name);
 }
 
+bool OperatorTokens::knows(std::string_view name_or_group) const {
+  return std::any_of(entries_.begin(), entries_.end(), [name_or_group](const Entry& e) {
+    return e.who.name == name_or_group ||
+           std::find(e.who.groups.begin(), e.who.groups.end(), name_or_group) != e.who.groups.end();
+  });
+}
+
 std::optional<Principal> OperatorTokens::identify(std::string_view token) const {
   if (token.empty()) {
     return std::nullopt;

@@ -44,6 +44,10 @@ public:
   /// As authenticate_header(), with the operator's groups.
   std::optional<Principal> identify_header(std::string_view authorization) const;
 
+  /// True when some operator is called `name_or_group` or is in a group of that name: a
+  /// runbook's approvers entry that nobody matches can only let its holds time out.
+  bool knows(std::string_view name_or_group) const;
+
   std::size_t size() const { return entries_.size(); }
 
 private:

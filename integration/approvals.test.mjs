@@ -34,6 +34,8 @@ function policy(ports) {
     - {method: POST, ${on}, path: "/slow"}
   open_op:
     - {method: POST, ${on}, path: "/open"}
+  locked_op:
+    - {method: POST, ${on}, path: "/locked"}
   deferred_op:
     - {method: POST, ${on}, path: "/deferred"}
   read_echo:
@@ -59,6 +61,9 @@ allowed_actions:
     - action: quick_timeout
       timeout: 1s
     - action: open_op
+      timeout: 60s
+    - action: locked_op
+      approvers: [nobody-team]
       timeout: 60s
     - action: deferred_op
       wait: 1s
@@ -295,6 +300,10 @@ describe("holds and approvals", () => {
       assert.equal(e.data.run, run);
     }
     assert.match(rw.logs(), /approval_not_an_approver/, "the refusal is in the operational log");
+    // An approvers list that no operator, group or webhook identity matches is warned at start-up.
+    assert.match(rw.logs(), /approver_unknown.*nobody-team/);
+    assert.match(rw.logs(), /approvers_unreachable.*locked_op/);
+    assert.doesNotMatch(rw.logs(), /approver_unknown.*payments-on-call/);
     // bob is in payments-on-call: his approval releases the request exactly once.
     const ok = await admin("POST", `/v1/approvals/${hold.id}/approve`, { token: BOB, body: JSON.stringify({ reason: "on call" }) });
     assert.equal(ok.status, 200, ok.text);

@@ -35,6 +35,40 @@ nlohmann::json hold_fields(const approval::HoldView& h) {
   return j;
 }
 
+/// A runbook's approvers entry that no operator name, token-file group or webhook identity
+/// matches can never decide; if none of an action's entries match, its holds can only time
+/// out (deny). Fail closed, but say so at start-up.
+void warn_unmatched_approvers(const config::Config& config, const approval::OperatorTokens& tokens,
+                              const std::vector<approval::SignatureKey>& keys) {
+  for (const auto& rb : config.runbooks) {
+    if (!rb) {
+      continue;
+    }
+    for (const auto& [name, action] : rb->actions) {
+      std::size_t matched = 0;
+      for (const auto& who : action.approvers) {
+        const bool key =
+            std::any_of(keys.begin(), keys.end(), [&who](const auto& k) { return k.name == who; });
+        if (tokens.knows(who) || key) {
+          ++matched;
+          continue;
+        }
+        log_event(LogLevel::warn, "approver_unknown", 0, {},
+                  {{"runbook", rb->name},
+                   {"action", name},
+                   {"approver", who},
+                   {"why", "no operator, token-file group or webhook identity has this name"}});
+      }
+      if (!action.approvers.empty() && matched == 0) {
+        log_event(LogLevel::warn, "approvers_unreachable", 0, {},
+                  {{"runbook", rb->name},
+                   {"action", name},
+                   {"why", "nobody may decide this action's holds: they can only time out"}});
+      }
+    }
+  }
+}
+
 } // namespace
 
 ApprovalGate::ApprovalGate(boost::asio::io_context& ioc, boost::asio::ssl::context& webhook_tls,
@@ -379,6 +413,7 @@ Approvals make_approvals(boost::asio::io_context& ioc, boost::asio::ssl::context
   if (!a.operator_tokens_file.empty()) {
     tokens = approval::OperatorTokens::load(a.operator_tokens_file.string());
   }
+  warn_unmatched_approvers(config, tokens, keys);
   out.auth = std::make_shared<AdminAuth>(std::move(tokens), std::move(keys));
   out.gate = std::make_shared<ApprovalGate>(ioc, webhook_tls, std::move(audit), std::move(o));
   return out;

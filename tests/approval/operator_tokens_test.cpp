@@ -81,6 +81,12 @@ TEST(OperatorTokens, OptionalThirdFieldGivesGroups) {
   EXPECT_EQ(bob->name, "bob");
   EXPECT_TRUE(bob->groups.empty());
   EXPECT_EQ(tokens.authenticate(alice_token), "alice"); // the name-only form is unchanged
+  EXPECT_TRUE(tokens.knows("alice"));
+  EXPECT_TRUE(tokens.knows("bob"));
+  EXPECT_TRUE(tokens.knows("payments-on-call"));
+  EXPECT_TRUE(tokens.knows("sre"));
+  EXPECT_FALSE(tokens.knows("payments"));
+  EXPECT_FALSE(tokens.knows(""));
   EXPECT_FALSE(tokens.identify("tok-nobody"));
   EXPECT_FALSE(tokens.identify_header("Bearer payments-on-call"));
 }
