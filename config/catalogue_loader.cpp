@@ -111,26 +111,38 @@ parse_named_map(const YamlReader& r, const Field& f, bool header_names) {
   return out;
 }
 
-std::optional<std::vector<std::string>> parse_strings(const YamlReader& r, const Field& f) {
+/// Calls add(element) for every element of a value-or-list field, even after one fails, so
+/// every bad element gets its own error. False when the field is neither or any add failed.
+template <class Add> bool each_element(const YamlReader& r, const Field& f, Add add) {
   auto list = r.one_or_many(f);
   if (!list) {
-    return std::nullopt;
+    return false;
   }
-  std::vector<std::string> out;
   bool ok = true;
   for (const auto& element : *list) {
-    auto s = r.string(element);
-    if (!s) {
-      ok = false;
-      continue;
-    }
-    if (s->empty()) {
-      r.error(element, "expected a non-empty string");
-      ok = false;
-      continue;
-    }
-    out.push_back(std::move(*s));
+    ok = add(element) && ok;
   }
+  return ok;
+}
+
+/// each_element for string elements: add(element, text) sees only those that are strings.
+template <class Add> bool each_string(const YamlReader& r, const Field& f, Add add) {
+  return each_element(r, f, [&](const Field& element) {
+    auto s = r.string(element);
+    return s && add(element, std::move(*s));
+  });
+}
+
+std::optional<std::vector<std::string>> parse_strings(const YamlReader& r, const Field& f) {
+  std::vector<std::string> out;
+  const bool ok = each_string(r, f, [&](const Field& element, std::string s) {
+    if (s.empty()) {
+      r.error(element, "expected a non-empty string");
+      return false;
+    }
+    out.push_back(std::move(s));
+    return true;
+  });
   return ok ? std::optional<std::vector<std::string>>(std::move(out)) : std::nullopt;
 }
 
@@ -178,80 +190,60 @@ std::optional<policy::Matcher> parse_matcher(const YamlReader& r, const Field& f
        "jsonrpc"},
       [&](const std::string& key, const YAML::Mark& key_mark, const Field& value) {
         if (key == "scheme") {
-          auto list = r.one_or_many(value);
-          if (!list) {
-            return fail();
-          }
-          for (const auto& element : *list) {
-            auto s = r.string(element);
-            if (!s) {
-              fail();
-            } else if (*s != "http" && *s != "https") {
-              r.error(element, "scheme must be \"http\" or \"https\", got \"" + *s + "\"");
-              fail();
-            } else {
-              m.schemes.push_back(*s);
-            }
+          if (!each_string(r, value, [&](const Field& element, std::string s) {
+                if (s != "http" && s != "https") {
+                  r.error(element, "scheme must be \"http\" or \"https\", got \"" + s + "\"");
+                  return false;
+                }
+                m.schemes.push_back(std::move(s));
+                return true;
+              })) {
+            fail();
           }
         } else if (key == "host") {
-          auto list = r.one_or_many(value);
-          if (!list) {
-            return fail();
-          }
-          for (const auto& element : *list) {
-            auto s = r.string(element);
-            if (!s) {
-              fail();
-              continue;
-            }
-            std::string why;
-            auto host = policy::HostPattern::parse(*s, &why);
-            if (!host) {
-              r.error(element, "invalid host pattern \"" + *s + "\": " + why);
-              fail();
-              continue;
-            }
-            m.hosts.push_back(std::move(*host));
+          if (!each_string(r, value, [&](const Field& element, const std::string& s) {
+                std::string why;
+                auto host = policy::HostPattern::parse(s, &why);
+                if (!host) {
+                  r.error(element, "invalid host pattern \"" + s + "\": " + why);
+                  return false;
+                }
+                m.hosts.push_back(std::move(*host));
+                return true;
+              })) {
+            fail();
           }
         } else if (key == "port") {
-          auto list = r.one_or_many(value);
-          if (!list) {
-            return fail();
-          }
-          for (const auto& element : *list) {
-            auto p = r.integer(element, 1, 65535);
-            if (!p) {
-              fail();
-            } else {
-              m.ports.push_back(static_cast<std::uint16_t>(*p));
-            }
+          if (!each_element(r, value, [&](const Field& element) {
+                auto p = r.integer(element, 1, 65535);
+                if (p) {
+                  m.ports.push_back(static_cast<std::uint16_t>(*p));
+                }
+                return p.has_value();
+              })) {
+            fail();
           }
         } else if (key == "method") {
-          auto list = r.one_or_many(value);
-          if (!list) {
-            return fail();
-          }
-          for (const auto& element : *list) {
-            auto s = r.string(element);
-            if (!s) {
-              fail();
-            } else if (std::any_of(s->begin(), s->end(),
-                                   [](char c) { return c >= 'a' && c <= 'z'; })) {
-              std::string upper = *s;
-              std::transform(upper.begin(), upper.end(), upper.begin(), [](char c) {
-                return static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-              });
-              r.error(element, "method \"" + *s +
-                                   "\" must be upper case: HTTP methods are case-sensitive "
-                                   "(write \"" +
-                                   upper + "\")");
-              fail();
-            } else if (!is_token(*s)) {
-              r.error(element, "invalid HTTP method \"" + *s + "\"");
-              fail();
-            } else {
-              m.methods.push_back(*s);
-            }
+          if (!each_string(r, value, [&](const Field& element, std::string s) {
+                if (std::any_of(s.begin(), s.end(), [](char c) { return c >= 'a' && c <= 'z'; })) {
+                  std::string upper = s;
+                  std::transform(upper.begin(), upper.end(), upper.begin(), [](char c) {
+                    return static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+                  });
+                  r.error(element, "method \"" + s +
+                                       "\" must be upper case: HTTP methods are case-sensitive "
+                                       "(write \"" +
+                                       upper + "\")");
+                  return false;
+                }
+                if (!is_token(s)) {
+                  r.error(element, "invalid HTTP method \"" + s + "\"");
+                  return false;
+                }
+                m.methods.push_back(std::move(s));
+                return true;
+              })) {
+            fail();
           }
         } else if (key == "path") {
           path_mark = key_mark;
@@ -409,30 +401,24 @@ std::optional<std::vector<policy::Predicate>> parse_predicates(const YamlReader&
                    }
                    p.operand.push_back(std::move(*operand));
                  }
-               } else if (key == "glob") {
-                 p.op = PredicateOp::glob;
+               } else if (key == "glob" || key == "regex") {
                  auto s = r.string(value);
                  if (!s) {
                    ok = false;
                    return;
                  }
-                 std::string why;
-                 p.glob = policy::Glob::compile(*s, policy::Glob::Kind::text, &why);
-                 if (!p.glob) {
-                   r.error(value, "invalid glob \"" + *s + "\": " + why);
-                   ok = false;
-                   return;
+                 if (key == "glob") {
+                   p.op = PredicateOp::glob;
+                   std::string why;
+                   p.glob = policy::Glob::compile(*s, policy::Glob::Kind::text, &why);
+                   if (!p.glob) {
+                     r.error(value, "invalid glob \"" + *s + "\": " + why);
+                   }
+                 } else {
+                   p.op = PredicateOp::regex;
+                   p.regex = compile_regex(r, value, *s);
                  }
-                 p.operand = *s;
-               } else if (key == "regex") {
-                 p.op = PredicateOp::regex;
-                 auto s = r.string(value);
-                 if (!s) {
-                   ok = false;
-                   return;
-                 }
-                 p.regex = compile_regex(r, value, *s);
-                 if (!p.regex) {
+                 if (!p.glob && !p.regex) {
                    ok = false;
                    return;
                  }
