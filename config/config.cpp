@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <map>
@@ -187,12 +188,82 @@ private:
                   } else if (key == "admin") {
                     endpoint(v, c_.listen.admin);
                   } else {
-                    c_.listen.transparent.emplace();
-                    endpoint(v, *c_.listen.transparent);
+                    transparent(v);
                   }
                 });
     r_.require(f, "proxy");
     r_.require(f, "admin");
+  }
+
+  /// listen.transparent: "127.0.0.1:15006" or a list of such endpoints. Two endpoints that
+  /// would take the same connections (the same address, or a wildcard covering the other on
+  /// the same port) are an error here rather than EADDRINUSE at start-up.
+  void transparent(const Field& f) {
+    if (f.node.IsMap()) {
+      r_.error(f, "expected an endpoint or a list of endpoints; an unquoted [IPv6]:port reads "
+                  "as YAML, quote it: \"[::1]:15006\"");
+      return;
+    }
+    auto list = r_.one_or_many(f);
+    if (!list) {
+      return;
+    }
+    for (const auto& element : *list) {
+      if (!element.node.IsScalar()) {
+        r_.error(element, "expected an endpoint such as 127.0.0.1:15006; quote IPv6 ones: "
+                          "\"[::1]:15006\"");
+        continue;
+      }
+      std::string why;
+      auto s = r_.string(element);
+      if (!s) {
+        continue;
+      }
+      auto parsed = parse_endpoint(*s, why);
+      if (!parsed) {
+        r_.error(element, "invalid listen address \"" + *s + "\": " + why);
+        continue;
+      }
+      bool clash = false;
+      for (const auto& earlier : c_.listen.transparent) {
+        if (auto reason = overlap(earlier, *parsed)) {
+          r_.error(element,
+                   parsed->to_string() + " overlaps " + earlier.to_string() + ": " + *reason);
+          clash = true;
+          break;
+        }
+      }
+      if (!clash) {
+        c_.listen.transparent.push_back(*parsed);
+      }
+    }
+  }
+
+  /// Why two listen endpoints would receive the same connections, if they would.
+  static std::optional<std::string> overlap(const Endpoint& a, const Endpoint& b) {
+    if (a.port != b.port || a.port == 0) {
+      return std::nullopt; // port 0: each gets its own free port
+    }
+    auto bytes = [](const Endpoint& e) {
+      std::array<unsigned char, 16> out{};
+      bool v6 = e.host.find(':') != std::string::npos;
+      inet_pton(v6 ? AF_INET6 : AF_INET, e.host.c_str(), out.data());
+      return std::pair{v6, out};
+    };
+    auto [a6, ab] = bytes(a);
+    auto [b6, bb] = bytes(b);
+    if (a6 == b6 && ab == bb) {
+      return "the same endpoint twice";
+    }
+    const std::array<unsigned char, 16> zero{};
+    if ((a6 && ab == zero) || (b6 && bb == zero)) {
+      return "[::] is dual-stack and already receives every IPv4 and IPv6 connection on that "
+             "port; list it alone or list specific addresses";
+    }
+    if ((!a6 && !b6) && (ab == zero || bb == zero)) {
+      return "0.0.0.0 already receives every IPv4 connection on that port";
+    }
+    return std::nullopt;
   }
 
   void runbooks(const Field& f) {

@@ -24,7 +24,9 @@ struct Endpoint {
 
 struct Listen {
   Endpoint proxy;
-  std::optional<Endpoint> transparent;
+  /// listen.transparent: one endpoint or a list (e.g. 127.0.0.1 and [::1], the targets of
+  /// iptables and ip6tables REDIRECT). Empty: no transparent listener. "[::]" is dual-stack.
+  std::vector<Endpoint> transparent;
   Endpoint admin;
 };
 

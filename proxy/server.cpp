@@ -9,6 +9,7 @@
 #include "proxy/transparent_session.hpp"
 
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <nlohmann/json.hpp>
@@ -185,7 +186,7 @@ Server::~Server() = default;
 
 void Server::start() {
   const auto& listen = ctx_->config->listen;
-  auto bind = [this](const config::Endpoint& where, bool admin) {
+  auto bind = [this](const config::Endpoint& where, bool admin, bool dual_stack = false) {
     auto l = std::make_shared<Listener>(ioc_);
     l->admin = admin;
     boost::system::error_code ec;
@@ -197,6 +198,10 @@ void Server::start() {
     l->acceptor.open(ep.protocol(), ec);
     if (!ec) {
       l->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+    }
+    if (!ec && dual_stack && address.is_v6() && address.is_unspecified()) {
+      // "[::]" takes IPv4 too (as v4-mapped peers), whatever net.ipv6.bindv6only says.
+      l->acceptor.set_option(net::ip::v6_only(false), ec);
     }
     if (!ec) {
       l->acceptor.bind(ep, ec);
@@ -214,14 +219,15 @@ void Server::start() {
   proxy_endpoint_ = proxy_->acceptor.local_endpoint();
   admin_endpoint_ = admin_->acceptor.local_endpoint();
   ctx_->own_ports = {proxy_endpoint_.port(), admin_endpoint_.port()};
-  if (listen.transparent) {
-    transparent_ = bind(*listen.transparent, false);
-    transparent_->transparent = true;
-    ctx_->own_ports.insert(transparent_->acceptor.local_endpoint().port());
+  for (const auto& where : listen.transparent) {
+    auto l = bind(where, false, true);
+    l->transparent = true;
+    auto bound = l->acceptor.local_endpoint();
+    ctx_->own_ports.insert(bound.port());
     log_event(
         LogLevel::info, "listening", 0, {},
-        {{"transparent", transparent_->acceptor.local_endpoint().address().to_string() + ":" +
-                             std::to_string(transparent_->acceptor.local_endpoint().port())}});
+        {{"transparent", config::Endpoint{bound.address().to_string(), bound.port()}.to_string()}});
+    transparent_.push_back(std::move(l));
   }
   ctx_->own_host = listen.proxy.host;
   log_event(LogLevel::info, "listening", 0, {},
@@ -231,8 +237,8 @@ void Server::start() {
                            std::to_string(admin_->acceptor.local_endpoint().port())}});
   accept(proxy_);
   accept(admin_);
-  if (transparent_) {
-    accept(transparent_);
+  for (const auto& l : transparent_) {
+    accept(l);
   }
   if (approvals_) {
     approvals_->start(ctx_);
@@ -247,7 +253,15 @@ tcp::endpoint Server::admin_endpoint() const {
 }
 tcp::endpoint Server::transparent_endpoint() const {
   boost::system::error_code ec;
-  return transparent_ ? transparent_->acceptor.local_endpoint(ec) : tcp::endpoint();
+  return transparent_.empty() ? tcp::endpoint() : transparent_.front()->acceptor.local_endpoint(ec);
+}
+std::vector<tcp::endpoint> Server::transparent_endpoints() const {
+  std::vector<tcp::endpoint> out;
+  for (const auto& l : transparent_) {
+    boost::system::error_code ec;
+    out.push_back(l->acceptor.local_endpoint(ec));
+  }
+  return out;
 }
 
 void Server::accept(const std::shared_ptr<Listener>& listener) {
@@ -276,9 +290,11 @@ void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) 
   log_event(LogLevel::info, "draining", 0, {},
             {{"in_flight", std::to_string(ctx_->in_flight.load())},
              {"open_connections", std::to_string(ctx_->open_connections.load())}});
-  for (auto* l : {&proxy_, &admin_, &transparent_}) {
-    if (*l) {
-      auto listener = *l;
+  std::vector<std::shared_ptr<Listener>> listeners = transparent_;
+  listeners.push_back(proxy_);
+  listeners.push_back(admin_);
+  for (const auto& listener : listeners) {
+    if (listener) {
       net::post(listener->acceptor.get_executor(), [listener] {
         boost::system::error_code ignored;
         listener->acceptor.close(ignored);

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <vector>
 
 namespace runwarden::proxy {
 
@@ -37,8 +38,10 @@ public:
 
   boost::asio::ip::tcp::endpoint proxy_endpoint() const;
   boost::asio::ip::tcp::endpoint admin_endpoint() const;
-  /// listen.transparent's bound endpoint; a default endpoint when it is not configured.
+  /// listen.transparent's first bound endpoint; a default endpoint when it is not configured.
   boost::asio::ip::tcp::endpoint transparent_endpoint() const;
+  /// Every bound listen.transparent endpoint, in config order.
+  std::vector<boost::asio::ip::tcp::endpoint> transparent_endpoints() const;
 
   /// Routes served on the admin listener; add routes before start().
   AdminRouter& admin_router() { return router_; }
@@ -58,7 +61,7 @@ private:
   AdminRouter router_;
   std::shared_ptr<Listener> proxy_;
   std::shared_ptr<Listener> admin_;
-  std::shared_ptr<Listener> transparent_; // null unless listen.transparent is set
+  std::vector<std::shared_ptr<Listener>> transparent_; // one per listen.transparent endpoint
   boost::asio::ip::tcp::endpoint proxy_endpoint_;
   boost::asio::ip::tcp::endpoint admin_endpoint_;
   boost::asio::steady_timer drain_timer_;

@@ -73,12 +73,37 @@ net::ip::address unmapped(const net::ip::address& a) {
   return a;
 }
 
-std::string canonical_address(const net::ip::address& a) {
-  auto u = unmapped(a);
+bool same_endpoint(const tcp::endpoint& a, const tcp::endpoint& b) {
+  return a.port() == b.port() && unmapped(a.address()) == unmapped(b.address());
+}
+
+} // namespace
+
+std::string address_text(const net::ip::address& address) {
+  auto u = unmapped(address);
   return u.is_v6() ? "[" + u.to_string() + "]" : u.to_string();
 }
 
-/// "host", "host:port", "[v6]" or "[v6]:port" -> canonical host and port.
+std::string endpoint_text(const tcp::endpoint& endpoint) {
+  return address_text(endpoint.address()) + ":" + std::to_string(endpoint.port());
+}
+
+std::optional<net::ip::address> ip_literal(std::string_view canonical_host) {
+  boost::system::error_code ec;
+  if (canonical_host.size() > 2 && canonical_host.front() == '[' && canonical_host.back() == ']') {
+    auto a = net::ip::make_address_v6(canonical_host.substr(1, canonical_host.size() - 2), ec);
+    return ec ? std::nullopt : std::optional<net::ip::address>(unmapped(a));
+  }
+  bool dotted = !canonical_host.empty() &&
+                std::all_of(canonical_host.begin(), canonical_host.end(),
+                            [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
+  if (!dotted) {
+    return std::nullopt;
+  }
+  auto a = net::ip::make_address_v4(canonical_host, ec);
+  return ec ? std::nullopt : std::optional<net::ip::address>(a);
+}
+
 bool split_authority(std::string_view text, std::uint16_t default_port, std::string& host,
                      std::uint16_t& port) {
   std::string_view host_part = text;
@@ -113,6 +138,8 @@ bool split_authority(std::string_view text, std::uint16_t default_port, std::str
   return policy::normalize_host(host_part, host) == policy::NormalizeError::ok;
 }
 
+namespace {
+
 class TransparentSession : public std::enable_shared_from_this<TransparentSession> {
 public:
   TransparentSession(std::shared_ptr<ProxyContext> ctx, tcp::socket socket)
@@ -120,8 +147,7 @@ public:
     conn_id_ = ctx_->next_conn_id.fetch_add(1);
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
-    peer_ =
-        ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
+    peer_ = ec ? std::string("unknown") : endpoint_text(ep);
   }
 
   void start() {
@@ -187,7 +213,7 @@ private:
     }
     port_ = orig_.port();
     if (!hello.has_sni) {
-      std::string address = canonical_address(orig_.address());
+      std::string address = address_text(orig_.address());
       for (const auto& pattern : ctx_->config->tls.passthrough) {
         if (pattern.matches(address)) {
           name_ = address;
@@ -239,38 +265,38 @@ private:
   }
 
   bool is_own_listener() const {
-    if (orig_ == local_) {
+    if (same_endpoint(orig_, local_)) {
       return true; // not redirected at all: someone dialled the transparent port itself
     }
     if (ctx_->own_ports.count(orig_.port()) == 0) {
       return false;
     }
     auto a = unmapped(orig_.address());
+    boost::system::error_code ec;
+    auto own = net::ip::make_address(ctx_->own_host, ec);
     return a.is_loopback() || a.is_unspecified() || a == unmapped(local_.address()) ||
-           canonical_address(a) == ctx_->own_host;
+           (!ec && a == unmapped(own));
   }
 
   void check_loop_then(TransparentKind kind) {
     kind_ = kind;
     if (is_own_listener()) {
-      refuse("loop_refused", "the original destination " + canonical_address(orig_.address()) +
-                                 ":" + std::to_string(orig_.port()) +
-                                 " is runwarden's own listener");
+      refuse("loop_refused", "the original destination " + address_text(orig_.address()) + ":" +
+                                 std::to_string(orig_.port()) + " is runwarden's own listener");
       return;
     }
-    std::string address = canonical_address(orig_.address());
-    if (kind == TransparentKind::passthrough || name_ == address) {
+    if (kind == TransparentKind::passthrough) {
       hand_over();
       return;
     }
-    if (!name_.empty() && name_.front() == '[') {
-      mismatch("the name is an IP literal that differs from it");
-      return;
-    }
-    bool literal_v4 = std::all_of(name_.begin(), name_.end(),
-                                  [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
-    if (literal_v4) {
-      mismatch("the name is an IP literal that differs from it");
+    if (auto literal = ip_literal(name_)) {
+      // An IP literal names exactly one address: no resolution, and the forms
+      // "[FD00:0::2]" and "[fd00::2]" (or "[::ffff:10.0.0.1]" and "10.0.0.1") are equal.
+      if (*literal == unmapped(orig_.address())) {
+        hand_over();
+      } else {
+        mismatch("the name is an IP literal that differs from it");
+      }
       return;
     }
     stream_.expires_after(limits().upstream_connect_timeout);
@@ -299,19 +325,18 @@ private:
   void mismatch(const std::string& why) {
     refuse("destination_mismatch", std::string(tls_ ? "TLS SNI" : "Host") + " \"" + name_ +
                                        "\" does not name the original destination " +
-                                       canonical_address(orig_.address()) + ":" +
+                                       address_text(orig_.address()) + ":" +
                                        std::to_string(orig_.port()) + ": " + why);
   }
 
   void hand_over() {
-    log_event(
-        LogLevel::info, "transparent", conn_id_, {},
-        {{"peer", peer_},
-         {"destination", canonical_address(orig_.address()) + ":" + std::to_string(orig_.port())},
-         {"name", name_},
-         {"mode", kind_ == TransparentKind::http  ? "http"
-                  : kind_ == TransparentKind::tls ? "intercept"
-                                                  : "passthrough"}});
+    log_event(LogLevel::info, "transparent", conn_id_, {},
+              {{"peer", peer_},
+               {"destination", address_text(orig_.address()) + ":" + std::to_string(orig_.port())},
+               {"name", name_},
+               {"mode", kind_ == TransparentKind::http  ? "http"
+                        : kind_ == TransparentKind::tls ? "intercept"
+                                                        : "passthrough"}});
     TransparentHandoff handoff;
     handoff.kind = kind_;
     handoff.host = name_;
@@ -341,7 +366,7 @@ private:
     ex.request.method = tls_ ? "CONNECT" : method_;
     std::string dst = orig_.port() == 0
                           ? std::string()
-                          : canonical_address(orig_.address()) + ":" + std::to_string(orig_.port());
+                          : address_text(orig_.address()) + ":" + std::to_string(orig_.port());
     std::string authority = name_.empty() ? dst : name_ + ":" + std::to_string(orig_.port());
     ex.request.url =
         authority.empty() ? std::string() : (tls_ ? "https://" : "http://") + authority + "/";

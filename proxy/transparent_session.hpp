@@ -6,7 +6,9 @@
 
 #include "proxy/proxy_context.hpp"
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +25,21 @@ void start_transparent_session(std::shared_ptr<ProxyContext> ctx,
 /// IP6T_SO_ORIGINAL_DST for IPv6). Fails when conntrack knows no such connection.
 std::optional<boost::asio::ip::tcp::endpoint>
 original_destination(boost::asio::ip::tcp::socket& socket, std::error_code& ec);
+
+/// An address as it appears in URLs, audit records and messages: IPv4 dotted, IPv6 in
+/// brackets ("[fd00::2]"), and a v4-mapped IPv6 address (a dual-stack "[::]" listener's view
+/// of an IPv4 peer) as the IPv4 address it carries, so both listener shapes log alike.
+std::string address_text(const boost::asio::ip::address& address);
+/// address_text plus ":port" ("10.0.0.1:80", "[fd00::2]:443").
+std::string endpoint_text(const boost::asio::ip::tcp::endpoint& endpoint);
+
+/// The address a canonical host (policy::normalize_host output) spells literally: a dotted
+/// quad or a bracketed IPv6 literal; nullopt for a name. v4-mapped literals are unmapped.
+std::optional<boost::asio::ip::address> ip_literal(std::string_view canonical_host);
+
+/// "host", "host:port", "[v6]" or "[v6]:port" (a Host field) -> canonical host and port.
+bool split_authority(std::string_view text, std::uint16_t default_port, std::string& host,
+                     std::uint16_t& port);
 
 /// Result of scanning a request head for its Host field.
 struct HostField {

@@ -90,7 +90,7 @@ TEST_F(ConfigTest, ValidConfigLoadsIntoTypedObjects) {
   ASSERT_TRUE(config_);
   EXPECT_EQ(config_->listen.proxy.to_string(), "127.0.0.1:15001");
   EXPECT_EQ(config_->listen.admin.port, 15000);
-  EXPECT_FALSE(config_->listen.transparent);
+  EXPECT_TRUE(config_->listen.transparent.empty());
   EXPECT_EQ(config_->agent_id, "test-agent");
   EXPECT_EQ(config_->catalogue_file, dir_ / "actions.yaml");
   EXPECT_EQ(config_->catalogue->actions.size(), 3u);
@@ -166,8 +166,8 @@ threads: 2
   const Config& c = *config_;
   EXPECT_EQ(c.listen.proxy.host, "::1");
   EXPECT_EQ(c.listen.proxy.to_string(), "[::1]:15001");
-  ASSERT_TRUE(c.listen.transparent);
-  EXPECT_EQ(c.listen.transparent->to_string(), "0.0.0.0:15006");
+  ASSERT_EQ(c.listen.transparent.size(), 1u);
+  EXPECT_EQ(c.listen.transparent[0].to_string(), "0.0.0.0:15006");
   EXPECT_EQ(c.listen.admin.port, 0);
   EXPECT_EQ(c.selectable_runbooks, std::vector<std::string>{"rb"});
   EXPECT_EQ(c.tls.ca_cert, dir_ / "certs/ca.pem");
