@@ -58,11 +58,21 @@ check(str(rw_uid) == env["RUNWARDEN_UID"], f"RUNWARDEN_UID {env['RUNWARDEN_UID']
 check(rw_uid == 15001, "runwarden must run as uid 15001 (the image's user)")
 
 config = parsed["config/runwarden.yaml"][0]
-tport = config["listen"]["transparent"].rsplit(":", 1)[1]
-check(tport == env["RUNWARDEN_TRANSPARENT_PORT"],
-      f"listen.transparent port {tport} != RUNWARDEN_TRANSPARENT_PORT {env['RUNWARDEN_TRANSPARENT_PORT']}")
-check(config["listen"]["transparent"].startswith("127.0.0.1:"),
-      "listen.transparent must be on 127.0.0.1: REDIRECT in nat OUTPUT targets loopback")
+transparent = config["listen"]["transparent"]
+transparent = transparent if isinstance(transparent, list) else [transparent]
+hosts = set()
+for endpoint in transparent:
+    host, tport = endpoint.rsplit(":", 1)
+    hosts.add(host)
+    check(tport == env["RUNWARDEN_TRANSPARENT_PORT"],
+          f"listen.transparent {endpoint}: port {tport} != RUNWARDEN_TRANSPARENT_PORT {env['RUNWARDEN_TRANSPARENT_PORT']}")
+# REDIRECT in nat OUTPUT targets loopback: 127.0.0.1 (iptables) and [::1] (ip6tables).
+check("127.0.0.1" in hosts or "[::]" in hosts,
+      "listen.transparent must include 127.0.0.1 (or dual-stack [::]): iptables REDIRECT targets it")
+if env.get("RUNWARDEN_IPV6", "auto") != "off":
+    check("[::1]" in hosts or "[::]" in hosts,
+          "listen.transparent must include [::1] (or dual-stack [::]) unless RUNWARDEN_IPV6=off: "
+          "ip6tables REDIRECT targets it")
 admin_port = int(config["listen"]["admin"].rsplit(":", 1)[1])
 
 for name, c in {**inits, **containers}.items():

@@ -5,7 +5,8 @@
 #                    deploy/iptables-init.sh rules; no default route, so nothing can leave it
 #                    except over the veth to the tools namespace.
 #   rwnt-<id>-tools  the tool APIs: upstream servers at their own addresses.
-# Addresses (10.233.100.0/24, 10.233.101.0/24, fd00:233:100::/64) exist only on that veth pair.
+# Addresses (10.233.100.0/24, 10.233.101.0/24, fd00:233:100::/64, fd00:233:101::/64) exist
+# only on that veth pair; IPv6 ones are added with nodad (usable at once, no DAD wait).
 
 RWNT_ID=${RWNT_ID:-1}
 [[ $RWNT_ID =~ ^[a-z0-9]{1,6}$ ]] || {
@@ -23,12 +24,19 @@ STATE=/tmp/rwnt-$RWNT_ID # fixed shape: teardown.sh removes it
 AGENT4=10.233.100.1
 TOOLS4=10.233.100.2
 TOOLS4_EXCLUDED=10.233.101.2 # inside RUNWARDEN_EXCLUDE_CIDRS
-EXCLUDE_CIDRS=10.233.101.0/24
+EXCLUDE4=10.233.101.0/24
+EXCLUDE6=fd00:233:101::/64
+EXCLUDE_CIDRS=$EXCLUDE4,$EXCLUDE6
 TOOLS4_TLS=10.233.100.3   # HTTPS tool API, named $API_NAME (hosts file of the agent namespace)
 TOOLS4_OTHER=10.233.100.4 # HTTPS server the name does NOT resolve to (SNI mismatch target)
 API_NAME=api.tools.test
 AGENT6=fd00:233:100::1
 TOOLS6=fd00:233:100::2
+TOOLS6_TLS=fd00:233:100::3      # HTTPS tool API over IPv6: $API6_NAME (AAAA only), $DUAL_NAME
+TOOLS6_OTHER=fd00:233:100::4    # IPv6 HTTPS server no name resolves to (SNI mismatch target)
+TOOLS6_EXCLUDED=fd00:233:101::2 # inside RUNWARDEN_EXCLUDE_CIDRS
+API6_NAME=api6.tools.test       # hosts file: AAAA $TOOLS6_TLS only
+DUAL_NAME=dual.tools.test       # hosts file: A $TOOLS4_TLS and AAAA $TOOLS6_TLS
 
 RW_UID=${RWNT_RUNWARDEN_UID:-15001} # runwarden's own user (exempt from the redirect)
 AGENT_UID=${RWNT_AGENT_UID:-15002}  # the agent's user

@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 [[ $(id -u) == 0 ]] || rwnt_die "needs root (network namespaces, iptables)"
-for tool in ip iptables node curl setpriv timeout; do
+for tool in ip iptables ip6tables node curl setpriv timeout; do
   command -v "$tool" >/dev/null || rwnt_die "'$tool' not found (scripts/install-deps.sh installs it)"
 done
 for ns in "$NS_AGENT" "$NS_TOOLS"; do
@@ -30,7 +30,8 @@ ip -n "$NS_AGENT" link set lo up
 ip -n "$NS_AGENT" addr add "$AGENT4/24" dev "$VETH_AGENT"
 ip -n "$NS_AGENT" addr add "$AGENT6/64" dev "$VETH_AGENT" nodad
 ip -n "$NS_AGENT" link set "$VETH_AGENT" up
-ip -n "$NS_AGENT" route add "$EXCLUDE_CIDRS" via "$TOOLS4" dev "$VETH_AGENT"
+ip -n "$NS_AGENT" route add "$EXCLUDE4" via "$TOOLS4" dev "$VETH_AGENT"
+ip -n "$NS_AGENT" -6 route add "$EXCLUDE6" via "$TOOLS6" dev "$VETH_AGENT"
 
 ip -n "$NS_TOOLS" link set lo up
 ip -n "$NS_TOOLS" addr add "$TOOLS4/24" dev "$VETH_TOOLS"
@@ -38,6 +39,9 @@ ip -n "$NS_TOOLS" addr add "$TOOLS4_EXCLUDED/24" dev "$VETH_TOOLS"
 ip -n "$NS_TOOLS" addr add "$TOOLS4_TLS/24" dev "$VETH_TOOLS"
 ip -n "$NS_TOOLS" addr add "$TOOLS4_OTHER/24" dev "$VETH_TOOLS"
 ip -n "$NS_TOOLS" addr add "$TOOLS6/64" dev "$VETH_TOOLS" nodad
+ip -n "$NS_TOOLS" addr add "$TOOLS6_TLS/64" dev "$VETH_TOOLS" nodad
+ip -n "$NS_TOOLS" addr add "$TOOLS6_OTHER/64" dev "$VETH_TOOLS" nodad
+ip -n "$NS_TOOLS" addr add "$TOOLS6_EXCLUDED/64" dev "$VETH_TOOLS" nodad
 ip -n "$NS_TOOLS" link set "$VETH_TOOLS" up
 
 # Safety: no default route anywhere, so nothing in these namespaces can reach a real network.
@@ -46,24 +50,29 @@ if ip -n "$NS_AGENT" route get 192.0.2.1 >/dev/null 2>&1 ||
   rwnt_die "a namespace has a route beyond the test bed"
 fi
 
-# Upstream "tool APIs": listed ports (80, 443), an unlisted port (8080), an excluded CIDR.
+# Upstream "tool APIs": listed ports (80, 443), an unlisted port (8080), excluded CIDRs.
 start_recorder "$NS_TOOLS" 0 upstream tools \
-  "$TOOLS4:80" "$TOOLS4:443" "$TOOLS4:8080" "$TOOLS4_EXCLUDED:80" "[$TOOLS6]:80" "[$TOOLS6]:443"
+  "$TOOLS4:80" "$TOOLS4:443" "$TOOLS4:8080" "$TOOLS4_EXCLUDED:80" "[$TOOLS6]:80" "[$TOOLS6]:443" \
+  "[$TOOLS6]:8080" "[$TOOLS6_EXCLUDED]:80"
 # HTTPS tool APIs for the transparent TLS path: a certificate for $API_NAME from a per-run
 # test CA (integration/lib/pki.mjs), trusted by runwarden's tls.upstream_trust.
 mkdir -p "$STATE/pki"
 # shellcheck disable=SC2016 # JavaScript in single quotes
 node --input-type=module -e '
   const { makeCa, issueServerCert } = await import(process.argv[1]);
-  const [dir, name, ip1, ip2] = process.argv.slice(2);
+  const [dir, ip1, ip2, ...names] = process.argv.slice(2);
   const ca = makeCa(dir, "tools-ca");
-  issueServerCert(dir, ca, "api", [`DNS:${name}`, `IP:${ip1}`, `IP:${ip2}`]);
-' "$RWNT_REPO/integration/lib/pki.mjs" "$STATE/pki" "$API_NAME" "$TOOLS4_TLS" "$TOOLS4_OTHER"
+  issueServerCert(dir, ca, "api", [...names.map((n) => `DNS:${n}`), `IP:${ip1}`, `IP:${ip2}`]);
+' "$RWNT_REPO/integration/lib/pki.mjs" "$STATE/pki" "$TOOLS4_TLS" "$TOOLS4_OTHER" \
+  "$API_NAME" "$API6_NAME" "$DUAL_NAME"
 chmod -R a+rX "$STATE/pki"
 RWNT_TLS_CERT=$STATE/pki/api.pem RWNT_TLS_KEY=$STATE/pki/api.key \
-  start_recorder "$NS_TOOLS" 0 upstream-tls tools-tls "$TOOLS4_TLS:443" "$TOOLS4_OTHER:443"
+  start_recorder "$NS_TOOLS" 0 upstream-tls tools-tls "$TOOLS4_TLS:443" "$TOOLS4_OTHER:443" \
+  "[$TOOLS6_TLS]:443" "[$TOOLS6_OTHER]:443"
 mkdir -p "$NS_ETC"
-printf '127.0.0.1 localhost\n::1 localhost\n%s %s\n' "$TOOLS4_TLS" "$API_NAME" >"$NS_ETC/hosts"
+printf '127.0.0.1 localhost\n::1 localhost\n%s %s\n%s %s\n%s %s\n%s %s\n' \
+  "$TOOLS4_TLS" "$API_NAME" "$TOOLS6_TLS" "$API6_NAME" \
+  "$TOOLS4_TLS" "$DUAL_NAME" "$TOOLS6_TLS" "$DUAL_NAME" >"$NS_ETC/hosts"
 
 # Something on the agent's own loopback and own address, which must never be redirected.
 start_recorder "$NS_AGENT" 0 upstream agent-local "127.0.0.1:80" "$AGENT4:80" "[::1]:80"
@@ -71,7 +80,7 @@ start_recorder "$NS_AGENT" 0 upstream agent-local "127.0.0.1:80" "$AGENT4:80" "[
 rwnt_log "deploy/iptables-init.sh in $NS_AGENT (RUNWARDEN_UID=$RW_UID)"
 ip netns exec "$NS_AGENT" env RUNWARDEN_UID="$RW_UID" RUNWARDEN_PORTS=80,443 \
   RUNWARDEN_TRANSPARENT_PORT="$TRANSPARENT_PORT" RUNWARDEN_EXCLUDE_CIDRS="$EXCLUDE_CIDRS" \
-  RUNWARDEN_IPV6=auto "$RWNT_REPO/deploy/iptables-init.sh" 2>"$STATE/iptables-init.log" ||
+  RUNWARDEN_IPV6=on "$RWNT_REPO/deploy/iptables-init.sh" 2>"$STATE/iptables-init.log" ||
   {
     cat "$STATE/iptables-init.log" >&2
     rwnt_die "iptables-init.sh failed"
