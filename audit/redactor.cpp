@@ -97,6 +97,13 @@ bool valid_utf8(std::string_view s) {
   std::size_t i = 0;
   const std::size_t n = s.size();
   while (i < n) {
+#if defined(__SSE2__)
+    if (i + 16 <= n &&
+        _mm_movemask_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i))) == 0) {
+      i += 16; // sixteen ASCII bytes at once
+      continue;
+    }
+#endif
     if (i + 8 <= n) {
       std::uint64_t word = 0;
       std::memcpy(&word, s.data() + i, 8);
