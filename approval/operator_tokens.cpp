@@ -8,6 +8,12 @@ namespace runwarden::approval {
 
 namespace {
 
+bool same_groups(std::vector<std::string> a, std::vector<std::string> b) {
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  return a == b;
+}
+
 std::string join(const std::vector<std::string>& errors) {
   std::string out;
   for (const auto& e : errors) {
@@ -135,9 +141,10 @@ OperatorTokens OperatorTokens::parse(std::string_view text, std::string_view fil
         errors.push_back(where + "the same token hash is already listed for \"" + e.who.name +
                          "\"" + first);
         duplicate = true;
-      } else if (e.who.name == who.name) {
-        errors.push_back(where + "operator \"" + who.name + "\" is already listed" + first +
-                         "; one line per operator");
+      } else if (e.who.name == who.name && !same_groups(e.who.groups, who.groups)) {
+        // Several tokens per operator are fine (rotation); a name must mean one set of groups.
+        errors.push_back(where + "operator \"" + who.name + "\" is listed with other groups" +
+                         first + "; every token of one operator carries the same groups");
         duplicate = true;
       }
     }

@@ -118,12 +118,13 @@ TEST(OperatorTokens, BadGroupsAndDuplicateNamesStopStartUp) {
   EXPECT_EQ(errors[1], "t:2: empty group name in \",ok\"");
   EXPECT_EQ(errors[2], "t:3: group name \"ops/team\" must be 1-128 of [A-Za-z0-9._@-]");
   EXPECT_EQ(errors[3], "t:4: group \"sre\" is listed twice");
-  EXPECT_EQ(errors[4], "t:6: operator \"a5\" is already listed (line 5); one line per operator");
+  EXPECT_EQ(errors[4], "t:6: operator \"a5\" is listed with other groups (line 5); every token "
+                       "of one operator carries the same groups");
   EXPECT_EQ(errors[5].rfind("t:7: group name \"ggg", 0), 0u);
   EXPECT_EQ(tokens.size(), 1u);
 }
 
-TEST(OperatorTokens, LoadRefusesDuplicateNames) {
+TEST(OperatorTokens, LoadRefusesOneNameWithTwoGroupSets) {
   const std::string path = ::testing::TempDir() + "runwarden_tokens_dup_test.txt";
   {
     std::ofstream out(path);
@@ -134,10 +135,22 @@ TEST(OperatorTokens, LoadRefusesDuplicateNames) {
     FAIL() << "expected TokenFileError";
   } catch (const TokenFileError& e) {
     ASSERT_EQ(e.errors().size(), 1u);
-    EXPECT_EQ(e.errors()[0], path + ":2: operator \"alice\" is already listed (line 1); one "
-                                    "line per operator");
+    EXPECT_EQ(e.errors()[0], path + ":2: operator \"alice\" is listed with other groups (line "
+                                    "1); every token of one operator carries the same groups");
   }
   std::remove(path.c_str());
+}
+
+TEST(OperatorTokens, SeveralTokensForOneOperatorDuringRotation) {
+  const std::string text = "alice " + sha256_hex("old") + " sre,payments\n" + "alice " +
+                           sha256_hex("new") + " payments,sre\n";
+  std::vector<std::string> errors;
+  const auto tokens = OperatorTokens::parse(text, "t", errors);
+  EXPECT_TRUE(errors.empty());
+  EXPECT_EQ(tokens.size(), 2u);
+  EXPECT_EQ(tokens.authenticate("old"), std::optional<std::string>("alice"));
+  EXPECT_EQ(tokens.authenticate("new"), std::optional<std::string>("alice"));
+  EXPECT_FALSE(tokens.authenticate("other").has_value());
 }
 
 TEST(OperatorTokens, LoadThrowsEveryErrorAtStartUp) {
