@@ -1,9 +1,16 @@
 #include "proxy/log.hpp"
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unistd.h>
 
 namespace runwarden::proxy {
 namespace {
@@ -50,20 +57,112 @@ void append_value(std::string& line, std::string_view value) {
   line.push_back('"');
 }
 
-std::string timestamp() {
+/// Appends "YYYY-MM-DDTHH:MM:SS.uuuuuuZ"; the date and time part is formatted once per
+/// second per thread.
+void append_timestamp(std::string& line) {
   auto now = std::chrono::system_clock::now();
   auto secs = std::chrono::system_clock::to_time_t(now);
   auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() %
       1000000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>(micros));
-  return buf;
+  thread_local std::time_t cached_secs = -1;
+  thread_local char cached[64] = {};
+  if (secs != cached_secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    std::snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    cached_secs = secs;
+  }
+  line.append(cached);
+  char frac[9] = {'.', '0', '0', '0', '0', '0', '0', 'Z', 0};
+  auto v = static_cast<unsigned long long>(micros);
+  for (int i = 6; i >= 1; --i) {
+    frac[i] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  }
+  line.append(frac, 8);
 }
+
+void write_all(const std::string& bytes) {
+  std::size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::write(STDERR_FILENO, bytes.data() + off, bytes.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return; // stderr is gone: nothing else to tell
+    }
+    off += static_cast<std::size_t>(n);
+  }
+}
+
+/// Lines below warn are buffered and written by a flusher thread at most kFlushDelay later
+/// (or as soon as kFlushBytes are pending), so a busy proxy does not pay one write(2) per
+/// request line. A warn or error line is written before log_event returns, together with
+/// everything buffered before it, so order is kept and no error waits. The buffer is also
+/// written at exit. The sink is never destroyed: the detached flusher may outlive main.
+class Sink {
+public:
+  static Sink& get() {
+    static Sink* sink = new Sink();
+    return *sink;
+  }
+
+  void add(std::string& line, bool urgent) {
+    std::unique_lock lock(mu_);
+    bool was_empty = buf_.empty();
+    buf_.append(line);
+    if (urgent || buf_.size() >= kFlushBytes) {
+      flush_locked();
+      return;
+    }
+    if (was_empty) {
+      if (!started_) {
+        started_ = true;
+        std::thread([this] { run(); }).detach();
+        std::atexit([] { Sink::get().flush(); });
+      }
+      lock.unlock();
+      cv_.notify_one();
+    }
+  }
+
+  void flush() {
+    std::lock_guard lock(mu_);
+    flush_locked();
+  }
+
+private:
+  static constexpr std::size_t kFlushBytes = 32 * 1024;
+  static constexpr std::chrono::milliseconds kFlushDelay{20};
+
+  Sink() = default;
+
+  void flush_locked() {
+    if (!buf_.empty()) {
+      write_all(buf_);
+      buf_.clear();
+    }
+  }
+
+  [[noreturn]] void run() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return !buf_.empty(); });
+      lock.unlock();
+      std::this_thread::sleep_for(kFlushDelay); // let a burst of lines gather
+      lock.lock();
+      flush_locked();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string buf_;
+  bool started_ = false;
+};
 
 } // namespace
 
@@ -90,7 +189,9 @@ void log_event(LogLevel level, std::string_view event, std::uint64_t conn, std::
   if (!log_enabled(level)) {
     return;
   }
-  std::string line = timestamp();
+  std::string line;
+  line.reserve(160);
+  append_timestamp(line);
   line.push_back(' ');
   line.append(level_name(level));
   line.push_back(' ');
@@ -110,7 +211,11 @@ void log_event(LogLevel level, std::string_view event, std::uint64_t conn, std::
     append_value(line, value);
   }
   line.push_back('\n');
-  std::fwrite(line.data(), 1, line.size(), stderr);
+  Sink::get().add(line, level >= LogLevel::warn);
+}
+
+void flush_log() {
+  Sink::get().flush();
 }
 
 } // namespace runwarden::proxy

@@ -21,7 +21,12 @@ bool log_enabled(LogLevel level);
 using LogFields = std::initializer_list<std::pair<std::string_view, std::string_view>>;
 
 /// Writes one line atomically; values with spaces or quotes are quoted so lines stay parseable.
+/// debug and info lines reach stderr within ~20 ms (batched); warn and error lines, and
+/// everything logged before them, before this returns; all of them at exit.
 void log_event(LogLevel level, std::string_view event, std::uint64_t conn, std::string_view req,
                LogFields fields = {});
+
+/// Writes every buffered line now.
+void flush_log();
 
 } // namespace runwarden::proxy

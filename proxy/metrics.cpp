@@ -1,5 +1,6 @@
 #include "proxy/metrics.hpp"
 
+#include <array>
 #include <cmath>
 #include <cstdio>
 
@@ -102,12 +103,20 @@ MetricFamily::MetricFamily(std::string name, std::string help, Type type,
       buckets_(std::move(buckets)) {}
 
 MetricFamily::Series& MetricFamily::series(std::initializer_list<std::string_view> values) {
-  std::vector<std::string> key(labels_.size());
+  // The lookup key is rebuilt in a per-thread vector whose strings keep their capacity:
+  // counting a request allocates nothing once its series exists.
+  thread_local std::array<std::vector<std::string>, 8> scratch;
+  std::vector<std::string> owned;
+  std::vector<std::string>& key = labels_.size() < scratch.size() ? scratch[labels_.size()] : owned;
+  key.resize(labels_.size());
   std::size_t i = 0;
   for (auto v : values) {
     if (i < key.size()) {
-      key[i++] = std::string(v);
+      key[i++].assign(v);
     }
+  }
+  for (; i < key.size(); ++i) {
+    key[i].clear();
   }
   {
     std::shared_lock lock(mutex_);

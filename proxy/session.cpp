@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
@@ -34,6 +35,7 @@
 #include <string_view>
 #include <sys/socket.h>
 #include <type_traits>
+#include <unistd.h>
 #include <vector>
 
 namespace runwarden::proxy {
@@ -57,23 +59,32 @@ constexpr std::size_t kLingerBytes = 256 * 1024;
 constexpr std::string_view kConnectOk = "HTTP/1.1 200 Connection Established\r\n\r\n";
 constexpr std::chrono::milliseconds kHeldRecheck{250}; // held with bytes pending: re-poll
 
-std::string random_hex(std::size_t bytes) {
-  std::array<unsigned char, 32> raw{};
-  bytes = std::min(bytes, raw.size());
-  if (RAND_bytes(raw.data(), static_cast<int>(bytes)) != 1) {
-    // Ids are correlation handles, not secrets: fall back to a counter-derived value.
-    static std::atomic<std::uint64_t> counter{1};
-    std::uint64_t v = counter.fetch_add(1) * 0x9E3779B97F4A7C15ull;
-    for (std::size_t i = 0; i < bytes; ++i) {
-      raw[i] = static_cast<unsigned char>(v >> ((i % 8) * 8));
+/// Request and run ids: "<prefix>" + 16 hex digits. Ids are correlation handles, not
+/// secrets; RAND_bytes per id cost a getpid(2) and the RNG lock on every request. Instead one
+/// random 64-bit key per process plus a counter, through a bijective mix: unique within a
+/// process (the mix is a permutation of the counter), unrelated across processes, and not
+/// visibly sequential.
+std::string next_id(std::string_view prefix) {
+  static const std::uint64_t key = [] {
+    std::uint64_t k = 0;
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&k), sizeof k) != 1) {
+      k = static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()) ^
+          (static_cast<std::uint64_t>(::getpid()) << 32);
     }
-  }
+    return k;
+  }();
+  static std::atomic<std::uint64_t> counter{0};
+  std::uint64_t v = key + counter.fetch_add(1, std::memory_order_relaxed);
+  // splitmix64 finalizer: a bijection on 64-bit values.
+  v = (v ^ (v >> 30)) * 0xBF58476D1CE4E5B9ull;
+  v = (v ^ (v >> 27)) * 0x94D049BB133111EBull;
+  v ^= v >> 31;
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(bytes * 2);
-  for (std::size_t i = 0; i < bytes; ++i) {
-    out.push_back(kHex[raw[i] >> 4]);
-    out.push_back(kHex[raw[i] & 0xF]);
+  out.reserve(prefix.size() + 16);
+  out.append(prefix);
+  for (int shift = 60; shift >= 0; shift -= 4) {
+    out.push_back(kHex[(v >> shift) & 0xF]);
   }
   return out;
 }
@@ -437,14 +448,14 @@ public:
   HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn,
               tcp::socket&& socket) requires(!kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(socket)),
-        resolver_(stream_.get_executor()), header_timer_(stream_.get_executor()) {}
+        resolver_(stream_.get_executor()), deadline_timer_(stream_.get_executor()) {}
 
   /// Intercepted tunnel: takes over the plain stream and the bytes already read.
   HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream&& plain,
               beast::flat_buffer&& buffer, Target target) requires(kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(plain), *ctx_->server_tls),
         buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
-        header_timer_(stream_.get_executor()), target_(std::move(target)) {}
+        deadline_timer_(stream_.get_executor()), target_(std::move(target)) {}
 
   /// Transparent plain HTTP: the stream, the bytes already read, and the target checked
   /// against the original destination. Requests are origin-form for that target only.
@@ -452,7 +463,7 @@ public:
               beast::flat_buffer&& buffer, Target target, bool transparent) requires(!kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(plain)),
         buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
-        header_timer_(stream_.get_executor()), target_(std::move(target)),
+        deadline_timer_(stream_.get_executor()), target_(std::move(target)),
         transparent_(transparent) {}
 
   /// Transparent passthrough (TLS without SNI to a tls.passthrough address): decided like a
@@ -487,6 +498,84 @@ private:
 
   template <class F> auto bind(F f) {
     return beast::bind_front_handler(f, this->shared_from_this());
+  }
+
+  // --- deadlines ----------------------------------------------------------------------
+  // One timer per session instead of Beast's per-operation stream timers: a stream timer
+  // is armed and cancelled around every read and write, and each cancel is one more
+  // completion through the scheduler (with several threads, a wake-up). Here each
+  // operation only moves deadline_; the timer is re-armed when it fires before the
+  // deadline, or when a deadline is earlier than the pending expiry. Every limit is still
+  // enforced to the timer's resolution; a timeout cancels the watched operation, whose
+  // handler then sees beast::error::timeout (see timed_out()).
+
+  enum class Watch : std::uint8_t { none, client, upstream, resolve };
+
+  /// The next operation on `what` must complete within `d`.
+  void arm(Watch what, std::chrono::milliseconds d) {
+    watch_ = what;
+    timed_out_ = false;
+    deadline_ = Clock::now() + d;
+    if (timer_waiting_ && timer_at_ <= deadline_) {
+      return; // fires first, then re-arms for deadline_
+    }
+    start_deadline_timer();
+  }
+
+  /// Nothing is watched (held, handed over, or between exchanges without a read).
+  void disarm() { watch_ = Watch::none; }
+
+  void start_deadline_timer() {
+    timer_at_ = deadline_;
+    timer_waiting_ = true;
+    deadline_timer_.expires_at(deadline_); // cancels a pending wait: its handler ignores it
+    deadline_timer_.async_wait([weak = this->weak_from_this()](beast::error_code ec) {
+      if (ec == net::error::operation_aborted) {
+        return; // re-armed earlier (a newer wait is pending) or the session is gone
+      }
+      if (auto self = weak.lock()) {
+        self->on_deadline();
+      }
+    });
+  }
+
+  void on_deadline() {
+    timer_waiting_ = false;
+    if (watch_ == Watch::none) {
+      return;
+    }
+    if (Clock::now() < deadline_) {
+      start_deadline_timer();
+      return;
+    }
+    timed_out_ = true;
+    Watch what = watch_;
+    watch_ = Watch::none;
+    beast::error_code ignored;
+    switch (what) {
+    case Watch::client:
+      lowest().socket().cancel(ignored);
+      break;
+    case Watch::upstream:
+      if (up_) {
+        beast::get_lowest_layer(up_->stream).socket().cancel(ignored);
+      }
+      break;
+    case Watch::resolve:
+      resolver_.cancel();
+      break;
+    case Watch::none:
+      break;
+    }
+  }
+
+  /// An operation cancelled by the deadline reports a timeout.
+  beast::error_code timed_out(beast::error_code ec) {
+    if (ec == net::error::operation_aborted && timed_out_) {
+      timed_out_ = false;
+      return beast::error::timeout;
+    }
+    return ec;
   }
 
   // --- TLS interception ---------------------------------------------------------------
@@ -524,7 +613,7 @@ private:
       std::string canonical;
       if (policy::normalize_host(sni, canonical) != policy::NormalizeError::ok ||
           canonical != target_.host) {
-        req_id_ = "req_" + random_hex(8);
+        req_id_ = next_id("req_");
         send_error(http::status::bad_request, "sni_mismatch",
                    "TLS SNI \"" + std::string(sni) + "\" does not match the CONNECT host " +
                        target_.host,
@@ -547,24 +636,15 @@ private:
         std::min<std::size_t>(limits().header_bytes, std::numeric_limits<std::uint32_t>::max())));
     parser_->body_limit(limits().inspect_body_bytes);
     bool idle = served_ > 0 && buffer_.size() == 0;
-    // Our own timer, not the stream's deadline: a stream timeout closes the socket, and a
+    // The session's deadline, not the stream's: a stream timeout closes the socket, and a
     // slow header deserves a 408 before the close.
     lowest().expires_never();
-    header_timed_out_ = false;
-    header_timer_.expires_after(idle ? limits().idle_timeout : limits().header_timeout);
-    header_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
-      if (ec) {
-        return;
-      }
-      self->header_timed_out_ = true;
-      beast::error_code ignored;
-      self->lowest().socket().cancel(ignored);
-    });
+    arm(Watch::client, idle ? limits().idle_timeout : limits().header_timeout);
     http::async_read_header(stream_, buffer_, *parser_, bind(&Self::on_header));
   }
 
   void reset_exchange() {
-    req_id_ = "req_" + random_hex(8);
+    req_id_ = next_id("req_");
     started_ = Clock::now();
     req_ = policy::Request{};
     decision_ = policy::Decision{};
@@ -575,6 +655,7 @@ private:
     raw_url_.clear();
     have_request_ = false;
     resp_info_ = audit::ResponseInfo{};
+    exchange_ready_ = false;
     upstream_ms_ = 0;
     approval_.reset();
     approval_id_.clear();
@@ -624,10 +705,8 @@ private:
   }
 
   void on_header(beast::error_code ec, std::size_t) {
-    header_timer_.cancel();
-    if (ec == net::error::operation_aborted && header_timed_out_) {
-      ec = beast::error::timeout;
-    }
+    ec = timed_out(ec);
+    disarm();
     reset_exchange();
     if (ec) {
       on_read_error(ec, true);
@@ -710,7 +789,7 @@ private:
     }
     if (expect_continue_) {
       auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
-      lowest().expires_after(limits().idle_timeout);
+      arm(Watch::client, limits().idle_timeout);
       http::async_write(
           stream_, *cont,
           [self = this->shared_from_this(), cont](beast::error_code wec, std::size_t) {
@@ -868,11 +947,13 @@ private:
   }
 
   void read_body() {
-    lowest().expires_after(limits().idle_timeout);
+    arm(Watch::client, limits().idle_timeout);
     http::async_read(stream_, buffer_, *parser_, bind(&Self::on_body));
   }
 
   void on_body(beast::error_code ec, std::size_t) {
+    ec = timed_out(ec);
+    disarm();
     if (ec) {
       on_read_error(ec, false);
       return;
@@ -924,7 +1005,7 @@ private:
     // req_ stays untouched while held: an approval forwards exactly these canonical bytes.
     hold_active_ = true;
     client_gone_ = false;
-    lowest().expires_never();
+    disarm();
     ctx_->gate->hold(std::move(hold), [self = this->shared_from_this(), exec](HoldResult r) {
       net::post(exec, [self, r = std::move(r)]() mutable { self->on_hold(std::move(r)); });
     });
@@ -1189,7 +1270,7 @@ private:
     ctx_->audit->record(
         ex, true,
         [self = this->shared_from_this(), exec, status, payload, close](std::error_code ec) {
-          net::post(exec, [self, ec, status, payload, close] {
+          net::dispatch(exec, [self, ec, status, payload, close] {
             if (ec) {
               self->send_audit_unavailable(ec);
               return;
@@ -1240,13 +1321,14 @@ private:
     bool keep = keep_alive_ && !close && !ctx_->draining.load();
     res->keep_alive(keep);
     res->prepare_payload();
-    lowest().expires_after(limits().idle_timeout);
+    arm(Watch::client, limits().idle_timeout);
     http::async_write(stream_, *res,
                       [self = this->shared_from_this(), res, keep](
                           beast::error_code ec, std::size_t) { self->after_response(ec, keep); });
   }
 
   void after_response(beast::error_code ec, bool keep) {
+    disarm();
     if (ec) {
       return;
     }
@@ -1261,6 +1343,7 @@ private:
   /// Half-close, then drain what the client still sends for a moment, so our last
   /// response is not destroyed by a reset.
   void linger_close() {
+    disarm();
     if constexpr (kTls) {
       lowest().expires_after(kLingerTimeout);
       stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {
@@ -1376,18 +1459,21 @@ private:
   // --- forwarding ---------------------------------------------------------------------
 
   void audit_then_forward(const std::string& outcome) {
-    auto ex = make_exchange(outcome, decision_.code, decision_.reason);
+    // Kept for the final record, which then only adds the response and the timing.
+    exchange_ = make_exchange(outcome, decision_.code, decision_.reason);
+    exchange_ready_ = true;
     outcome_ = outcome;
     auto exec = stream_.get_executor();
-    ctx_->audit->record(ex, false, [self = this->shared_from_this(), exec](std::error_code ec) {
-      net::post(exec, [self, ec] {
-        if (ec) {
-          self->send_audit_unavailable(ec);
-          return;
-        }
-        self->forward();
-      });
-    });
+    ctx_->audit->record(exchange_, false,
+                        [self = this->shared_from_this(), exec](std::error_code ec) {
+                          net::dispatch(exec, [self, ec] {
+                            if (ec) {
+                              self->send_audit_unavailable(ec);
+                              return;
+                            }
+                            self->forward();
+                          });
+                        });
   }
 
   std::string upstream_key() const {
@@ -1418,14 +1504,21 @@ private:
       up_ = std::make_unique<Upstream>(stream_.get_executor());
     }
     up_->key = key;
+    // A hung resolver must not pin the session: the resolve shares the connect timeout.
+    arm(Watch::resolve, limits().upstream_connect_timeout);
     resolver_.async_resolve(strip_brackets(req_.host), std::to_string(req_.port),
                             bind(&Self::on_resolve));
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+    ec = timed_out(ec);
+    disarm();
     if (ec) {
       upstream_failed(http::status::bad_gateway, "upstream_unavailable",
-                      "cannot resolve " + req_.host + ": " + ec.message());
+                      "cannot resolve " + req_.host + ": " +
+                          (ec == beast::error::timeout
+                               ? std::string("resolve timeout (limits.upstream_connect_timeout)")
+                               : ec.message()));
       return;
     }
     beast::get_lowest_layer(up_->stream).expires_after(limits().upstream_connect_timeout);
@@ -1441,6 +1534,7 @@ private:
       return;
     }
     beast::error_code ignored;
+    beast::get_lowest_layer(up_->stream).expires_never(); // from here on: the session deadline
     beast::get_lowest_layer(up_->stream).socket().set_option(tcp::no_delay(true), ignored);
     if constexpr (kTls) {
       std::string name = strip_brackets(req_.host);
@@ -1477,6 +1571,7 @@ private:
                       "TLS to " + req_.host + " failed: " + why);
       return;
     }
+    beast::get_lowest_layer(up_->stream).expires_never();
     const unsigned char* alpn = nullptr;
     unsigned alpn_len = 0;
     SSL_get0_alpn_selected(up_->stream.native_handle(), &alpn, &alpn_len);
@@ -1545,7 +1640,7 @@ private:
     out->keep_alive(true);
     out->prepare_payload();
     head_ = verb == http::verb::head;
-    beast::get_lowest_layer(up_->stream).expires_after(limits().upstream_response_timeout);
+    arm(Watch::upstream, limits().upstream_response_timeout);
     http::async_write(up_->stream, *out,
                       [self = this->shared_from_this(), out](beast::error_code ec, std::size_t) {
                         self->on_upstream_written(ec);
@@ -1553,6 +1648,7 @@ private:
   }
 
   void on_upstream_written(beast::error_code ec) {
+    ec = timed_out(ec);
     if (ec) {
       upstream_failed(http::status::bad_gateway, "upstream_unavailable",
                       "writing the request upstream failed: " + ec.message());
@@ -1569,11 +1665,12 @@ private:
     if (head_) {
       rparser_->skip(true);
     }
-    beast::get_lowest_layer(up_->stream).expires_after(limits().upstream_response_timeout);
+    arm(Watch::upstream, limits().upstream_response_timeout);
     http::async_read_header(up_->stream, up_->buffer, *rparser_, bind(&Self::on_upstream_header));
   }
 
   void on_upstream_header(beast::error_code ec, std::size_t) {
+    ec = timed_out(ec);
     if (ec) {
       if (ec == beast::error::timeout) {
         upstream_failed(http::status::gateway_timeout, "upstream_timeout",
@@ -1628,20 +1725,15 @@ private:
     res.body().data = nullptr;
     res.body().more = true;
     sr_.emplace(res);
-    lowest().expires_after(limits().idle_timeout);
-    http::async_write_header(stream_, *sr_, bind(&Self::on_client_header_written));
-  }
-
-  void on_client_header_written(beast::error_code ec, std::size_t) {
-    if (ec) {
-      relay_failed("client_gone", ec);
+    if (up_->buffer.size() != 0 || rparser_->is_done()) {
+      // Body bytes came with the header (the common small API response): the header goes
+      // out with the first body piece in one write.
+      relay_read();
       return;
     }
-    if (sr_->is_done()) {
-      response_done();
-      return;
-    }
-    relay_read();
+    // Nothing of the body yet (SSE, slow producers): the agent gets the header now.
+    arm(Watch::client, limits().idle_timeout);
+    http::async_write_header(stream_, *sr_, bind(&Self::on_relay_written));
   }
 
   void relay_read() {
@@ -1658,11 +1750,12 @@ private:
     }
     body.data = relay_buf_->data();
     body.size = relay_buf_->size();
-    beast::get_lowest_layer(up_->stream).expires_after(limits().upstream_response_timeout);
+    arm(Watch::upstream, limits().upstream_response_timeout);
     http::async_read_some(up_->stream, up_->buffer, *rparser_, bind(&Self::on_relay_read));
   }
 
   void on_relay_read(beast::error_code ec, std::size_t) {
+    ec = timed_out(ec);
     if (ec == http::error::need_buffer) {
       ec = {};
     }
@@ -1683,19 +1776,20 @@ private:
     if (resp_info_.body.size() < keep) {
       resp_info_.body.append(relay_buf_->data(), std::min(got, keep - resp_info_.body.size()));
     }
-    if (got == 0 && body.more) {
+    if (got == 0 && body.more && sr_->is_header_done()) {
       relay_read();
       return;
     }
-    relay_write();
+    relay_write(); // also sends a still unsent header, so it never waits on the body
   }
 
   void relay_write() {
-    lowest().expires_after(limits().idle_timeout);
+    arm(Watch::client, limits().idle_timeout);
     http::async_write(stream_, *sr_, bind(&Self::on_relay_written));
   }
 
   void on_relay_written(beast::error_code ec, std::size_t) {
+    ec = timed_out(ec);
     if (ec == http::error::need_buffer) {
       ec = {};
     }
@@ -1719,10 +1813,22 @@ private:
 
   void record_final(const std::string& outcome, const std::string& code,
                     const std::string& reason) {
-    auto ex = make_exchange(outcome, code, reason);
+    if (exchange_ready_) {
+      exchange_.outcome = outcome;
+      exchange_.code = code;
+      exchange_.reason = reason;
+      exchange_.approval = approval_;
+      exchange_.timing.total_ms = ms_since(started_);
+      exchange_.timing.upstream_ms = upstream_ms_;
+    } else {
+      exchange_ = make_exchange(outcome, code, reason);
+    }
+    exchange_ready_ = false;
+    auto& ex = exchange_;
     ctx_->gate->observe(run_, req_id_, decision_.action, outcome, req_.method, ex.request.url);
     resp_info_.body_complete = resp_info_.body.size() == resp_info_.bytes;
-    ex.response = resp_info_;
+    ex.response = std::move(resp_info_);
+    resp_info_ = audit::ResponseInfo{};
     ctx_->audit->record(ex, true, [self = this->shared_from_this()](std::error_code ec) {
       if (ec) {
         log_event(LogLevel::error, "audit_failed", self->conn_.id, self->req_id_,
@@ -1732,6 +1838,7 @@ private:
   }
 
   void response_done() {
+    disarm();
     bool reusable = rparser_->keep_alive() && up_->buffer.size() == 0;
     if (reusable) {
       if (idle_.size() >= kMaxIdleUpstreams) {
@@ -1763,6 +1870,7 @@ private:
   /// Mid-stream failure: the status line is already out, so the only honest signal left
   /// is closing the connection.
   void relay_failed(const std::string& outcome, beast::error_code ec) {
+    disarm();
     log_event(LogLevel::warn, "relay_failed", conn_.id, req_id_,
               {{"outcome", outcome}, {"error", ec.message()}});
     if (ctx_->metrics) {
@@ -1780,6 +1888,7 @@ private:
   /// Before any response byte reached the agent: answer 502/504 and never reuse the
   /// upstream connection.
   void upstream_failed(http::status status, const std::string& code, const std::string& reason) {
+    disarm();
     log_event(LogLevel::warn, "upstream_failed", conn_.id, req_id_,
               {{"code", code}, {"reason", reason}});
     if (ctx_->metrics) {
@@ -1798,9 +1907,13 @@ private:
   Stream stream_;
   beast::flat_buffer buffer_;
   tcp::resolver resolver_;
-  net::steady_timer header_timer_;
-  bool header_timed_out_ = false;
-  Target target_; // TLS sessions: the CONNECT target
+  net::steady_timer deadline_timer_;
+  Clock::time_point deadline_{};
+  Clock::time_point timer_at_{};
+  Watch watch_ = Watch::none;
+  bool timer_waiting_ = false;
+  bool timed_out_ = false; // the watched operation was cancelled by the deadline
+  Target target_;          // TLS sessions: the CONNECT target
   std::optional<http::request_parser<http::string_body>> parser_;
 
   // Per exchange.
@@ -1822,6 +1935,8 @@ private:
   std::string raw_url_;
   std::string outcome_;
   audit::ResponseInfo resp_info_;
+  audit::Exchange exchange_; // the forwarded request's record, reused for its final record
+  bool exchange_ready_ = false;
   double upstream_ms_ = 0;
   bool have_request_ = false;
   bool keep_alive_ = true;
@@ -1856,7 +1971,7 @@ void start_proxy_session(std::shared_ptr<ProxyContext> ctx, tcp::socket socket) 
   auto ep = socket.remote_endpoint(ec);
   conn.peer =
       ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
-  conn.run = "run_" + random_hex(8);
+  conn.run = next_id("run_");
   socket.set_option(tcp::no_delay(true), ec);
   if (ctx->open_connections.load() > ctx->config->limits.max_connections) {
     ctx->rejected_connections.fetch_add(1);
@@ -1889,7 +2004,7 @@ void start_transparent_exchange(std::shared_ptr<ProxyContext> ctx, beast::tcp_st
   ctx->open_connections.fetch_add(1);
   conn.token = std::make_shared<ConnectionToken>(ctx);
   conn.peer = std::move(handoff.peer);
-  conn.run = "run_" + random_hex(8);
+  conn.run = next_id("run_");
   beast::flat_buffer buffer;
   if (!handoff.early.empty()) {
     auto room = buffer.prepare(handoff.early.size());

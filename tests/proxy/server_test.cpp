@@ -56,7 +56,8 @@ struct Seen {
 
 /// HTTP/1.1 upstream (plain, or TLS with the given leaf) that records every request and
 /// answers 200 "hello". GET /allowed/stream answers an SSE stream whose first event is sent
-/// at once and whose end waits until the test calls release().
+/// at once and whose end waits until the test calls release(). GET /allowed/silent never
+/// answers (until release(), then closes).
 class Upstream {
 public:
   explicit Upstream(std::shared_ptr<const certs::Leaf> leaf = nullptr)
@@ -144,6 +145,11 @@ private:
       {
         std::lock_guard lock(mutex_);
         seen_.push_back(std::move(s));
+      }
+      if (req.target() == "/allowed/silent") {
+        std::unique_lock lock(mutex_);
+        cv_.wait_for(lock, std::chrono::seconds(5), [this] { return released_; });
+        return;
       }
       if (req.target() == "/allowed/stream") {
         net::write(stream,
@@ -668,6 +674,54 @@ TEST_F(LimitsTest, PassthroughConnectIsDecidedOnHostAndTunnelled) {
   ASSERT_FALSE(records.empty());
   EXPECT_EQ(records[0].first.action, "tunnel_upstream");
   EXPECT_EQ(records[0].first.request.method, "CONNECT");
+}
+
+class DeadlineTest : public ProxyTest {
+protected:
+  void SetUp() override {
+    upstream_ = std::make_unique<Upstream>();
+    tweak_ = [](config::Config& cfg) {
+      cfg.limits.idle_timeout = std::chrono::milliseconds(400);
+      cfg.limits.upstream_response_timeout = std::chrono::milliseconds(300);
+    };
+    start(nullptr, "system");
+  }
+};
+
+TEST_F(DeadlineTest, SilentUpstreamGets504AndItsAuditRecord) {
+  // The header read armed the session deadline with header_timeout (10 s); the upstream's
+  // shorter limit must still fire on time.
+  auto s = connect();
+  auto res =
+      exchange(s, "GET http://" + up() + "/allowed/silent HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 504u);
+  EXPECT_EQ(json(res).value("error", ""), "upstream_timeout");
+  ASSERT_EQ(upstream_->seen().size(), 1u);
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 2u); // decision before forwarding, then the final record
+  EXPECT_FALSE(records[0].second);
+  EXPECT_TRUE(records[1].second);
+  EXPECT_EQ(records[1].first.outcome, "upstream_error");
+  EXPECT_EQ(records[1].first.code, "upstream_timeout");
+  upstream_->release();
+}
+
+TEST_F(DeadlineTest, KeepAliveConnectionServesRequestsThenClosesWhenIdle) {
+  auto s = connect();
+  for (int i = 0; i < 3; ++i) {
+    auto res = exchange(s, "GET http://" + up() + "/allowed/" + std::to_string(i) +
+                               " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+    ASSERT_EQ(res.result_int(), 200u);
+    EXPECT_EQ(res.body(), "hello");
+  }
+  EXPECT_EQ(upstream_->accepted(), 1); // one pooled upstream connection for all three
+  // Then nothing: idle_timeout closes the connection without an answer (bounded by the
+  // socket's 5 s receive timeout).
+  char byte = 0;
+  boost::system::error_code ec;
+  std::size_t n = s.read_some(net::buffer(&byte, 1), ec);
+  EXPECT_EQ(n, 0u);
+  EXPECT_EQ(ec, net::error::eof) << ec.message();
 }
 
 class InterceptTest : public ProxyTest {
