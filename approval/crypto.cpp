@@ -1,5 +1,7 @@
 #include "approval/crypto.hpp"
 
+#include "policy/hex.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -39,18 +41,7 @@ std::string to_hex(const unsigned char* data, std::size_t size) {
 }
 
 namespace {
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
+using policy::hex_value;
 } // namespace
 
 std::optional<Sha256> sha256_from_hex(std::string_view hex) {

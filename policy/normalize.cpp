@@ -14,6 +14,8 @@
 
 #include "policy/normalize.hpp"
 
+#include "policy/hex.hpp"
+
 #include <arpa/inet.h>
 #include <array>
 #include <cstdint>
@@ -21,19 +23,6 @@
 
 namespace runwarden::policy {
 namespace {
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
 
 bool is_unreserved(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||

@@ -2,6 +2,8 @@
 
 #include "policy/strict_json.hpp"
 
+#include "policy/hex.hpp"
+
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -14,19 +16,6 @@ namespace runwarden::policy {
 namespace {
 
 using json = nlohmann::json;
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
 
 void append_utf8(std::string& out, std::uint32_t cp) {
   if (cp < 0x80) {
@@ -373,7 +362,7 @@ private:
     }
     v = 0;
     for (int i = 0; i < 4; ++i) {
-      int h = hex_digit(p_[i]);
+      int h = hex_value(p_[i]);
       if (h < 0) {
         return fail(JsonError::not_json, "invalid \\u escape");
       }
