@@ -21,7 +21,6 @@
 #include <string>
 #include <strings.h>
 #include <thread>
-#include <vector>
 
 namespace runwarden::app {
 namespace {
@@ -76,8 +75,12 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
   if (threads == 0) {
     threads = std::max(1u, std::thread::hardware_concurrency());
   }
-  boost::asio::io_context ioc(static_cast<int>(threads));
-  proxy::Server server(ioc, proxy::ServerOptions{cfg, audit_log, authority, nullptr});
+  // Agent connections run on `threads` io_contexts of their own (one thread each); this one,
+  // run by the main thread, keeps the admin listener, approvals, signals and reloads.
+  boost::asio::io_context ioc(1);
+  proxy::ServerOptions options{cfg, audit_log, authority, nullptr};
+  options.io_threads = threads;
+  proxy::Server server(ioc, std::move(options));
   if (!cfg->approvals.operator_tokens_file.empty()) {
     // Operator bearer tokens guard POST /v1/mode and POST /v1/runs/{run}/kill.
     auto tokens = std::make_shared<approval::OperatorTokens>(
@@ -111,15 +114,8 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
     server.drain(kDrainGrace, [&ioc] { ioc.stop(); });
   });
 
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (unsigned i = 1; i < threads; ++i) {
-    pool.emplace_back([&ioc] { ioc.run(); });
-  }
   ioc.run();
-  for (auto& t : pool) {
-    t.join();
-  }
+  server.stop_io_threads(); // drained, or past the grace period: cancels the rest
   audit_log->sync();
   proxy::log_event(proxy::LogLevel::info, "stopped", 0, {});
   return 0;
@@ -139,7 +135,9 @@ void add_serve_command(CLI::App& root, Runner& run) {
                "SIGTERM/SIGINT drain: stop accepting, finish in-flight exchanges, exit 0.\n"
                "SIGHUP reloads the policy; SIGUSR1 pauses, SIGUSR2 returns to normal.");
   cmd->add_option("-c,--config", args->config, "runwarden.yaml")->required();
-  cmd->add_option("--threads", args->threads, "I/O threads (default: config threads, else cores)");
+  cmd->add_option("--threads", args->threads,
+                  "I/O threads for agent connections, one io_context each (default: config "
+                  "threads, else cores); admin and signals use one more");
   cmd->add_option("--log-level", args->log_level, "debug | info | warn | error")
       ->capture_default_str();
   cmd->callback([&run, args] {

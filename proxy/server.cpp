@@ -107,6 +107,9 @@ Server::Server(net::io_context& ioc, ServerOptions options)
   if (!options.config || !options.config->engine || !options.audit) {
     throw std::runtime_error("proxy server needs a loaded config with an engine and an audit log");
   }
+  for (unsigned i = 0; i < options.io_threads; ++i) {
+    io_.push_back(std::make_unique<net::io_context>(1)); // hint 1: one thread, less locking
+  }
   ctx_->config = std::move(options.config);
   ctx_->metrics = std::make_shared<ProxyMetrics>();
   ctx_->audit = std::make_shared<MeteredAuditLog>(std::move(options.audit), ctx_->metrics);
@@ -182,7 +185,22 @@ Server::Server(net::io_context& ioc, ServerOptions options)
   }
 }
 
-Server::~Server() = default;
+Server::~Server() {
+  stop_io_threads();
+}
+
+void Server::stop_io_threads() {
+  io_guards_.clear();
+  for (auto& io : io_) {
+    io->stop();
+  }
+  for (auto& t : io_threads_) {
+    if (t.joinable()) {
+      t.join();
+    }
+  }
+  io_threads_.clear();
+}
 
 void Server::start() {
   const auto& listen = ctx_->config->listen;
@@ -235,6 +253,10 @@ void Server::start() {
                            std::to_string(proxy_->acceptor.local_endpoint().port())},
              {"admin", admin_->acceptor.local_endpoint().address().to_string() + ":" +
                            std::to_string(admin_->acceptor.local_endpoint().port())}});
+  for (auto& io : io_) {
+    io_guards_.push_back(net::make_work_guard(*io));
+    io_threads_.emplace_back([ctx = io.get()] { ctx->run(); });
+  }
   accept(proxy_);
   accept(admin_);
   for (const auto& l : transparent_) {
@@ -265,24 +287,38 @@ std::vector<tcp::endpoint> Server::transparent_endpoints() const {
 }
 
 void Server::accept(const std::shared_ptr<Listener>& listener) {
-  listener->acceptor.async_accept(
-      net::make_strand(ioc_), [this, listener](boost::system::error_code ec, tcp::socket socket) {
-        if (ec == net::error::operation_aborted || !listener->acceptor.is_open()) {
-          return;
-        }
-        if (!ec) {
-          if (listener->admin) {
-            start_admin_session(router_, ctx_, std::move(socket));
-          } else if (listener->transparent) {
-            start_transparent_session(ctx_, std::move(socket));
+  auto on_accept = [this, listener](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !listener->acceptor.is_open()) {
+      return;
+    }
+    if (!ec) {
+      if (listener->admin) {
+        start_admin_session(router_, ctx_, std::move(socket));
+      } else {
+        // The session starts on its own executor: once its first operation is initiated,
+        // its handlers may run there, and nothing of it may run here concurrently.
+        auto exec = socket.get_executor();
+        net::post(exec, [ctx = ctx_, transparent = listener->transparent,
+                         s = std::move(socket)]() mutable {
+          if (transparent) {
+            start_transparent_session(std::move(ctx), std::move(s));
           } else {
-            start_proxy_session(ctx_, std::move(socket));
+            start_proxy_session(std::move(ctx), std::move(s));
           }
-        } else {
-          log_event(LogLevel::warn, "accept_failed", 0, {}, {{"error", ec.message()}});
-        }
-        accept(listener);
-      });
+        });
+      }
+    } else {
+      log_event(LogLevel::warn, "accept_failed", 0, {}, {{"error", ec.message()}});
+    }
+    accept(listener);
+  };
+  if (listener->admin || io_.empty()) {
+    listener->acceptor.async_accept(net::make_strand(ioc_), std::move(on_accept));
+    return;
+  }
+  // An io_context run by one thread serializes its handlers already: no strand needed.
+  net::io_context& target = *io_[next_io_.fetch_add(1) % io_.size()];
+  listener->acceptor.async_accept(target, std::move(on_accept));
 }
 
 void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) {

@@ -1,16 +1,21 @@
 #pragma once
-// The proxy server: binds the explicit proxy and admin listeners, accepts connections onto
-// their own strands, and drains on request. Start-up errors throw; the data path does not.
+// The proxy server: binds the explicit proxy and admin listeners, hands accepted agent
+// connections to its I/O threads, and drains on request. Start-up errors throw; the data path
+// does not.
 
 #include "proxy/admin_router.hpp"
 #include "proxy/proxy_context.hpp"
 
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
+#include <thread>
 #include <vector>
 
 namespace runwarden::proxy {
@@ -22,6 +27,11 @@ struct ServerOptions {
   std::shared_ptr<audit::AuditLog> audit;
   std::shared_ptr<certs::Authority> authority; // null: CONNECT interception refused (503)
   std::shared_ptr<Gate> gate;                  // null: RefuseHolds
+  /// 0: agent connections run on the caller's io_context, each on its own strand. N: the
+  /// server owns N io_contexts, each run by exactly one thread, and deals agent connections
+  /// out to them in turn, so a connection never changes thread and its handlers never wake
+  /// another thread. Admin, approvals and drain stay on the caller's io_context.
+  unsigned io_threads = 0;
 };
 
 class Server {
@@ -51,12 +61,25 @@ public:
   /// the grace period has passed (the caller then stops the io_context, cancelling the rest).
   void drain(std::chrono::milliseconds grace, std::function<void()> done);
 
+  /// Stops the I/O threads (cancelling whatever they still run) and joins them; idempotent,
+  /// also done by the destructor. Call after drain's done, before syncing the audit log.
+  void stop_io_threads();
+
 private:
   struct Listener;
   void accept(const std::shared_ptr<Listener>& listener);
   void poll_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done);
 
+  using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
+
   boost::asio::io_context& ioc_;
+  /// Declared first after ioc_ so that they are destroyed last: anything else the server
+  /// owns (the gate's pending holds, the context) may still keep sessions and their sockets
+  /// alive, and those must go while their io_context exists.
+  std::vector<std::unique_ptr<boost::asio::io_context>> io_;
+  std::vector<WorkGuard> io_guards_;
+  std::vector<std::thread> io_threads_;
+  std::atomic<std::size_t> next_io_{0}; // round-robin over io_
   std::shared_ptr<ProxyContext> ctx_;
   AdminRouter router_;
   std::shared_ptr<Listener> proxy_;

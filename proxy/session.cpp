@@ -9,6 +9,7 @@
 #include "proxy/admin_ops.hpp"
 #include "proxy/log.hpp"
 #include "proxy/responses.hpp"
+#include "proxy/transparent_session.hpp"
 
 #include <algorithm>
 #include <array>
@@ -1969,8 +1970,8 @@ void start_proxy_session(std::shared_ptr<ProxyContext> ctx, tcp::socket socket) 
   conn.token = std::make_shared<ConnectionToken>(ctx);
   beast::error_code ec;
   auto ep = socket.remote_endpoint(ec);
-  conn.peer =
-      ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
+  // Bracketed IPv6 ("[::1]:4000"), as the transparent listener writes it.
+  conn.peer = ec ? std::string("unknown") : endpoint_text(ep);
   conn.run = next_id("run_");
   socket.set_option(tcp::no_delay(true), ec);
   if (ctx->open_connections.load() > ctx->config->limits.max_connections) {

@@ -293,8 +293,9 @@ protected:
     if (tweak_) {
       tweak_(*cfg);
     }
-    server_ =
-        std::make_unique<Server>(ioc_, ServerOptions{cfg, audit_, std::move(authority), nullptr});
+    ServerOptions options{cfg, audit_, std::move(authority), nullptr};
+    options.io_threads = io_threads_;
+    server_ = std::make_unique<Server>(ioc_, std::move(options));
     server_->start();
     thread_ = std::thread([this] { ioc_.run(); });
   }
@@ -333,6 +334,7 @@ protected:
 
   std::unique_ptr<Upstream> upstream_;
   std::function<void(config::Config&)> tweak_;
+  unsigned io_threads_ = 0; // ServerOptions::io_threads
   net::io_context ioc_;
   net::io_context client_ioc_;
   std::shared_ptr<FakeAudit> audit_;
@@ -614,6 +616,76 @@ TEST_F(ProxyTest, AdminHealthAndStatus) {
   res = exchange(s, "GET /readyz HTTP/1.1\r\nHost: admin\r\n\r\n");
   EXPECT_EQ(res.result_int(), 503u); // no CA in this fixture
   EXPECT_TRUE(json(res)["failing"].contains("ca"));
+}
+
+/// Agent connections on the server's own I/O threads (one io_context each, as `serve` runs).
+class IoThreadsTest : public ProxyTest {
+protected:
+  void SetUp() override {
+    upstream_ = std::make_unique<Upstream>();
+    io_threads_ = 2;
+    start(nullptr, "system");
+  }
+};
+
+TEST_F(IoThreadsTest, ConnectionsSpreadOverThreadsAreEachJudgedAndAudited) {
+  std::vector<tcp::socket> conns;
+  std::vector<beast::flat_buffer> buffers(4);
+  for (int i = 0; i < 4; ++i) {
+    conns.push_back(connect());
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+      net::write(conns[i], net::buffer("GET http://" + up() + "/allowed/" + std::to_string(i) +
+                                       " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+    }
+    for (std::size_t i = 0; i < conns.size(); ++i) {
+      auto res = read_response(conns[i], buffers[i]);
+      EXPECT_EQ(res.result_int(), 200u);
+      EXPECT_EQ(res.body(), "hello");
+    }
+  }
+  auto denied =
+      exchange(conns[1], "GET http://" + up() + "/denied/x HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(denied.result_int(), 403u);
+  EXPECT_EQ(upstream_->seen().size(), 12u);
+  // Final records follow each response's last byte: wait (bounded) for 12 decision, 12 final
+  // and 1 denial records.
+  auto records = audit_->records();
+  for (int i = 0; i < 500 && records.size() < 25; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    records = audit_->records();
+  }
+  ASSERT_EQ(records.size(), 25u);
+  int forwarded = 0;
+  for (const auto& [record, final_record] : records) {
+    forwarded += final_record && record.outcome == "forwarded" ? 1 : 0;
+  }
+  EXPECT_EQ(forwarded, 12);
+  // One upstream connection per agent connection, kept alive across its requests.
+  EXPECT_EQ(upstream_->accepted(), 4);
+}
+
+TEST_F(IoThreadsTest, DrainClosesListenersAndStoppingJoinsThreadsAndClosesConnections) {
+  auto s = connect();
+  auto res =
+      exchange(s, "GET http://" + up() + "/allowed/a HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200u);
+  auto endpoint = server_->proxy_endpoint();
+  std::promise<void> drained;
+  net::post(ioc_, [&] { server_->drain(std::chrono::seconds(5), [&] { drained.set_value(); }); });
+  ASSERT_EQ(drained.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  tcp::socket late(client_ioc_);
+  boost::system::error_code ec;
+  late.connect(endpoint, ec);
+  EXPECT_TRUE(ec); // the listener is closed
+  server_->stop_io_threads();
+  ioc_.stop();
+  thread_.join();
+  server_.reset(); // the idle keep-alive connection's socket goes with its io_context
+  char byte = 0;
+  s.read_some(net::buffer(&byte, 1), ec);
+  EXPECT_TRUE(ec);
 }
 
 class LimitsTest : public ProxyTest {
