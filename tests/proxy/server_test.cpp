@@ -688,6 +688,30 @@ TEST_F(IoThreadsTest, DrainClosesListenersAndStoppingJoinsThreadsAndClosesConnec
   EXPECT_TRUE(ec);
 }
 
+/// The explicit proxy listening on IPv6 loopback.
+class Ipv6ProxyTest : public ProxyTest {
+protected:
+  void SetUp() override {
+    upstream_ = std::make_unique<Upstream>();
+    tweak_ = [](config::Config& cfg) { cfg.listen.proxy = {"::1", 0}; };
+    start(nullptr, "system");
+  }
+};
+
+TEST_F(Ipv6ProxyTest, AuditRecordsWriteTheAgentAddressBracketed) {
+  tcp::socket s(client_ioc_);
+  boost::system::error_code ec;
+  s.connect(server_->proxy_endpoint(), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  set_timeouts(s);
+  auto local = s.local_endpoint();
+  auto res = exchange(s, "GET http://" + up() + "/denied/x HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 403u);
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].first.client, "[::1]:" + std::to_string(local.port()));
+}
+
 class LimitsTest : public ProxyTest {
 protected:
   void SetUp() override {
