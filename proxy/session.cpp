@@ -1264,8 +1264,10 @@ private:
     ex.response = audit::ResponseInfo{};
     ex.response->status = static_cast<int>(status);
     ex.response->headers = {{"content-type", "application/json"}};
-    ex.response->body = body;
-    ex.response->bytes = body.size();
+    if (req_.method != "HEAD") { // a HEAD answer goes out without its body (send_json)
+      ex.response->body = body;
+      ex.response->bytes = body.size();
+    }
     auto exec = stream_.get_executor();
     auto payload = std::make_shared<std::string>(std::move(body));
     ctx_->audit->record(
@@ -1323,6 +1325,15 @@ private:
     res->keep_alive(keep);
     res->prepare_payload();
     arm(Watch::client, limits().idle_timeout);
+    if (req_.method == "HEAD") {
+      // RFC 9110 §9.3.2: an answer to HEAD carries no content (Content-Length still says what
+      // a GET would get). A body here would be read as the start of the next response.
+      auto bare = std::make_shared<http::response<http::empty_body>>(std::move(res->base()));
+      http::async_write(stream_, *bare,
+                        [self = this->shared_from_this(), bare, keep](
+                            beast::error_code ec, std::size_t) { self->after_response(ec, keep); });
+      return;
+    }
     http::async_write(stream_, *res,
                       [self = this->shared_from_this(), res, keep](
                           beast::error_code ec, std::size_t) { self->after_response(ec, keep); });

@@ -411,6 +411,30 @@ TEST_F(ProxyTest, DeniedRequestGets403JsonAndNeverReachesUpstream) {
   EXPECT_EQ(records[0].first.outcome, "denied");
 }
 
+TEST_F(ProxyTest, RefusedHeadAnswerHasNoBodySoThePipelinedNextAnswerParses) {
+  auto s = connect();
+  std::string raw = "HEAD http://" + up() + "/denied/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n" +
+                    "GET http://" + up() + "/denied/2 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
+  net::write(s, net::buffer(raw));
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> head;
+  head.skip(true); // the client knows it asked HEAD: no content follows the header
+  boost::system::error_code ec;
+  http::read(s, buffer, head, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(head.get().result_int(), 403u);
+  EXPECT_NE(head.get()[http::field::content_length], "0"); // what a GET would have carried
+  auto next = read_response(s, buffer);
+  EXPECT_EQ(next.result_int(), 403u);
+  EXPECT_EQ(json(next).value("error", ""), "denied_by_runbook");
+  EXPECT_TRUE(upstream_->seen().empty());
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[0].first.request.method, "HEAD");
+  EXPECT_EQ(records[0].first.response->bytes, 0u);
+  EXPECT_GT(records[1].first.response->bytes, 0u);
+}
+
 TEST_F(ProxyTest, UnmatchedRequestIsDenied) {
   auto s = connect();
   auto res = exchange(s, "GET http://" + up() + "/other HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
