@@ -7,6 +7,7 @@
 #include "proxy/metered_audit_log.hpp"
 #include "proxy/session.hpp"
 #include "proxy/transparent_session.hpp"
+#include "proxy/upstream_pool.hpp"
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/v6_only.hpp>
@@ -336,6 +337,15 @@ void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) 
         listener->acceptor.close(ignored);
       });
     }
+  }
+  // Idle pooled upstream connections close now, each on its own thread (pools are
+  // thread-confined); in-flight exchanges no longer return theirs while draining.
+  for (auto& io : io_) {
+    net::post(*io, [ctx = io.get()] {
+      if (net::has_service<UpstreamPools>(*ctx)) {
+        net::use_service<UpstreamPools>(*ctx).close_all();
+      }
+    });
   }
   poll_drain(std::chrono::steady_clock::now() + grace, std::move(done));
 }

@@ -10,6 +10,7 @@
 #include "proxy/log.hpp"
 #include "proxy/responses.hpp"
 #include "proxy/transparent_session.hpp"
+#include "proxy/upstream_pool.hpp"
 
 #include <algorithm>
 #include <array>
@@ -52,7 +53,6 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kRelayBuffer = 16 * 1024;
-constexpr std::size_t kMaxIdleUpstreams = 8;
 constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 constexpr int kMaxInterimResponses = 8;
 constexpr std::chrono::seconds kLingerTimeout{2};
@@ -269,14 +269,6 @@ bool is_orderly_close(const beast::error_code& ec) {
          ec == net::error::connection_reset || ec == net::error::broken_pipe;
 }
 
-/// A pooled connection is reusable only if the peer has neither closed it nor sent
-/// unsolicited bytes (either would be an anomaly).
-bool socket_idle_and_open(tcp::socket& socket) {
-  char probe = 0;
-  ssize_t n = ::recv(socket.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
 double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
@@ -436,13 +428,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
   // Plain forward proxy -> http upstream; intercepted TLS -> https upstream.
   using UpStream = Stream;
 
-  struct Upstream {
-    UpStream stream;
-    beast::flat_buffer buffer;
-    std::string key;
-    template <class... Args>
-    explicit Upstream(Args&&... args) : stream(std::forward<Args>(args)...) {}
-  };
+  using Upstream = UpstreamConn<UpStream>;
 
 public:
   /// Plain proxy connection.
@@ -658,6 +644,7 @@ private:
     resp_info_ = audit::ResponseInfo{};
     exchange_ready_ = false;
     upstream_ms_ = 0;
+    reused_ = false;
     approval_.reset();
     approval_id_.clear();
     retry_after_.reset();
@@ -1488,8 +1475,29 @@ private:
                         });
   }
 
+  /// Everything that makes a pooled connection reusable for this request: for TLS also the
+  /// name it is verified for (SNI and certificate) and the trust context it is verified with.
   std::string upstream_key() const {
-    return req_.scheme + "://" + req_.host + ":" + std::to_string(req_.port);
+    std::string key = req_.scheme + "://" + req_.host + ":" + std::to_string(req_.port);
+    if constexpr (kTls) {
+      key += " name=" + strip_brackets(req_.host) +
+             " trust=" + std::to_string(reinterpret_cast<std::uintptr_t>(ctx_->upstream_tls.get()));
+    }
+    return key;
+  }
+
+  /// The idle upstream connections this session may use: its I/O thread's pool when the
+  /// session runs on an io_context run by one thread (ServerOptions::io_threads > 0; every
+  /// session of that thread shares it), else (a strand on a shared io_context) its own.
+  UpstreamPool<UpStream>& pool() {
+    auto exec = stream_.get_executor();
+    if (const auto* io = exec.template target<net::io_context::executor_type>()) {
+      if (shared_pools_ == nullptr) {
+        shared_pools_ = &net::use_service<UpstreamPools>(io->context());
+      }
+      return shared_pools_->template of<UpStream>();
+    }
+    return own_pool_;
   }
 
   void forward() {
@@ -1498,16 +1506,11 @@ private:
     upstream_started_ = Clock::now();
     std::string key = upstream_key();
     if (!tunnel_) {
-      auto it = idle_.find(key);
-      while (it != idle_.end()) {
-        auto conn = std::move(it->second);
-        idle_.erase(it);
-        if (socket_idle_and_open(beast::get_lowest_layer(conn->stream).socket())) {
-          up_ = std::move(conn);
-          send_upstream();
-          return;
-        }
-        it = idle_.find(key);
+      if (auto conn = pool().take(key)) {
+        up_ = std::move(conn);
+        reused_ = true;
+        send_upstream();
+        return;
       }
     }
     if constexpr (kTls) {
@@ -1851,12 +1854,14 @@ private:
 
   void response_done() {
     disarm();
-    bool reusable = rparser_->keep_alive() && up_->buffer.size() == 0;
+    // Only a clean exchange returns the connection: the response read to its end, both
+    // sides keep-alive, nothing left over, not draining. Anything else closes it.
+    bool reusable = rparser_->keep_alive() && up_->buffer.size() == 0 && !ctx_->draining.load();
     if (reusable) {
-      if (idle_.size() >= kMaxIdleUpstreams) {
-        idle_.erase(idle_.begin());
+      pool().put(std::move(up_), limits().idle_timeout);
+      if (shared_pools_ != nullptr) {
+        shared_pools_->schedule_sweep(limits().idle_timeout);
       }
-      idle_.emplace(up_->key, std::move(up_));
     }
     up_.reset();
     rparser_.reset();
@@ -1864,7 +1869,8 @@ private:
     log_event(LogLevel::info, "response", conn_.id, req_id_,
               {{"status", std::to_string(resp_info_.status)},
                {"bytes", std::to_string(resp_info_.bytes)},
-               {"reused", reusable ? "yes" : "no"}});
+               {"reused", reusable ? "yes" : "no"},
+               {"pooled_upstream", reused_ ? "yes" : "no"}});
     record_final(outcome_, decision_.code, decision_.reason);
     if (ctx_->metrics) {
       ctx_->metrics->upstream_seconds.observe({}, upstream_ms_ / 1000.0);
@@ -1964,7 +1970,9 @@ private:
 
   // Upstream side.
   std::unique_ptr<Upstream> up_;
-  std::multimap<std::string, std::unique_ptr<Upstream>> idle_;
+  UpstreamPool<UpStream> own_pool_;       // used only off a one-thread io_context
+  UpstreamPools* shared_pools_ = nullptr; // this I/O thread's pools, once looked up
+  bool reused_ = false;                   // up_ came from a pool
   std::optional<http::response_parser<http::buffer_body>> rparser_;
   std::optional<http::response_serializer<http::buffer_body>> sr_;
   std::unique_ptr<std::array<char, kRelayBuffer>> relay_buf_;
