@@ -26,7 +26,8 @@ export async function freePort() {
   return port;
 }
 
-function canConnect(port) {
+/** True when something accepts a TCP connection on 127.0.0.1:port (bounded: 500 ms). */
+export function canConnect(port) {
   return new Promise((resolve) => {
     const s = net.connect({ host: "127.0.0.1", port });
     const done = (ok) => { s.destroy(); resolve(ok); };

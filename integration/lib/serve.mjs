@@ -5,27 +5,17 @@
 import { execFile, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { fetch } from "undici";
-import { runwardenBin } from "./runwarden.mjs";
+import { canConnect, runwardenBin } from "./runwarden.mjs";
+
+export { canConnect }; // suites import it from here too
 
 const START_LIMIT_MS = 15000;
 const STOP_LIMIT_MS = 15000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export const sha256 = (s) => crypto.createHash("sha256").update(s).digest("hex");
-
-/** True when something accepts a TCP connection on 127.0.0.1:port (bounded: 500 ms). */
-export function canConnect(port) {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: "127.0.0.1", port });
-    const done = (ok) => { s.destroy(); resolve(ok); };
-    s.once("connect", () => done(true));
-    s.once("error", () => done(false));
-    s.setTimeout(500, () => done(false));
-  });
-}
 
 /** `runwarden ca init DIR/certs` (the interception CA every config needs). */
 export async function initCa(dir) {
