@@ -158,162 +158,117 @@ init() { ip netns exec "$NS_AGENT" env RUNWARDEN_UID="$RW_UID" \
   RUNWARDEN_TRANSPARENT_PORT="$TRANSPARENT_PORT" RUNWARDEN_EXCLUDE_CIDRS="$EXCLUDE_CIDRS" \
   "$RWNT_REPO/deploy/iptables-init.sh" "$@"; }
 
-# 1. Allowed plain HTTP: the agent's call reaches the tool once, through runwarden.
-body=$(curl_as "$AGENT_UID" "http://$TOOLS4/ok/t1") || true
-expect "agent -> tools:80 allowed call works through the transparent listener" "$body" \
-  "r.server === 'tools' && r.url === '/ok/t1' && r.local === '$TOOLS4:80' && r.remote === '$AGENT4'"
-expect_count "the tool saw the allowed call exactly once (runwarden's own upstream call is not looped)" tools /ok/t1 1
-rec=$(audit_for "/ok/t1")
-expect "audit: forwarded read_tool with the upstream's 200" "$rec" \
-  "r.outcome === 'forwarded' && r.action === 'read_tool' && r.class === 'read_only' && r.request.url === 'http://$TOOLS4/ok/t1' && r.response.status === 200"
+# node_get URL: a Node http client with no proxy settings, as the agent; the body on stdout.
+node_get() {
+  in_agent_as "$AGENT_UID" timeout 5 node -e '
+    const http = require("node:http");
+    const req = http.get(process.argv[1], { timeout: 3000 }, (res) => {
+      let s = ""; res.on("data", (c) => (s += c)); res.on("end", () => console.log(s));
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", (e) => { console.log(String(e)); process.exit(1); });
+  ' "$1" 2>&1
+}
 
-# 2. Denied plain HTTP: 403 from runwarden, never arrives.
-body=$(curl_as "$AGENT_UID" "http://$TOOLS4/denied/t2") || true
-expect "denied call is refused with denied_by_runbook" "$body" \
-  "r.error === 'denied_by_runbook' && r.action === 'forbidden_area'"
-expect_count "the denied call never reached the tool" tools /denied/t2 0
+# family_checks FAMILY URL-HOST TOOL-ADDR AGENT-ADDR TLS-NAME TLS-ADDR OTHER-URL-HOST
+#               LOOP-URL-HOST EXCLUDED-ADDR EXCLUDED-URL-HOST ID
+# The interception every address family must pass; hosts as written in a URL ([v6]),
+# addresses as a server reports them. ID keeps each family's request paths apart.
+family_checks() {
+  local fam=$1 host=$2 tool=$3 agent=$4 tls_name=$5 tls_addr=$6 other=$7 loop=$8
+  local excl_addr=$9 excl=${10} id=${11} body rec rc n client
+  client=$agent:
+  [[ $fam == IPv6 ]] && client=[$agent]:
 
-# 3. HTTPS: intercepted with a leaf for the SNI, forwarded over verified TLS.
-body=$(curls "https://$API_NAME/ok/t3") || true
-expect "agent -> https://$API_NAME (SNI) allowed call works, trusting runwarden's CA" "$body" \
-  "r.server === 'tools-tls' && r.url === '/ok/t3' && r.local === '$TOOLS4_TLS:443'"
-body=$(curls "https://$API_NAME/denied/t4") || true
-expect "denied HTTPS call is refused inside the intercepted TLS" "$body" "r.error === 'denied_by_runbook'"
-expect_count "the denied HTTPS call never reached the tool" tools-tls /denied/t4 0
+  # 1. Allowed plain HTTP: the agent's call reaches the tool once, through runwarden.
+  body=$(curl_as "$AGENT_UID" "http://$host/ok/$id-1") || true
+  expect "$fam: agent -> $host:80 allowed call works through the transparent listener" "$body" \
+    "r.server === 'tools' && r.url === '/ok/$id-1' && r.local === '$tool:80' && r.remote === '$agent'"
+  expect_count "$fam: the tool saw the allowed call exactly once (runwarden's own upstream call is not looped)" \
+    tools "/ok/$id-1" 1
+  rec=$(audit_for "/ok/$id-1")
+  expect "$fam audit: forwarded read_tool with the upstream's 200, URL and client as the agent used them" "$rec" \
+    "r.outcome === 'forwarded' && r.action === 'read_tool' && r.class === 'read_only' && r.request.url === 'http://$host/ok/$id-1' && r.client.startsWith('$client') && r.response.status === 200"
 
-# 4. SNI / destination mismatch: the name resolves elsewhere -> refused and recorded.
-rc=0
-curls --resolve "$API_NAME:443:$TOOLS4_OTHER" "https://$API_NAME/ok/t5" >/dev/null || rc=$?
-rec=$(audit_for "https://$API_NAME:443/")
-if [[ $rc != 0 && $(count tools-tls /ok/t5) == 0 ]]; then ok "SNI $API_NAME to $TOOLS4_OTHER is refused (curl exit $rc), never arrives"; else
-  not_ok "SNI mismatch is refused" "curl rc=$rc, tools-tls saw $(count tools-tls /ok/t5)"
-fi
-expect "audit: SNI mismatch recorded as refused/destination_mismatch" "$rec" \
-  "r.outcome === 'refused' && r.code === 'destination_mismatch' && r.reason.includes('$TOOLS4_OTHER')"
+  # 2. Denied plain HTTP: 403 from runwarden, never arrives.
+  body=$(curl_as "$AGENT_UID" "http://$host/denied/$id-2") || true
+  expect "$fam: denied call is refused with denied_by_runbook" "$body" \
+    "r.error === 'denied_by_runbook' && r.action === 'forbidden_area'"
+  expect_count "$fam: the denied call never reached the tool" tools "/denied/$id-2" 0
+
+  # 3. HTTPS: intercepted with a leaf for the SNI, forwarded over verified TLS.
+  body=$(curls "https://$tls_name/ok/$id-3") || true
+  expect "$fam: https://$tls_name (SNI) allowed call works, trusting runwarden's CA" "$body" \
+    "r.server === 'tools-tls' && r.url === '/ok/$id-3' && r.local === '$tls_addr:443'"
+  body=$(curls "https://$tls_name/denied/$id-4") || true
+  expect "$fam: denied HTTPS call is refused inside the intercepted TLS" "$body" "r.error === 'denied_by_runbook'"
+  expect_count "$fam: the denied HTTPS call never reached the tool" tools-tls "/denied/$id-4" 0
+
+  # 4. SNI / destination mismatch: the name resolves elsewhere -> refused and recorded.
+  rc=0
+  curls --resolve "$tls_name:443:$other" "https://$tls_name/ok/$id-5" >/dev/null || rc=$?
+  rec=$(audit_for "https://$tls_name:443/")
+  if [[ $rc != 0 && $(count tools-tls "/ok/$id-5") == 0 ]]; then
+    ok "$fam: SNI $tls_name to $other is refused (curl exit $rc), never arrives"
+  else
+    not_ok "$fam: SNI mismatch is refused" "curl rc=$rc, tools-tls saw $(count tools-tls "/ok/$id-5")"
+  fi
+  expect "$fam audit: SNI mismatch recorded as refused/destination_mismatch" "$rec" \
+    "r.outcome === 'refused' && r.code === 'destination_mismatch' && r.reason.includes('$other:443') && r.client.startsWith('$client')"
+  # ... and a plain-HTTP Host naming another address.
+  body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' -H "Host: $other" \
+    "http://$host/ok/$id-6" 2>&1) || true
+  expect "$fam: Host naming another address is refused (403 destination_mismatch)" "$body" \
+    "r.error === 'destination_mismatch' && r.reason.includes('$host:80')"
+  expect_count "$fam: the mismatched Host call never reached the tool" tools "/ok/$id-6" 0
+
+  # 5. A Node client with no proxy settings is intercepted the same way.
+  body=$(node_get "http://$host/ok/$id-7") || true
+  expect "$fam: Node http client -> $host:80 works through runwarden" "$body" \
+    "r.server === 'tools' && r.url === '/ok/$id-7' && r.remote === '$agent'"
+  expect_count "$fam: and reached the tool once" tools "/ok/$id-7" 1
+
+  # 6. Root in the pod is intercepted too; runwarden's own UID goes straight out.
+  body=$(curl_as 0 "http://$host/denied/$id-8") || true
+  expect "$fam: uid 0 is intercepted too (denied)" "$body" "r.error === 'denied_by_runbook'"
+  body=$(curl_as "$RW_UID" "http://$host/denied/$id-9") || true
+  expect "$fam: runwarden's UID -> $host:80 is not redirected" "$body" \
+    "r.server === 'tools' && r.url === '/denied/$id-9'"
+
+  # 7. Dialling the transparent listener itself is a loop: refused.
+  body=$(curl_as "$AGENT_UID" "http://$loop:$TRANSPARENT_PORT/ok/$id-10") || true
+  expect "$fam: a connection whose original destination is runwarden's own listener: loop_refused" "$body" \
+    "r.error === 'loop_refused'"
+
+  # 8. A port not in RUNWARDEN_PORTS and the excluded CIDRs are untouched.
+  body=$(curl_as "$AGENT_UID" "http://$host:8080/$id-11") || true
+  expect "$fam: agent -> $host:8080 (not listed) goes direct" "$body" \
+    "r.server === 'tools' && r.local === '$tool:8080' && r.hop === null"
+  body=$(curl_as "$AGENT_UID" "http://$excl/$id-12") || true
+  expect "$fam: agent -> excluded $excl goes direct" "$body" \
+    "r.server === 'tools' && r.local === '$excl_addr:80' && r.url === '/$id-12' && r.hop === null"
+  n=$(count tools "/$id-12")
+  if [[ $n == 1 ]] && ! grep -q "/$id-12\"" "$AUDIT"; then ok "$fam: the excluded call never went through runwarden"; else
+    not_ok "$fam: the excluded call never went through runwarden" "tools saw it $n times; audit: $(grep -c "/$id-12\"" "$AUDIT" || true)"
+  fi
+}
+
+family_checks IPv4 "$TOOLS4" "$TOOLS4" "$AGENT4" "$API_NAME" "$TOOLS4_TLS" "$TOOLS4_OTHER" 127.0.0.1 \
+  "$TOOLS4_EXCLUDED" "$TOOLS4_EXCLUDED" v4
+family_checks IPv6 "[$TOOLS6]" "$TOOLS6" "$AGENT6" "$API6_NAME" "$TOOLS6_TLS" "[$TOOLS6_OTHER]" "[::1]" \
+  "$TOOLS6_EXCLUDED" "[$TOOLS6_EXCLUDED]" v6
+
+# What only one family has.
 body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' -H "Host: $API_NAME:80" "http://$TOOLS4/ok/t6" 2>&1) || true
-expect "plain HTTP Host naming another address is refused (403 destination_mismatch)" "$body" \
+expect "plain HTTP Host naming a name that resolves elsewhere is refused (403 destination_mismatch)" "$body" \
   "r.error === 'destination_mismatch'"
-expect_count "the mismatched Host call never reached the tool" tools /ok/t6 0
-
-# 5. A Node client with no proxy settings is intercepted the same way.
-body=$(in_agent_as "$AGENT_UID" timeout 5 node -e '
-  const http = require("node:http");
-  const req = http.get(process.argv[1], { timeout: 3000 }, (res) => {
-    let s = ""; res.on("data", (c) => (s += c)); res.on("end", () => console.log(s));
-  });
-  req.on("timeout", () => req.destroy(new Error("timeout")));
-  req.on("error", (e) => { console.log(String(e)); process.exit(1); });
-' "http://$TOOLS4/ok/t7" 2>&1) || true
-expect "Node http client -> tools:80 works through runwarden" "$body" "r.server === 'tools' && r.url === '/ok/t7'"
-expect_count "and reached the tool once" tools /ok/t7 1
-
-# 6. Root in the pod is intercepted too; runwarden's own UID goes straight out.
-body=$(curl_as 0 "http://$TOOLS4/denied/t8") || true
-expect "uid 0 is intercepted too (denied)" "$body" "r.error === 'denied_by_runbook'"
-body=$(curl_as "$RW_UID" "http://$TOOLS4/denied/t9") || true
-expect "runwarden's UID -> tools:80 is not redirected" "$body" "r.server === 'tools' && r.url === '/denied/t9'"
-
-# 7. Dialling the transparent listener itself is a loop: refused.
-body=$(curl_as "$AGENT_UID" "http://127.0.0.1:$TRANSPARENT_PORT/ok/t10") || true
-expect "a connection whose original destination is runwarden's own listener: loop_refused" "$body" \
-  "r.error === 'loop_refused'"
-
-# 8. Audit records match explicit-proxy mode: the same call through listen.proxy.
-body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 -x "http://127.0.0.1:$PROXY_PORT" \
-  "http://$TOOLS4/ok/t11" 2>&1) || true
-expect "the same call through the explicit proxy works" "$body" "r.server === 'tools' && r.url === '/ok/t11'"
-a=$(audit_for "/ok/t1")
-b=$(audit_for "/ok/t11")
-if node -e '
-  const [a, b] = process.argv.slice(1).map((s) => JSON.parse(s));
-  const keys = (o) => Object.keys(o).filter((k) => !["count"].includes(k)).sort().join(",");
-  const same = ["agent", "runbook", "runbook_sha256", "action", "class", "outcome", "code"].every((k) => a[k] === b[k]);
-  const shape = keys(a) === keys(b) && keys(a.request) === keys(b.request) && keys(a.response) === keys(b.response);
-  const urls = a.request.url.replace("/ok/t1", "") === b.request.url.replace("/ok/t11", "");
-  process.exit(same && shape && urls && a.response.status === b.response.status && a.count === b.count ? 0 : 1);
-' "$a" "$b"; then ok "audit records of transparent and explicit mode have the same fields and decision"; else
-  not_ok "audit records match explicit-proxy mode" "transparent: ${a:0:600}" "explicit: ${b:0:600}"
-fi
-
-# 9. IPv6: the same interception over ip6tables REDIRECT to the [::1] listener.
-body=$(curl_as "$AGENT_UID" "http://[$TOOLS6]/ok/v1") || true
-expect "IPv6: agent -> [$TOOLS6]:80 allowed call works through the transparent listener" "$body" \
-  "r.server === 'tools' && r.url === '/ok/v1' && r.local === '$TOOLS6:80' && r.remote === '$AGENT6'"
-expect_count "IPv6: the tool saw the allowed call exactly once" tools /ok/v1 1
-rec=$(audit_for "/ok/v1")
-expect "IPv6 audit: forwarded read_tool, bracketed URL and client" "$rec" \
-  "r.outcome === 'forwarded' && r.action === 'read_tool' && r.request.url === 'http://[$TOOLS6]/ok/v1' && r.client.startsWith('[$AGENT6]:') && r.response.status === 200"
-a=$(audit_for "/ok/t1")
-if node -e '
-  const [a, b] = process.argv.slice(1).map((s) => JSON.parse(s));
-  const keys = (o) => Object.keys(o).sort().join(",");
-  const same = ["agent", "runbook", "runbook_sha256", "action", "class", "outcome", "code"].every((k) => a[k] === b[k]);
-  process.exit(same && keys(a) === keys(b) && keys(a.request) === keys(b.request) && keys(a.response) === keys(b.response) ? 0 : 1);
-' "$a" "$rec"; then ok "IPv6 and IPv4 transparent audit records have the same fields and decision"; else
-  not_ok "IPv6 and IPv4 transparent audit records match" "IPv4: ${a:0:600}" "IPv6: ${rec:0:600}"
-fi
-body=$(curl_as "$AGENT_UID" "http://[$TOOLS6]/denied/v2") || true
-expect "IPv6: denied call is refused with denied_by_runbook" "$body" \
-  "r.error === 'denied_by_runbook' && r.action === 'forbidden_area'"
-expect_count "IPv6: the denied call never reached the tool" tools /denied/v2 0
+expect_count "the mismatched Host name call never reached the tool" tools /ok/t6 0
 body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' -H "Host: [FD00:233:100:0:0:0:0:2]" "http://[$TOOLS6]/ok/v3" 2>&1) || true
 expect "IPv6: a Host literal spelled differently but naming the destination is accepted" "$body" \
   "r.server === 'tools' && r.url === '/ok/v3'"
-body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' -H "Host: [$TOOLS6_OTHER]" "http://[$TOOLS6]/ok/v4" 2>&1) || true
-expect "IPv6: Host naming another IPv6 address is refused (403 destination_mismatch)" "$body" \
-  "r.error === 'destination_mismatch' && r.reason.includes('[$TOOLS6]:80')"
-expect_count "IPv6: the mismatched Host call never reached the tool" tools /ok/v4 0
-body=$(curls "https://$API6_NAME/ok/v5") || true
-expect "IPv6: https://$API6_NAME (AAAA only) allowed call works, SNI checked against the AAAA" "$body" \
-  "r.server === 'tools-tls' && r.url === '/ok/v5' && r.local === '$TOOLS6_TLS:443'"
-body=$(curls "https://$API6_NAME/denied/v6") || true
-expect "IPv6: denied HTTPS call is refused inside the intercepted TLS" "$body" "r.error === 'denied_by_runbook'"
-expect_count "IPv6: the denied HTTPS call never reached the tool" tools-tls /denied/v6 0
-rc=0
-curls --resolve "$API6_NAME:443:[$TOOLS6_OTHER]" "https://$API6_NAME/ok/v7" >/dev/null || rc=$?
-rec=$(audit_for "https://$API6_NAME:443/")
-if [[ $rc != 0 && $(count tools-tls /ok/v7) == 0 ]]; then ok "IPv6: SNI $API6_NAME to [$TOOLS6_OTHER] is refused (curl exit $rc), never arrives"; else
-  not_ok "IPv6: SNI mismatch is refused" "curl rc=$rc, tools-tls saw $(count tools-tls /ok/v7)"
-fi
-expect "IPv6 audit: SNI mismatch recorded as refused/destination_mismatch" "$rec" \
-  "r.outcome === 'refused' && r.code === 'destination_mismatch' && r.reason.includes('[$TOOLS6_OTHER]:443') && r.client.startsWith('[$AGENT6]:')"
 body=$(curls -6 "https://$DUAL_NAME/ok/v8") || true
 expect "IPv6: $DUAL_NAME (A and AAAA) reached over IPv6 passes the destination check" "$body" \
   "r.server === 'tools-tls' && r.url === '/ok/v8'"
-body=$(in_agent_as "$AGENT_UID" timeout 5 node -e '
-  const http = require("node:http");
-  const req = http.get(process.argv[1], { timeout: 3000 }, (res) => {
-    let s = ""; res.on("data", (c) => (s += c)); res.on("end", () => console.log(s));
-  });
-  req.on("timeout", () => req.destroy(new Error("timeout")));
-  req.on("error", (e) => { console.log(String(e)); process.exit(1); });
-' "http://[$TOOLS6]/ok/v9" 2>&1) || true
-expect "IPv6: Node http client -> [$TOOLS6]:80 works through runwarden" "$body" \
-  "r.server === 'tools' && r.url === '/ok/v9' && r.remote === '$AGENT6'"
-body=$(curl_as 0 "http://[$TOOLS6]/denied/v10") || true
-expect "IPv6: uid 0 is intercepted too (denied)" "$body" "r.error === 'denied_by_runbook'"
-body=$(curl_as "$RW_UID" "http://[$TOOLS6]/denied/v11") || true
-expect "IPv6: runwarden's UID -> [$TOOLS6]:80 is not redirected" "$body" "r.server === 'tools' && r.url === '/denied/v11'"
-body=$(curl_as "$AGENT_UID" "http://[::1]:$TRANSPARENT_PORT/ok/v12") || true
-expect "IPv6: dialling [::1]:$TRANSPARENT_PORT itself is loop_refused" "$body" "r.error === 'loop_refused'"
-body=$(curl_as "$AGENT_UID" "http://[$TOOLS6]:8080/v13") || true
-expect "IPv6: agent -> [$TOOLS6]:8080 (not listed) goes direct" "$body" "r.server === 'tools' && r.local === '$TOOLS6:8080'"
-body=$(curl_as "$AGENT_UID" "http://[$TOOLS6_EXCLUDED]/v14") || true
-expect "IPv6: agent -> excluded CIDR $EXCLUDE6 goes direct" "$body" "r.server === 'tools' && r.local === '$TOOLS6_EXCLUDED:80' && r.url === '/v14'"
-n=$(grep -c '"url":"/v14"' "$STATE/tools.jsonl" || true)
-if [[ $n == 1 ]] && ! grep -q '/v14' "$AUDIT"; then ok "IPv6: the excluded call never went through runwarden"; else
-  not_ok "IPv6: the excluded call never went through runwarden" "tools saw it $n times; audit: $(grep -c /v14 "$AUDIT" || true)"
-fi
-
-if in_agent_as "$RW_UID" "$BIN" audit verify "$AUDIT" >"$STATE/verify.txt" 2>&1; then ok "runwarden audit verify passes on the netns audit log"; else
-  not_ok "runwarden audit verify passes" "$(cat "$STATE/verify.txt")"
-fi
-
-# 6. A port not in RUNWARDEN_PORTS is untouched.
-body=$(curl_as "$AGENT_UID" "http://$TOOLS4:8080/t6") || true
-expect "agent -> tools:8080 (not listed) goes direct" "$body" "r.server === 'tools' && r.local === '$TOOLS4:8080' && r.hop === null"
-
-# 7. Loopback and the pod's own address are untouched.
 body=$(curl_as "$AGENT_UID" "http://127.0.0.1/t7") || true
 expect "agent -> 127.0.0.1:80 stays on loopback" "$body" "r.server === 'agent-local' && r.local === '127.0.0.1:80'"
 body=$(curl_as "$AGENT_UID" "http://$AGENT4/t8") || true
@@ -321,9 +276,29 @@ expect "agent -> its own address :80 (via lo) is untouched" "$body" "r.server ==
 body=$(curl_as "$AGENT_UID" "http://[::1]/t9") || true
 expect "agent -> [::1]:80 stays on loopback" "$body" "r.server === 'agent-local' && r.local === '::1:80'"
 
-# 8. Excluded CIDRs are untouched.
-body=$(curl_as "$AGENT_UID" "http://$TOOLS4_EXCLUDED/t10") || true
-expect "agent -> excluded CIDR $EXCLUDE4 goes direct" "$body" "r.server === 'tools' && r.local === '$TOOLS4_EXCLUDED:80' && r.hop === null"
+# 9. Audit records match across modes and families: the same call through listen.proxy,
+# and the IPv6 record against the IPv4 one.
+body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 -x "http://127.0.0.1:$PROXY_PORT" \
+  "http://$TOOLS4/ok/t11" 2>&1) || true
+expect "the same call through the explicit proxy works" "$body" "r.server === 'tools' && r.url === '/ok/t11'"
+a=$(audit_for "/ok/v4-1")
+b=$(audit_for "/ok/t11")
+c=$(audit_for "/ok/v6-1")
+if node -e '
+  const [a, b, c] = process.argv.slice(1).map((s) => JSON.parse(s));
+  const keys = (o) => Object.keys(o).filter((k) => !["count"].includes(k)).sort().join(",");
+  const same = (x, y) => ["agent", "runbook", "runbook_sha256", "action", "class", "outcome", "code"].every((k) => x[k] === y[k]) &&
+    keys(x) === keys(y) && keys(x.request) === keys(y.request) && keys(x.response) === keys(y.response) &&
+    x.response.status === y.response.status && x.count === y.count;
+  const urls = a.request.url.replace("/ok/v4-1", "") === b.request.url.replace("/ok/t11", "");
+  process.exit(same(a, b) && urls && same(a, c) ? 0 : 1);
+' "$a" "$b" "$c"; then ok "audit records of transparent (IPv4, IPv6) and explicit mode have the same fields and decision"; else
+  not_ok "audit records match across modes and families" "IPv4: ${a:0:600}" "explicit: ${b:0:600}" "IPv6: ${c:0:600}"
+fi
+
+if in_agent_as "$RW_UID" "$BIN" audit verify "$AUDIT" >"$STATE/verify.txt" 2>&1; then ok "runwarden audit verify passes on the netns audit log"; else
+  not_ok "runwarden audit verify passes" "$(cat "$STATE/verify.txt")"
+fi
 
 # 10. Idempotent: a second run leaves the same rules and one jump, for both families.
 before=$(rules)
