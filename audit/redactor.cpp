@@ -1,5 +1,6 @@
 #include "audit/redactor.hpp"
 
+#include "audit/body_scan_simd.hpp"
 #include "audit/digest.hpp"
 
 #include <algorithm>
@@ -575,229 +576,23 @@ bool Redactor::sensitive_normalized(std::string_view k) const {
   return false;
 }
 
-namespace {
-
-bool at(std::string_view t, std::size_t i, std::string_view word) {
-  return t.size() - i >= word.size() && t.compare(i, word.size(), word) == 0;
-}
-
-// ASCII case-insensitive `at`; `word` is lower case. RE2's (?i) in Latin-1 folds no other
-// byte onto an ASCII letter, so this is exactly what the patterns' (?i) accepts.
-bool ci_at(std::string_view t, std::size_t i, std::string_view word) {
-  if (t.size() - i < word.size()) {
-    return false;
-  }
-  for (std::size_t k = 0; k < word.size(); ++k) {
-    if (lower(t[i + k]) != word[k]) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool aws_prefix(std::string_view t, std::size_t i) {
-  static constexpr std::array<std::string_view, 10> kPrefixes = {
-      "AKIA", "ASIA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA", "ABIA", "ACCA"};
-  return std::any_of(kPrefixes.begin(), kPrefixes.end(),
-                     [&](std::string_view p) { return at(t, i, p); });
-}
-
-bool api_key_at(std::string_view t, std::size_t i) {
-  if (!ci_at(t, i, "api")) {
-    return false;
-  }
-  const std::size_t k = i + 3 < t.size() && (t[i + 3] == '_' || t[i + 3] == '-') ? i + 4 : i + 3;
-  return ci_at(t, k, "key");
-}
-
-// Two-byte pairs that can begin a trigger, as a 64 KiB byte table indexed by the pair
-// read as one little-endian 16-bit load: the byte loop is one load and one test per
-// position, and the exact checks below run only at the few positions that hit.
-static_assert(std::endian::native == std::endian::little, "pair table is indexed little-endian");
-struct PairSet {
-  std::array<std::uint8_t, 65536> hit{};
-  void add(unsigned char a, unsigned char b) { hit[a | (unsigned{b} << 8)] = 1; }
-  void add_ci(char a, char b) { // a, b lower-case letters
-    const auto up = [](char c) { return static_cast<unsigned char>(c - 'a' + 'A'); };
-    add(static_cast<unsigned char>(a), static_cast<unsigned char>(b));
-    add(up(a), static_cast<unsigned char>(b));
-    add(static_cast<unsigned char>(a), up(b));
-    add(up(a), up(b));
-  }
-  bool has(unsigned char a, unsigned char b) const { return hit[a | (unsigned{b} << 8)] != 0; }
-};
-
-PairSet make_trigger_pairs() {
-  PairSet set;
-  for (std::string_view p : {"--", "ey", "AK", "AS", "AG", "AI", "AR", "AN", "AB", "AC", "gh", "gi",
-                             "xo", "ho", "sk", "rk", "wh", "Ba"}) {
-    set.add(static_cast<unsigned char>(p[0]), static_cast<unsigned char>(p[1]));
-  }
-  for (std::string_view p : {"be", "pa", "pw", "pr", "se", "ap", "to"}) {
-    set.add_ci(p[0], p[1]);
-  }
-  for (unsigned char d = '0'; d <= '9'; ++d) {
-    for (unsigned char e = '0'; e <= '9'; ++e) {
-      set.add(d, e);
-    }
-    set.add(d, ' ');
-    set.add(d, '-');
-  }
-  return set;
-}
-
-} // namespace
-
 // Every built-in alternative (kBuiltinPatterns) contains a fixed literal at the start of
 // its match or, for cards, 13 digits each followed by at most one space or dash:
 //   PEM "-----BEGIN", JWT "eyJ", AWS key prefixes, "gh?_"/"github_pat_", "xox",
 //   "hooks.slack.com/services/", "sk_"/"rk_"/"whsec_", "sk-", "AIza", (?i)"bearer",
 //   "Basic", and (?i) "passw"/"pwd"/"secret"/"api[_-]?key"/"private"/"token" for the
-//   key=value pattern. Any match therefore starts one of these triggers in the text, and
-//   every trigger starts with a pair in the pair set.
+//   key=value pattern. Any match therefore starts one of these triggers in the text
+//   (audit/body_scan_simd.cpp holds the trigger checks and the byte-pair classifiers).
 bool Redactor::may_match_builtin(std::string_view t) {
-  static const PairSet pairs = make_trigger_pairs();
-  const std::size_t n = t.size();
-  const std::uint8_t* table = pairs.hit.data();
-  for (std::size_t i = 0; i < n; ++i) {
-    // Seven positions per 8-byte load: the seven lookups are independent, so they overlap
-    // instead of forming one load-test-branch chain per byte. A hit falls through to the
-    // byte loop below, which finds the exact position within the word.
-    while (i + 8 <= n) {
-      std::uint64_t w = 0;
-      std::memcpy(&w, t.data() + i, 8);
-      if ((table[w & 0xffff] | table[(w >> 8) & 0xffff] | table[(w >> 16) & 0xffff] |
-           table[(w >> 24) & 0xffff] | table[(w >> 32) & 0xffff] | table[(w >> 40) & 0xffff] |
-           table[(w >> 48) & 0xffff]) != 0) {
-        break;
-      }
-      i += 7;
-    }
-    while (i + 1 < n) { // positions without a trigger pair, one at a time
-      std::uint16_t pair = 0;
-      std::memcpy(&pair, t.data() + i, 2);
-      if (table[pair] != 0) {
-        break;
-      }
-      ++i;
-    }
-    const char c = t[i];
-    if (!pairs.has(static_cast<unsigned char>(c),
-                   i + 1 < n ? static_cast<unsigned char>(t[i + 1]) : 0)) {
-      continue;
-    }
-    if (c >= '0' && c <= '9') {
-      // The digit chain from here: digits, one space or dash allowed between two digits.
-      std::size_t j = i;
-      std::size_t last = i;
-      int digits = 0;
-      while (j < n) {
-        if (t[j] >= '0' && t[j] <= '9') {
-          if (++digits >= 13) {
-            return true;
-          }
-          last = j++;
-        } else if ((t[j] == ' ' || t[j] == '-') && j + 1 < n && t[j + 1] >= '0' &&
-                   t[j + 1] <= '9') {
-          ++j;
-        } else {
-          break;
-        }
-      }
-      i = last; // any chain starting inside this one is shorter; resume after its last digit
-      continue;
-    }
-    switch (c) {
-    case '-':
-      if (at(t, i, "-----BEGIN")) {
-        return true;
-      }
-      break;
-    case 'e':
-      if (at(t, i, "eyJ")) {
-        return true;
-      }
-      break;
-    case 'A':
-      if (aws_prefix(t, i) || at(t, i, "AIza") || api_key_at(t, i)) {
-        return true;
-      }
-      break;
-    case 'a':
-      if (api_key_at(t, i)) {
-        return true;
-      }
-      break;
-    case 'g':
-      if ((i + 3 < t.size() && t[i + 1] == 'h' && t[i + 3] == '_' &&
-           std::string_view("pousr").find(t[i + 2]) != std::string_view::npos) ||
-          at(t, i, "github_pat_")) {
-        return true;
-      }
-      break;
-    case 'x':
-      if (at(t, i, "xox")) {
-        return true;
-      }
-      break;
-    case 'h':
-      if (at(t, i, "hooks.slack.com/services/")) {
-        return true;
-      }
-      break;
-    case 's':
-      if (at(t, i, "sk_") || at(t, i, "sk-") || ci_at(t, i, "secret")) {
-        return true;
-      }
-      break;
-    case 'S':
-      if (ci_at(t, i, "secret")) {
-        return true;
-      }
-      break;
-    case 'r':
-      if (at(t, i, "rk_")) {
-        return true;
-      }
-      break;
-    case 'w':
-      if (at(t, i, "whsec_")) {
-        return true;
-      }
-      break;
-    case 'B':
-      if (at(t, i, "Basic") || ci_at(t, i, "bearer")) {
-        return true;
-      }
-      break;
-    case 'b':
-      if (ci_at(t, i, "bearer")) {
-        return true;
-      }
-      break;
-    case 'p':
-    case 'P':
-      if (ci_at(t, i, "passw") || ci_at(t, i, "pwd") || ci_at(t, i, "private")) {
-        return true;
-      }
-      break;
-    case 't':
-    case 'T':
-      if (ci_at(t, i, "token")) {
-        return true;
-      }
-      break;
-    default:
-      break;
-    }
-  }
-  return false;
+  return simd::may_match_builtin(t, simd::best_level());
 }
 
-void Redactor::pattern_spans(std::string_view text, std::vector<Span>& spans) const {
+void Redactor::pattern_spans(std::string_view text, std::vector<Span>& spans,
+                             const simd::BodyScan* scan) const {
   // With no built-in candidate, no built-in alternative matches at any position, so the
   // combined regex finds exactly what the configured alternatives alone find.
-  if (scan_ == Scan::exhaustive || may_match_builtin(text)) {
+  const bool candidate = scan != nullptr ? scan->builtin : may_match_builtin(text);
+  if (scan_ == Scan::exhaustive || candidate) {
     run(combined_, text, spans);
   } else if (extras_.regex != nullptr) {
     run(extras_, text, spans);
@@ -843,7 +638,19 @@ void Redactor::run(const Compiled& compiled, std::string_view text, std::vector<
   }
 }
 
-void Redactor::json_spans(std::string_view s, std::vector<Span>& spans) const {
+void Redactor::json_spans(std::string_view s, std::vector<Span>& spans,
+                          const simd::BodyScan* scan) const {
+  // With the body's quote bitmap a string is skipped in one jump; strings holding a
+  // backslash (or no bitmap) take the byte loop, which also learns about escapes.
+  const auto string_end = [&](std::size_t at, bool& escaped) {
+    if (scan != nullptr) {
+      const std::size_t end = simd::indexed_string_end(*scan, s.size(), at);
+      if (end != static_cast<std::size_t>(-1)) {
+        return end;
+      }
+    }
+    return skip_string(s, at, escaped);
+  };
   std::vector<char> stack;
   bool expect_key = false;
   std::size_t i = 0;
@@ -865,7 +672,7 @@ void Redactor::json_spans(std::string_view s, std::vector<Span>& spans) const {
         return; // not JSON after all: the text patterns still apply
       }
       bool escaped = false;
-      const std::size_t key_end = skip_string(s, i, escaped);
+      const std::size_t key_end = string_end(i, escaped);
       if (key_end >= s.size()) {
         return;
       }
@@ -923,9 +730,11 @@ void Redactor::json_spans(std::string_view s, std::vector<Span>& spans) const {
       stack.push_back('[');
       ++i;
       break;
-    case '"':
-      i = skip_string(s, i);
+    case '"': {
+      bool escaped = false;
+      i = string_end(i, escaped);
       break;
+    }
     default: {
       const std::size_t end = skip_value(s, i);
       if (end == i) {
@@ -1108,7 +917,19 @@ std::string_view Redactor::redact_body_view(std::string_view body, std::string_v
       ct.empty() || ct.substr(0, 5) == "text/" || json || form ||
       ct.find("xml") != std::string_view::npos || ct.find("javascript") != std::string_view::npos ||
       ct.find("graphql") != std::string_view::npos || ct.find("yaml") != std::string_view::npos;
-  if (!texty || !valid_utf8(body)) {
+  if (!texty) {
+    out.binary = !body.empty();
+    return {};
+  }
+  // One pass for the quote bitmap, the ASCII check and the pre-filter; only a body with
+  // bytes >= 0x80 needs the UTF-8 decoder.
+  // The exhaustive (reference) mode keeps the byte-at-a-time steps the scan replaces.
+  const bool reference = scan_ == Scan::exhaustive;
+  thread_local simd::BodyScan scan;
+  if (!reference) {
+    simd::scan_body(body, simd::best_level(), scan);
+  }
+  if ((reference || !scan.ascii) && !valid_utf8(body)) {
     out.binary = !body.empty();
     return {};
   }
@@ -1119,12 +940,12 @@ std::string_view Redactor::redact_body_view(std::string_view body, std::string_v
     ++first;
   }
   if (json || (first < body.size() && (body[first] == '{' || body[first] == '['))) {
-    json_spans(body, spans);
+    json_spans(body, spans, reference ? nullptr : &scan);
   }
   if (form) {
     form_spans(body, 0, spans);
   }
-  pattern_spans(body, spans);
+  pattern_spans(body, spans, reference ? nullptr : &scan);
   std::string_view text = body;
   if (!spans.empty()) {
     storage = apply(body, spans);

@@ -16,6 +16,9 @@ class RE2;
 }
 
 namespace runwarden::audit {
+namespace simd {
+struct BodyScan;
+}
 
 /// Additions to the built-in rules (DESIGN §2 `redaction:`).
 struct RedactionRules {
@@ -36,8 +39,10 @@ class Redactor {
 public:
   /// How free text reaches the patterns. `prefiltered` (the default) first runs a one-pass
   /// byte classifier for the fixed prefixes and digit runs every built-in pattern needs and
-  /// skips the built-in RE2 when none occurs; `exhaustive` runs the combined RE2 on every
-  /// text and is the reference the tests hold the fast path to.
+  /// skips the built-in RE2 when none occurs, and bodies get one scan (bitmaps of quotes for
+  /// the JSON key scan, an ASCII check before UTF-8 decoding); `exhaustive` runs the
+  /// combined RE2 on every text and the byte-at-a-time body steps, and is the reference the
+  /// tests hold the fast path to.
   enum class Scan : std::uint8_t { prefiltered, exhaustive };
 
   /// Throws std::invalid_argument (start-up only) when an added pattern does not compile.
@@ -83,8 +88,11 @@ private:
     bool quote = false;      // replacement must be a JSON string (non-string JSON value)
     bool keep_last4 = false; // card number: keep the last four digits
   };
-  void pattern_spans(std::string_view text, std::vector<Span>& spans) const;
-  void json_spans(std::string_view text, std::vector<Span>& spans) const;
+  /// `scan`, when given, is the body's one-pass scan (its pre-filter verdict and bitmaps).
+  void pattern_spans(std::string_view text, std::vector<Span>& spans,
+                     const simd::BodyScan* scan = nullptr) const;
+  void json_spans(std::string_view text, std::vector<Span>& spans,
+                  const simd::BodyScan* scan = nullptr) const;
   void form_spans(std::string_view text, std::size_t offset, std::vector<Span>& spans) const;
   static std::string apply(std::string_view text, std::vector<Span>& spans);
   bool sensitive_normalized(std::string_view normalized) const;

@@ -1,8 +1,10 @@
 // The record escaper (RecordBuilder::dump of a string) against a byte-at-a-time reference
 // of the same rules, on seeded random strings long enough to reach every fast path (the
 // 16-byte quote chunks, the 16- and 8-byte scans, the byte tail) and every kind of byte
-// that needs escaping at every offset of a chunk.
+// that needs escaping at every offset of a chunk. Every test runs at each SIMD level the
+// CPU has (the AVX2 32-byte chunk loop and the portable SSE2/SWAR loops).
 
+#include "audit/body_scan_simd.hpp"
 #include "audit/record_builder.hpp"
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace runwarden::audit {
 namespace {
@@ -83,6 +86,22 @@ std::string dump_string(const std::string& s) {
   return RecordBuilder::dump(nlohmann::ordered_json(s));
 }
 
+std::vector<simd::Level> levels() {
+  std::vector<simd::Level> out = {simd::Level::portable};
+  if (simd::best_level() == simd::Level::avx2) {
+    out.push_back(simd::Level::avx2);
+  }
+  return out;
+}
+
+// Pins a level for one scope.
+struct Pinned {
+  explicit Pinned(simd::Level level) { simd::pin_level(level); }
+  ~Pinned() { simd::unpin_level(); }
+  Pinned(const Pinned&) = delete;
+  Pinned& operator=(const Pinned&) = delete;
+};
+
 TEST(Escape, MatchesTheReferenceOnRandomStrings) {
   std::mt19937 rng(20261121);
   // Mostly plain text with quotes and backslashes (JSON bodies), plus every other class.
@@ -109,8 +128,9 @@ TEST(Escape, MatchesTheReferenceOnRandomStrings) {
                                 "~"};
   constexpr std::size_t kPieces = sizeof pieces / sizeof pieces[0];
   std::size_t checked = 0;
-  for (int round = 0; round < 3000; ++round) {
-    const std::size_t length = rng() % 120;
+  for (int round = 0; round < 6000; ++round) {
+    const Pinned pinned(levels()[static_cast<std::size_t>(round) % levels().size()]);
+    const std::size_t length = rng() % (round % 2 == 0 ? 120 : 400);
     const unsigned plain_bias = rng() % 4; // 0: anything goes; 3: almost only plain text
     std::string s;
     while (s.size() < length) {
@@ -128,26 +148,34 @@ TEST(Escape, MatchesTheReferenceOnRandomStrings) {
     }
     ++checked;
   }
-  EXPECT_EQ(checked, 3000u);
+  EXPECT_EQ(checked, 6000u);
 }
 
 TEST(Escape, EveryOffsetOfEveryChunk) {
   // One special byte (or sequence) at each offset of a 64-byte plain run, and two quotes at
   // every pair of offsets: the chunk loops cut at every position.
   const std::string specials[] = {"\"", "\\", "\n", "\x02", "\x7f", "\xc3\xa9", "\xff"};
-  for (const std::string& special : specials) {
-    for (std::size_t at = 0; at < 64; ++at) {
-      std::string s(64, 'x');
-      s.insert(at, special);
-      ASSERT_EQ(dump_string(s), reference(s)) << "offset " << at;
+  for (simd::Level level : levels()) {
+    const Pinned pinned(level);
+    for (const std::string& special : specials) {
+      // Runs of 64 (one wide chunk at most) and 160 bytes (several, then the tails).
+      for (std::size_t size : {std::size_t{64}, std::size_t{160}}) {
+        for (std::size_t at = 0; at < size; ++at) {
+          std::string s(size, 'x');
+          s.insert(at, special);
+          ASSERT_EQ(dump_string(s), reference(s)) << "offset " << at;
+        }
+      }
     }
-  }
-  for (std::size_t a = 0; a < 48; ++a) {
-    for (std::size_t b = a; b < 48; ++b) {
-      std::string s(48, 'y');
-      s[a] = '"';
-      s[b] = '\\';
-      ASSERT_EQ(dump_string(s), reference(s)) << a << "," << b;
+    for (std::size_t size : {std::size_t{48}, std::size_t{100}}) {
+      for (std::size_t a = 0; a < size; ++a) {
+        for (std::size_t b = a; b < size; ++b) {
+          std::string s(size, 'y');
+          s[a] = '"';
+          s[b] = '\\';
+          ASSERT_EQ(dump_string(s), reference(s)) << a << "," << b;
+        }
+      }
     }
   }
 }
