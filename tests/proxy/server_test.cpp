@@ -3,6 +3,7 @@
 
 #include "certs/authority.hpp"
 #include "proxy/server.hpp"
+#include "tests/proxy/test_upstream.hpp"
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
@@ -20,8 +21,6 @@
 #include <gtest/gtest.h>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <thread>
 #include <vector>
 
@@ -33,11 +32,7 @@ namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-void set_timeouts(tcp::socket& s) {
-  timeval tv{5, 0};
-  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
+using testing::set_timeouts;
 
 struct Seen {
   std::string method;
@@ -61,37 +56,12 @@ struct Seen {
 class Upstream {
 public:
   explicit Upstream(std::shared_ptr<const certs::Leaf> leaf = nullptr)
-      : acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {
-    if (leaf) {
-      tls_ = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
-      SSL_CTX_use_certificate(tls_->native_handle(), leaf->cert);
-      SSL_CTX_use_PrivateKey(tls_->native_handle(), leaf->key);
-    }
-    thread_ = std::thread([this] { serve(); });
-  }
+      : server_(*this, std::move(leaf), 64) {}
   ~Upstream() {
-    stop_ = true;
-    release();
-    {
-      net::io_context ioc;
-      tcp::socket poke(ioc);
-      boost::system::error_code ec;
-      poke.connect(acceptor_.local_endpoint(), ec);
-    }
-    thread_.join();
-    std::lock_guard lock(mutex_);
-    for (int fd : fds_) {
-      ::shutdown(fd, SHUT_RDWR);
-    }
-    for (auto& t : workers_) {
-      t.join();
-    }
+    release(); // wake handlers waiting for it, then server_ joins them
   }
-  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
-  int accepted() {
-    std::lock_guard lock(mutex_);
-    return static_cast<int>(workers_.size());
-  }
+  std::uint16_t port() const { return server_.port(); }
+  int accepted() { return server_.accepted(); }
   std::vector<Seen> seen() {
     std::lock_guard lock(mutex_);
     return seen_;
@@ -102,42 +72,8 @@ public:
     cv_.notify_all();
   }
 
-private:
-  void serve() {
-    for (int i = 0; i < 64 && !stop_; ++i) {
-      auto socket = std::make_shared<tcp::socket>(ioc_);
-      boost::system::error_code ec;
-      acceptor_.accept(*socket, ec);
-      if (ec || stop_) {
-        return;
-      }
-      set_timeouts(*socket);
-      std::lock_guard lock(mutex_);
-      fds_.push_back(socket->native_handle());
-      workers_.emplace_back([this, socket] { connection(*socket); });
-    }
-  }
-  void connection(tcp::socket& socket) {
-    if (!tls_) {
-      serve_on(socket);
-      return;
-    }
-    net::ssl::stream<tcp::socket&> stream(socket, *tls_);
-    boost::system::error_code ec;
-    stream.handshake(net::ssl::stream_base::server, ec);
-    if (!ec) {
-      serve_on(stream);
-    }
-  }
-  template <class Stream> void serve_on(Stream& stream) {
-    beast::flat_buffer buffer;
-    for (int i = 0; i < 100; ++i) {
-      http::request<http::string_body> req;
-      boost::system::error_code ec;
-      http::read(stream, buffer, req, ec);
-      if (ec) {
-        return;
-      }
+  template <class Stream> void serve_on(Stream& stream, const testing::Accepted&) {
+    testing::serve_requests(stream, 100, [&](const http::request<http::string_body>& req) {
       Seen s{std::string(req.method_string()), std::string(req.target()), {}, req.body()};
       for (const auto& f : req) {
         s.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
@@ -149,9 +85,10 @@ private:
       if (req.target() == "/allowed/silent") {
         std::unique_lock lock(mutex_);
         cv_.wait_for(lock, std::chrono::seconds(5), [this] { return released_; });
-        return;
+        return false;
       }
       if (req.target() == "/allowed/stream") {
+        boost::system::error_code ec;
         net::write(stream,
                    net::buffer(std::string_view("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream"
                                                 "\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -162,34 +99,18 @@ private:
           cv_.wait_for(lock, std::chrono::seconds(5), [this] { return released_; });
         }
         net::write(stream, net::buffer(std::string_view("9\r\ndata: 2\n\n\r\n0\r\n\r\n")), ec);
-        if (ec) {
-          return;
-        }
-        continue;
+        return !ec;
       }
-      http::response<http::string_body> res{http::status::ok, 11};
-      res.set(http::field::content_type, "text/plain");
-      res.body() = "hello";
-      res.keep_alive(req.keep_alive());
-      res.prepare_payload();
-      http::write(stream, res, ec);
-      if (ec || !req.keep_alive()) {
-        return;
-      }
-    }
+      return testing::write_hello(stream, req.keep_alive()) && req.keep_alive();
+    });
   }
 
-  net::io_context ioc_;
-  tcp::acceptor acceptor_;
-  std::unique_ptr<net::ssl::context> tls_;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
+private:
   std::mutex mutex_;
   std::condition_variable cv_;
   bool released_ = false;
   std::vector<Seen> seen_;
-  std::vector<int> fds_;
-  std::vector<std::thread> workers_;
+  testing::LoopbackUpstream<Upstream> server_; // last: stops before the state above
 };
 
 /// In-memory audit sink: completes at once and keeps every record.

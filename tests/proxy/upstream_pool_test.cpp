@@ -1,10 +1,12 @@
 // The per-I/O-thread upstream keep-alive pool: what is shared between agent connections of one
 // thread, what never is, and what is never returned. The proxy runs in-process on port 0 with
-// one I/O thread; the upstream is a real loopback server that counts its accepted connections.
+// one I/O thread; the upstream is a real loopback server (tests/proxy/test_upstream.hpp) that
+// counts its accepted connections, or records the TLS name and requests of each.
 
 #include "certs/authority.hpp"
 #include "proxy/server.hpp"
 #include "proxy/upstream_pool.hpp"
+#include "tests/proxy/test_upstream.hpp"
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
@@ -14,12 +16,15 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <gtest/gtest.h>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <sys/socket.h>
-#include <sys/time.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <string>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -32,11 +37,7 @@ namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-void set_timeouts(tcp::socket& s) {
-  timeval tv{5, 0};
-  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-}
+using testing::set_timeouts;
 
 /// Counts accepted connections. GET /allowed/close answers "Connection: close" and closes;
 /// GET /allowed/cut promises 100 bytes, sends 5 and closes; anything else answers 200 "hello"
@@ -44,104 +45,125 @@ void set_timeouts(tcp::socket& s) {
 class CountingUpstream {
 public:
   explicit CountingUpstream(std::shared_ptr<const certs::Leaf> leaf = nullptr)
-      : acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {
-    if (leaf) {
-      tls_ = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
-      SSL_CTX_use_certificate(tls_->native_handle(), leaf->cert);
-      SSL_CTX_use_PrivateKey(tls_->native_handle(), leaf->key);
-    }
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~CountingUpstream() {
-    stop_ = true;
-    {
-      net::io_context ioc;
-      tcp::socket poke(ioc);
-      boost::system::error_code ec;
-      poke.connect(acceptor_.local_endpoint(), ec);
-    }
-    thread_.join();
-    std::lock_guard lock(mutex_);
-    for (int fd : fds_) {
-      ::shutdown(fd, SHUT_RDWR);
-    }
-    for (auto& t : workers_) {
-      t.join();
-    }
-  }
-  std::uint16_t port() const { return acceptor_.local_endpoint().port(); }
-  int accepted() {
-    std::lock_guard lock(mutex_);
-    return static_cast<int>(workers_.size());
-  }
+      : server_(*this, std::move(leaf), 32) {}
+  std::uint16_t port() const { return server_.port(); }
+  int accepted() { return server_.accepted(); }
   int requests() const { return requests_.load(); }
 
-private:
-  void serve() {
-    for (int i = 0; i < 32 && !stop_; ++i) {
-      auto socket = std::make_shared<tcp::socket>(ioc_);
-      boost::system::error_code ec;
-      acceptor_.accept(*socket, ec);
-      if (ec || stop_) {
-        return;
-      }
-      set_timeouts(*socket);
-      std::lock_guard lock(mutex_);
-      fds_.push_back(socket->native_handle());
-      workers_.emplace_back([this, socket] { connection(*socket); });
-    }
-  }
-  void connection(tcp::socket& socket) {
-    if (!tls_) {
-      serve_on(socket);
-      return;
-    }
-    net::ssl::stream<tcp::socket&> stream(socket, *tls_);
-    boost::system::error_code ec;
-    stream.handshake(net::ssl::stream_base::server, ec);
-    if (!ec) {
-      serve_on(stream);
-    }
-  }
-  template <class Stream> void serve_on(Stream& stream) {
-    beast::flat_buffer buffer;
-    for (int i = 0; i < 32; ++i) {
-      http::request<http::string_body> req;
-      boost::system::error_code ec;
-      http::read(stream, buffer, req, ec);
-      if (ec) {
-        return;
-      }
+  template <class Stream> void serve_on(Stream& stream, const testing::Accepted&) {
+    testing::serve_requests(stream, 32, [&](const http::request<http::string_body>& req) {
       requests_.fetch_add(1);
       if (req.target() == "/allowed/cut") {
+        boost::system::error_code ec;
         net::write(
             stream,
             net::buffer(std::string_view("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")),
             ec);
-        return;
+        return false;
       }
       bool close = req.target() == "/allowed/close";
-      http::response<http::string_body> res{http::status::ok, 11};
-      res.body() = "hello";
-      res.keep_alive(!close);
-      res.prepare_payload();
-      http::write(stream, res, ec);
-      if (ec || close) {
-        return;
-      }
-    }
+      return testing::write_hello(stream, !close) && !close;
+    });
   }
 
-  net::io_context ioc_;
-  tcp::acceptor acceptor_;
-  std::unique_ptr<net::ssl::context> tls_;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
+private:
   std::atomic<int> requests_{0};
-  std::mutex mutex_;
-  std::vector<int> fds_;
-  std::vector<std::thread> workers_;
+  testing::LoopbackUpstream<CountingUpstream> server_; // last: stops before the state above
 };
+
+/// Records, per accepted connection, the TLS server name it was opened for and the Host of
+/// every request that arrived on it; answers each 200 "hello" and keeps the connection.
+class NameRecordingUpstream {
+public:
+  struct Conn {
+    std::string sni;
+    std::vector<std::string> hosts; // Host header of each request, in order
+  };
+  explicit NameRecordingUpstream(std::shared_ptr<const certs::Leaf> leaf)
+      : server_(*this, std::move(leaf), 32) {}
+  std::uint16_t port() const { return server_.port(); }
+  int accepted() { return server_.accepted(); }
+  std::map<int, Conn> conns() {
+    std::lock_guard lock(mutex_);
+    return conns_;
+  }
+  int requests() {
+    std::lock_guard lock(mutex_);
+    int n = 0;
+    for (const auto& [index, conn] : conns_) {
+      n += static_cast<int>(conn.hosts.size());
+    }
+    return n;
+  }
+
+  template <class Stream> void serve_on(Stream& stream, const testing::Accepted& accepted) {
+    {
+      std::lock_guard lock(mutex_);
+      conns_[accepted.index].sni = accepted.sni;
+    }
+    testing::serve_requests(stream, 32, [&](const http::request<http::string_body>& req) {
+      {
+        std::lock_guard lock(mutex_);
+        conns_[accepted.index].hosts.emplace_back(req[http::field::host]);
+      }
+      return testing::write_hello(stream, true);
+    });
+  }
+
+private:
+  std::mutex mutex_;
+  std::map<int, Conn> conns_;
+  testing::LoopbackUpstream<NameRecordingUpstream> server_; // last: stops before the state above
+};
+
+/// A leaf signed by the test CA in dir and valid for every name in sans at once (OpenSSL
+/// syntax, "DNS:a,IP:b"): Authority mints exactly one name per leaf, and a server that is
+/// several names on one address is the case where only the pool key keeps them apart.
+std::shared_ptr<const certs::Leaf> multi_name_leaf(const std::filesystem::path& dir,
+                                                   const char* sans) {
+  auto read_pem = [](const std::filesystem::path& file, auto reader) {
+    std::FILE* f = std::fopen(file.c_str(), "r");
+    auto* value = f != nullptr ? reader(f, nullptr, nullptr, nullptr) : nullptr;
+    if (f != nullptr) {
+      std::fclose(f);
+    }
+    return value;
+  };
+  X509* ca = read_pem(dir / "ca.pem", PEM_read_X509);
+  EVP_PKEY* ca_key = read_pem(dir / "ca.key", PEM_read_PrivateKey);
+  auto leaf = std::make_shared<certs::Leaf>();
+  leaf->key = EVP_EC_gen("P-256");
+  leaf->cert = X509_new();
+  X509* cert = leaf->cert;
+  bool ok = ca != nullptr && ca_key != nullptr && leaf->key != nullptr && cert != nullptr;
+  ok = ok && X509_set_version(cert, X509_VERSION_3) == 1 &&
+       ASN1_INTEGER_set(X509_get_serialNumber(cert), 2) == 1 &&
+       X509_gmtime_adj(X509_getm_notBefore(cert), -60) != nullptr &&
+       X509_gmtime_adj(X509_getm_notAfter(cert), 3600) != nullptr &&
+       X509_set_issuer_name(cert, X509_get_subject_name(ca)) == 1 &&
+       X509_set_pubkey(cert, leaf->key) == 1;
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, ca, cert, nullptr, nullptr, 0);
+  auto add = [&](int nid, const char* value) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+    bool added = ext != nullptr && X509_add_ext(cert, ext, -1) == 1;
+    X509_EXTENSION_free(ext);
+    return added;
+  };
+  ok = ok && add(NID_subject_alt_name, sans) && add(NID_basic_constraints, "critical,CA:FALSE") &&
+       add(NID_authority_key_identifier, "keyid:always") &&
+       X509_sign(cert, ca_key, EVP_sha256()) > 0;
+  X509_free(ca);
+  EVP_PKEY_free(ca_key);
+  EXPECT_TRUE(ok) << "cannot mint a leaf for " << sans;
+  return leaf;
+}
+
+/// The host part of a Host header value ("name:port").
+std::string host_of(const std::string& authority) {
+  return authority.substr(0, authority.rfind(':'));
+}
 
 class NullAudit final : public audit::AuditLog {
 public:
@@ -229,47 +251,81 @@ protected:
     return res;
   }
 
-  std::shared_ptr<certs::Authority> make_authority() {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("runwarden-pool-test-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir_);
-    certs::Authority::create(dir_, "runwarden test CA");
-    return certs::Authority::load(dir_ / "ca.pem", dir_ / "ca.key");
+  /// The test CA, created in dir_ on first use.
+  std::shared_ptr<certs::Authority> authority() {
+    if (!authority_) {
+      dir_ = std::filesystem::temp_directory_path() /
+             ("runwarden-pool-test-" + std::to_string(::getpid()));
+      std::filesystem::remove_all(dir_);
+      certs::Authority::create(dir_, "runwarden test CA");
+      authority_ = certs::Authority::load(dir_ / "ca.pem", dir_ / "ca.key");
+    }
+    return authority_;
+  }
+  /// The test CA's leaf for exactly one name, as the proxy mints them.
+  std::shared_ptr<const certs::Leaf> ca_leaf(const std::string& name) {
+    std::string err;
+    auto leaf = authority()->leaf(name, &err);
+    EXPECT_TRUE(leaf) << err;
+    return leaf;
+  }
+  /// Starts the proxy intercepting with the test CA and trusting only it upstream.
+  void start_intercepting(std::uint16_t port) {
+    start({port}, authority(), (dir_ / "ca.pem").string());
   }
 
-  /// One intercepted request on a new agent connection: CONNECT, TLS verified by the test
-  /// CA, one inner request.
-  http::response<http::string_body> intercepted_get(std::uint16_t port, const std::string& path) {
-    tcp::socket s(client_ioc_);
-    s.connect(server_->proxy_endpoint());
-    set_timeouts(s);
-    std::string up = "127.0.0.1:" + std::to_string(port);
-    net::write(s, net::buffer("CONNECT " + up + " HTTP/1.1\r\nHost: " + up + "\r\n\r\n"));
+  /// An agent's intercepted keep-alive connection: CONNECT host:port, then TLS verified by
+  /// the test CA for host.
+  struct Tunnel {
+    explicit Tunnel(net::io_context& ioc) : socket(ioc) {}
+    tcp::socket socket;
+    net::ssl::context client_tls{net::ssl::context::tls_client};
+    std::unique_ptr<net::ssl::stream<tcp::socket&>> tls;
     beast::flat_buffer buffer;
+    std::string authority;
+  };
+  std::unique_ptr<Tunnel> open_tunnel(const std::string& host, std::uint16_t port) {
+    auto t = std::make_unique<Tunnel>(client_ioc_);
+    t->socket.connect(server_->proxy_endpoint());
+    set_timeouts(t->socket);
+    t->authority = host + ":" + std::to_string(port);
+    net::write(t->socket, net::buffer("CONNECT " + t->authority +
+                                      " HTTP/1.1\r\nHost: " + t->authority + "\r\n\r\n"));
     http::response_parser<http::empty_body> head;
     head.skip(true);
     boost::system::error_code ec;
-    http::read_header(s, buffer, head, ec);
+    http::read_header(t->socket, t->buffer, head, ec);
     EXPECT_FALSE(ec) << ec.message();
     EXPECT_EQ(head.get().result_int(), 200u);
-    net::ssl::context client_tls{net::ssl::context::tls_client};
-    client_tls.load_verify_file((dir_ / "ca.pem").string());
-    client_tls.set_verify_mode(net::ssl::verify_peer);
-    net::ssl::stream<tcp::socket&> tls(s, client_tls);
-    tls.set_verify_callback(net::ssl::host_name_verification("127.0.0.1"));
-    tls.handshake(net::ssl::stream_base::client, ec);
+    t->client_tls.load_verify_file((dir_ / "ca.pem").string());
+    t->client_tls.set_verify_mode(net::ssl::verify_peer);
+    t->tls = std::make_unique<net::ssl::stream<tcp::socket&>>(t->socket, t->client_tls);
+    t->tls->set_verify_callback(net::ssl::host_name_verification(host));
+    t->tls->handshake(net::ssl::stream_base::client, ec);
     EXPECT_FALSE(ec) << ec.message();
-    net::write(tls, net::buffer("GET " + path + " HTTP/1.1\r\nHost: " + up + "\r\n\r\n"), ec);
+    return t;
+  }
+  /// One request inside an open tunnel; the tunnel stays open for the next.
+  http::response<http::string_body> inner_get(Tunnel& t, const std::string& path) {
+    boost::system::error_code ec;
+    net::write(*t.tls,
+               net::buffer("GET " + path + " HTTP/1.1\r\nHost: " + t.authority + "\r\n\r\n"), ec);
     http::response<http::string_body> res;
-    http::read(tls, buffer, res, ec);
+    http::read(*t.tls, t.buffer, res, ec);
     EXPECT_FALSE(ec) << ec.message();
     return res;
+  }
+  /// One intercepted request on a new agent connection to 127.0.0.1, then closed.
+  http::response<http::string_body> intercepted_get(std::uint16_t port, const std::string& path) {
+    auto t = open_tunnel("127.0.0.1", port);
+    return inner_get(*t, path);
   }
 
   net::io_context ioc_;
   net::io_context client_ioc_;
   std::unique_ptr<Server> server_;
   std::thread thread_;
+  std::shared_ptr<certs::Authority> authority_;
   std::filesystem::path dir_;
 };
 
@@ -283,10 +339,8 @@ TEST_F(PoolTest, TwoAgentConnectionsInTurnShareOneUpstreamConnection) {
 }
 
 TEST_F(PoolTest, TwoInterceptedConnectionsShareOneVerifiedUpstreamTlsConnection) {
-  auto authority = make_authority();
-  std::string err;
-  CountingUpstream upstream(authority->leaf("127.0.0.1", &err));
-  start({upstream.port()}, authority, (dir_ / "ca.pem").string());
+  CountingUpstream upstream(ca_leaf("127.0.0.1"));
+  start_intercepting(upstream.port());
   EXPECT_EQ(intercepted_get(upstream.port(), "/allowed/a").body(), "hello");
   EXPECT_EQ(intercepted_get(upstream.port(), "/allowed/b").body(), "hello");
   EXPECT_EQ(upstream.requests(), 2);
@@ -308,6 +362,61 @@ TEST_F(PoolTest, DifferentHostsOrPortsNeverShare) {
   EXPECT_EQ(get("127.0.0.1", second.port(), "/allowed/b").result_int(), 200u);
   EXPECT_EQ(first.accepted(), 2);
   EXPECT_EQ(second.accepted(), 1);
+}
+
+// One TLS upstream that is two names on one address and port, with one certificate valid for
+// both: only the pool key (which holds the verified name) keeps their connections apart.
+// localhost and 127.0.0.1 are the two names every machine resolves to loopback with no DNS;
+// an IP literal is never sent as SNI (RFC 6066 §3), so its connections carry none.
+TEST_F(PoolTest, TwoTlsNamesOnOneUpstreamNeverShareAPooledConnection) {
+  authority(); // the test CA, in dir_
+  NameRecordingUpstream upstream(multi_name_leaf(dir_, "DNS:localhost,IP:127.0.0.1"));
+  start_intercepting(upstream.port());
+  auto by_name = open_tunnel("localhost", upstream.port());
+  auto by_address = open_tunnel("127.0.0.1", upstream.port());
+  // Alternating keep-alive requests: each one finds the other name's connection idle in the
+  // I/O thread's pool when it is forwarded.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(inner_get(*by_name, "/allowed/n" + std::to_string(i)).body(), "hello");
+    EXPECT_EQ(inner_get(*by_address, "/allowed/a" + std::to_string(i)).body(), "hello");
+  }
+  auto conns = upstream.conns();
+  int requests = 0;
+  for (const auto& [index, conn] : conns) {
+    for (const auto& host : conn.hosts) {
+      ++requests;
+      std::string name = host_of(host);
+      EXPECT_EQ(conn.sni, name == "127.0.0.1" ? "" : name)
+          << "a request for " << name << " arrived on connection " << index << " opened with SNI \""
+          << conn.sni << "\"";
+    }
+  }
+  EXPECT_EQ(requests, 6);
+  // Each name kept reusing its own connection: the pool was in play, not bypassed.
+  EXPECT_EQ(upstream.accepted(), 2);
+}
+
+// The upstream's certificate is valid for localhost only. A request for 127.0.0.1 must open
+// (and fail to verify) a connection of its own, never ride the idle one verified for
+// localhost.
+TEST_F(PoolTest, RequestWhoseNameFailsVerificationNeverRidesAnotherNamesConnection) {
+  NameRecordingUpstream upstream(ca_leaf("localhost"));
+  start_intercepting(upstream.port());
+  auto by_name = open_tunnel("localhost", upstream.port());
+  EXPECT_EQ(inner_get(*by_name, "/allowed/first").body(), "hello"); // now idle in the pool
+  auto by_address = open_tunnel("127.0.0.1", upstream.port());
+  auto refused = inner_get(*by_address, "/allowed/second");
+  EXPECT_EQ(refused.result_int(), 502u);
+  EXPECT_NE(refused.body().find("does not match"), std::string::npos) << refused.body();
+  EXPECT_EQ(upstream.requests(), 1);
+  EXPECT_EQ(upstream.accepted(), 2); // the refused name's own handshake, which failed
+  // The verified name still reuses its connection.
+  EXPECT_EQ(inner_get(*by_name, "/allowed/third").body(), "hello");
+  auto conns = upstream.conns();
+  ASSERT_EQ(conns.size(), 1u); // the failed handshake was never served
+  EXPECT_EQ(conns.begin()->second.sni, "localhost");
+  EXPECT_EQ(conns.begin()->second.hosts,
+            (std::vector<std::string>{by_name->authority, by_name->authority}));
 }
 
 TEST_F(PoolTest, UpstreamThatSaidCloseIsNotReused) {
