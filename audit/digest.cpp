@@ -63,6 +63,16 @@ std::string to_hex(const std::uint8_t* data, std::size_t size) {
   return out;
 }
 
+void sha256_hex(std::string_view data, std::string& out) {
+  static constexpr char digits[] = "0123456789abcdef";
+  const Sha256 digest = sha256(data);
+  out.resize(2 * digest.size());
+  for (std::size_t i = 0; i < digest.size(); ++i) {
+    out[2 * i] = digits[digest[i] >> 4];
+    out[2 * i + 1] = digits[digest[i] & 0x0f];
+  }
+}
+
 std::string sha256_hex(std::string_view data) {
   const Sha256 digest = sha256(data);
   return to_hex(digest.data(), digest.size());

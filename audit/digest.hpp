@@ -18,6 +18,8 @@ Sha256 sha256(std::string_view first, std::string_view second);
 std::string to_hex(const std::uint8_t* data, std::size_t size);
 /// Lower-case hex SHA-256, the form every hash takes in the log.
 std::string sha256_hex(std::string_view data);
+/// The same into `out`, reusing its capacity.
+void sha256_hex(std::string_view data, std::string& out);
 /// `[REDACTED:<first 8 hex of SHA-256(value)>]`: equal secrets correlate, none are readable.
 std::string redaction_marker(std::string_view value);
 

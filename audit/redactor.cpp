@@ -651,7 +651,9 @@ void Redactor::json_spans(std::string_view s, std::vector<Span>& spans,
     }
     return skip_string(s, at, escaped);
   };
-  std::vector<char> stack;
+  // Per thread and reused (a local one allocated on the first '{' of every body).
+  thread_local std::vector<char> stack;
+  stack.clear();
   bool expect_key = false;
   std::size_t i = 0;
   // Every branch advances i or returns: bounded by the text length.
@@ -894,7 +896,7 @@ std::string_view Redactor::redact_body_view(std::string_view body, std::string_v
   if (body.empty()) {
     out.sha256 = kEmptySha256;
   } else {
-    out.sha256 = sha256_hex(body);
+    sha256_hex(body, out.sha256); // into the reused string: no allocation per body
   }
   char ct_buf[64];
   std::string ct_long;
