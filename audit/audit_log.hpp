@@ -89,7 +89,13 @@ struct Options {
 };
 
 /// Called once the record is as durable as Options::durability says, or with the error
-/// that prevented it (the caller must then refuse to act).
+/// that prevented it (the caller must then refuse to act). Called exactly once, possibly on
+/// another thread than the caller of record()/event(): records are group-committed, so in
+/// `written` mode it runs on whichever thread wrote the batch holding the record (the caller
+/// itself, another caller of record()/event(), or the log's background thread), in `synced`
+/// mode on the writer thread. A completion that must run on the caller's executor dispatches
+/// itself there. It is never called under the log's internal lock, so it may call record()
+/// or event() again.
 using Completion = std::function<void(std::error_code)>;
 
 class AuditLog {
@@ -100,7 +106,8 @@ public:
   virtual ~AuditLog() = default;
 
   /// The decision record, written before a request is forwarded (or the only record of
-  /// a refused request when `final` is true).
+  /// a refused request when `final` is true). May return before `done` is called (see
+  /// Completion for the thread that calls it).
   virtual void record(const Exchange& exchange, bool final, Completion done) = 0;
   /// An event record: mode change, reload, run killed, recovery, ...
   virtual void event(std::string_view type, const nlohmann::json& fields, Completion done) = 0;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
+#include <limits>
 #include <stdexcept>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -252,11 +253,7 @@ FileAuditLog::~FileAuditLog() {
     stop_ = true;
   }
   queue_cv_.notify_all();
-  {
-    std::lock_guard lock(stop_mu_);
-    stopping_ = true;
-  }
-  stop_cv_.notify_all();
+  bg_cv_.notify_all();
   if (writer_.joinable()) {
     writer_.join();
   }
@@ -374,9 +371,50 @@ void FileAuditLog::submit(std::string members, Completion done) {
     queue_cv_.notify_one();
     return;
   }
-  const std::error_code ec = write_batch(p, false);
-  lock.unlock();
-  done(ec);
+  // Group commit, leader/follower: the record joins the open batch in seal order, so the
+  // file order is the chain order. A follower returns at once; the writer calls its
+  // completion after the write(2) holding its bytes returned.
+  if (open_.dones.empty()) {
+    open_.data.first_seq = p.first_seq;
+    open_.data.bytes = std::move(p.bytes);
+  } else {
+    open_.data.bytes += p.bytes;
+  }
+  open_.data.last_seq = p.last_seq;
+  open_.dones.push_back(std::move(done));
+  if (writing_) {
+    return;
+  }
+  writing_ = true;
+  drain_locked(lock, kLeaderRounds);
+}
+
+void FileAuditLog::drain_locked(std::unique_lock<std::mutex>& lock, int max_rounds) {
+  for (int round = 0;; ++round) {
+    if (open_.dones.empty()) {
+      writing_ = false;
+      return;
+    }
+    if (round == max_rounds) {
+      // writing_ stays set: the role passes to syncer_loop, which drains without a bound.
+      handoff_ = true;
+      bg_cv_.notify_one();
+      return;
+    }
+    {
+      Batch batch;
+      std::swap(batch, open_);
+      lock.unlock();
+      const std::error_code ec = write_batch(batch.data, false);
+      for (Completion& done : batch.dones) {
+        if (done) {
+          done(ec);
+        }
+      }
+      // `batch` (and what its completions captured) is destroyed here, still unlocked.
+    }
+    lock.lock();
+  }
 }
 
 std::error_code FileAuditLog::write_batch(const Pending& batch, bool sync_now) {
@@ -471,12 +509,27 @@ void FileAuditLog::writer_loop() {
   }
 }
 
+// `written` mode's background thread: the interval fdatasync, and the writer role when a
+// leader hands it off. It drains a hand-off even when stopping, so no record is left.
 void FileAuditLog::syncer_loop() {
-  std::unique_lock lock(stop_mu_);
-  while (!stopping_) {
-    stop_cv_.wait_for(lock, options_.fsync_interval, [this] { return stopping_; });
-    if (dirty_.load() && healthy_.load()) {
-      sync();
+  std::unique_lock lock(mu_);
+  auto next_sync = std::chrono::steady_clock::now() + options_.fsync_interval;
+  for (;;) {
+    bg_cv_.wait_until(lock, next_sync, [this] { return stop_ || handoff_; });
+    if (handoff_) {
+      handoff_ = false;
+      drain_locked(lock, std::numeric_limits<int>::max());
+    }
+    if (stop_) {
+      return;
+    }
+    if (std::chrono::steady_clock::now() >= next_sync) {
+      lock.unlock();
+      if (dirty_.load() && healthy_.load()) {
+        sync();
+      }
+      lock.lock();
+      next_sync = std::chrono::steady_clock::now() + options_.fsync_interval;
     }
   }
 }

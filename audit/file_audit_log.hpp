@@ -1,7 +1,8 @@
 #pragma once
 // The hash-chained JSON Lines writer behind AuditLog::open: redaction on the caller's
-// thread, sealing under one lock, rotation by size, torn-line recovery on open, optional
-// Ed25519 checkpoints. docs/audit.md describes the guarantees.
+// thread, sealing under one lock, group commit (leader/follower in `written` mode, a writer
+// thread in `synced` mode), rotation by size, torn-line recovery on open, optional Ed25519
+// checkpoints. docs/audit.md describes the guarantees.
 
 #include "audit/audit_log.hpp"
 #include "audit/checkpoint_key.hpp"
@@ -16,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace runwarden::audit {
 
@@ -36,6 +38,16 @@ public:
   /// Sequence number the next record will get (tests and status pages).
   std::uint64_t next_seq() const;
 
+  /// A leader writes at most this many batches before handing the rest to the background
+  /// thread. Why a bound: the leader is one of the proxy's I/O threads, and while it writes
+  /// for others its own connections wait; without a bound, a steady stream of records from
+  /// the other threads (or completions that record again) could keep it writing for ever.
+  /// Why not 1: under contention a batch often has a successor, and a hand-off costs a
+  /// wake-up of the background thread plus a cross-thread hop for each completion it calls.
+  /// Four small write(2)s take tens of microseconds, less than the request the leader is
+  /// serving, and usually empty the queue, so hand-offs stay rare.
+  static constexpr int kLeaderRounds = 4;
+
 private:
   struct FileHandle {
     int fd = -1;
@@ -50,9 +62,17 @@ private:
     std::uint64_t first_seq = 0;
     std::uint64_t last_seq = 0;
   };
+  /// `written` mode: sealed records waiting for the current writer, one completion each.
+  struct Batch {
+    Pending data;
+    std::vector<Completion> dones;
+  };
 
   void recover_and_open();
   void submit(std::string members, Completion done);
+  // mu_ held on entry and on return, writing_ set by this thread: writes batches until
+  // none is left (then clears writing_) or `max_rounds` are done (then hands off).
+  void drain_locked(std::unique_lock<std::mutex>& lock, int max_rounds);
   // mu_ held: assigns seq/ts/prev, seals, appends a checkpoint when one is due.
   Pending seal_locked(std::string_view members, bool force_checkpoint);
   std::string checkpoint_line_locked();
@@ -77,6 +97,11 @@ private:
   std::chrono::steady_clock::time_point last_checkpoint_;
   std::deque<Pending> queue_; // synced mode
   std::condition_variable queue_cv_;
+  Batch open_;           // written mode: sealed, not yet taken by a writer
+  bool writing_ = false; // written mode: some thread owns open_ (invariant: open_ non-empty
+                         // implies writing_, so no record waits with nobody to write it)
+  bool handoff_ = false; // written mode: a leader passed the writer role to syncer_
+  std::condition_variable bg_cv_;
   bool stop_ = false;
 
   // File state.
@@ -92,9 +117,6 @@ private:
   std::string failure_;
   std::error_code error_;
 
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;
   std::thread writer_;
   std::thread syncer_;
 };
