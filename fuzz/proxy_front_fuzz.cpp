@@ -21,8 +21,10 @@
 //  - after a closing refusal (framing or limit error) nothing more happens at all;
 //  - the agent's answer is HTTP/1.1 responses only, one final response per final audit
 //    record with the same status, in order (an empty answer only when nothing was recorded);
-//  - the session ends once the agent has half-closed; clean upstream connections may stay in
-//    the thread's keep-alive pool (at most its per-upstream cap), broken ones are closed.
+//  - the session ends once the agent has half-closed, leaving at most one clean upstream
+//    connection idle in the I/O thread's keep-alive pool (a session uses one at a time);
+//    once the harness has closed the pool, no upstream connection is left open anywhere.
+// Every input starts from an empty pool: its result never depends on earlier inputs.
 // ASan/UBSan (the fuzz build) and libFuzzer's leak check cover crashes and leaks.
 
 #include "audit/audit_log.hpp"
@@ -578,17 +580,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   boost::system::error_code ignored;
   client.shutdown(tcp::socket::shutdown_send, ignored);
 
-  // The agent has said everything: the proxy answers and closes. Clean upstream connections
-  // may stay in the I/O thread's keep-alive pool (and serve later inputs), never more than
-  // its per-key cap: the harness has one upstream.
+  // The agent has said everything: the proxy answers and closes. A clean upstream connection
+  // may stay in the I/O thread's keep-alive pool, one at most: the session took it back out
+  // for each of its requests.
   bool ended = h.run_until([&] { return eof && h.ctx->open_connections.load() == 0; },
                            std::chrono::seconds(3));
   check_events(h, answer, ended);
   if (!ended) {
     fail("session did not end within 3 s after the agent half-closed");
   }
-  if (h.upstream_open > static_cast<int>(runwarden::proxy::kPoolMaxIdlePerKey)) {
-    fail("more idle upstream connections than the pool keeps per upstream:",
+  auto& pools = net::use_service<runwarden::proxy::UpstreamPools>(h.ioc);
+  if (pools.plain().size() > 1) {
+    fail("one session left more than one idle upstream connection:",
+         std::to_string(pools.plain().size()));
+  }
+  // The next input starts from an empty pool (as a drain closes it): a pooled connection
+  // would let this input's upstream state decide the next one's result. Every upstream
+  // connection is then closed: none is held by anything but the pool.
+  pools.close_all();
+  if (!h.run_until([&] { return h.upstream_open == 0; }, std::chrono::seconds(3))) {
+    fail("upstream connections still open after the session ended and the pool closed:",
          std::to_string(h.upstream_open));
   }
   client.close(ignored);
