@@ -11,6 +11,7 @@
 #include "proxy/responses.hpp"
 #include "proxy/transparent_session.hpp"
 #include "proxy/upstream_pool.hpp"
+#include "proxy/wire_head.hpp"
 
 #include <algorithm>
 #include <array>
@@ -33,6 +34,7 @@
 #include <openssl/x509.h>
 #include <optional>
 #include <poll.h>
+#include <span>
 #include <string>
 #include <string_view>
 #include <sys/socket.h>
@@ -65,7 +67,7 @@ constexpr std::chrono::milliseconds kHeldRecheck{250}; // held with bytes pendin
 /// random 64-bit key per process plus a counter, through a bijective mix: unique within a
 /// process (the mix is a permutation of the counter), unrelated across processes, and not
 /// visibly sequential.
-std::string next_id(std::string_view prefix) {
+void next_id_into(std::string& out, std::string_view prefix) {
   static const std::uint64_t key = [] {
     std::uint64_t k = 0;
     if (RAND_bytes(reinterpret_cast<unsigned char*>(&k), sizeof k) != 1) {
@@ -81,12 +83,18 @@ std::string next_id(std::string_view prefix) {
   v = (v ^ (v >> 27)) * 0x94D049BB133111EBull;
   v ^= v >> 31;
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(prefix.size() + 16);
+  out.clear();
   out.append(prefix);
   for (int shift = 60; shift >= 0; shift -= 4) {
     out.push_back(kHex[(v >> shift) & 0xF]);
   }
+}
+
+/// A fresh id; next_id_into reuses a string's storage (one allocation less per request).
+std::string next_id(std::string_view prefix) {
+  std::string out;
+  out.reserve(prefix.size() + 16);
+  next_id_into(out, prefix);
   return out;
 }
 
@@ -151,46 +159,6 @@ std::string jsonrpc_hold_outcome(const std::string& body, const std::string& cod
     fix(j);
   }
   return j.dump();
-}
-
-/// Lower-cased tokens of a Connection header value.
-void connection_tokens(std::string_view value, std::vector<std::string>& out) {
-  while (!value.empty()) {
-    auto comma = value.find(',');
-    std::string_view token = trim(value.substr(0, comma));
-    if (!token.empty()) {
-      std::string t(token);
-      std::transform(t.begin(), t.end(), t.begin(), lower);
-      out.push_back(std::move(t));
-    }
-    if (comma == std::string_view::npos) {
-      break;
-    }
-    value.remove_prefix(comma + 1);
-  }
-}
-
-/// RFC 9110 §7.6.1 hop-by-hop fields plus the proxy-specific ones we never forward.
-bool is_hop_by_hop(std::string_view name) {
-  static constexpr std::string_view kNames[] = {
-      "connection",        "proxy-connection",  "keep-alive", "te",
-      "trailer",           "transfer-encoding", "upgrade",    "proxy-authorization",
-      "proxy-authenticate"};
-  for (auto n : kNames) {
-    if (iequals(name, n)) {
-      return true;
-    }
-  }
-  return false;
-}
-
-bool named_in(std::string_view name, const std::vector<std::string>& tokens) {
-  for (const auto& t : tokens) {
-    if (iequals(name, t)) {
-      return true;
-    }
-  }
-  return false;
 }
 
 /// "host:port" or "[v6]:port" -> canonical host and port; the port may be optional.
@@ -435,14 +403,16 @@ public:
   HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn,
               tcp::socket&& socket) requires(!kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(socket)),
-        resolver_(stream_.get_executor()), deadline_timer_(stream_.get_executor()) {}
+        resolver_(stream_.get_executor()), deadline_timer_(stream_.get_executor()),
+        io_exec_(io_executor(stream_.get_executor())) {}
 
   /// Intercepted tunnel: takes over the plain stream and the bytes already read.
   HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream&& plain,
               beast::flat_buffer&& buffer, Target target) requires(kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(plain), *ctx_->server_tls),
         buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
-        deadline_timer_(stream_.get_executor()), target_(std::move(target)) {}
+        deadline_timer_(stream_.get_executor()), io_exec_(io_executor(stream_.get_executor())),
+        target_(std::move(target)) {}
 
   /// Transparent plain HTTP: the stream, the bytes already read, and the target checked
   /// against the original destination. Requests are origin-form for that target only.
@@ -450,8 +420,8 @@ public:
               beast::flat_buffer&& buffer, Target target, bool transparent) requires(!kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(plain)),
         buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
-        deadline_timer_(stream_.get_executor()), target_(std::move(target)),
-        transparent_(transparent) {}
+        deadline_timer_(stream_.get_executor()), io_exec_(io_executor(stream_.get_executor())),
+        target_(std::move(target)), transparent_(transparent) {}
 
   /// Transparent passthrough (TLS without SNI to a tls.passthrough address): decided like a
   /// CONNECT to the original destination, then tunnelled without a CONNECT answer.
@@ -485,6 +455,26 @@ private:
 
   template <class F> auto bind(F f) {
     return beast::bind_front_handler(f, this->shared_from_this());
+  }
+
+  /// Runs f now when called on the session's thread (an audit completion at `written`
+  /// durability usually is), else dispatches it there. Checking the concrete io_context
+  /// executor first skips the type-erased any_io_executor copy and the function wrapper
+  /// that net::dispatch through it costs per call.
+  template <class F> void on_session_thread(F&& f) {
+    if (io_exec_ && io_exec_->running_in_this_thread()) {
+      f();
+      return;
+    }
+    net::dispatch(stream_.get_executor(), std::forward<F>(f));
+  }
+
+  /// The session's io_context executor when it runs on one (not on a strand).
+  static std::optional<net::io_context::executor_type> io_executor(const net::any_io_executor& ex) {
+    if (const auto* io = ex.template target<net::io_context::executor_type>()) {
+      return *io;
+    }
+    return std::nullopt;
   }
 
   // --- deadlines ----------------------------------------------------------------------
@@ -631,7 +621,7 @@ private:
   }
 
   void reset_exchange() {
-    req_id_ = next_id("req_");
+    next_id_into(req_id_, "req_");
     started_ = Clock::now();
     req_ = policy::Request{};
     decision_ = policy::Decision{};
@@ -704,7 +694,7 @@ private:
     auto& h = parser_->get();
     keep_alive_ = h.keep_alive();
     client_version_ = h.version();
-    raw_url_ = std::string(h.target());
+    raw_url_.assign(h.target());
     req_.method = std::string(h.method_string());
 
     std::size_t count = static_cast<std::size_t>(std::distance(h.begin(), h.end()));
@@ -917,7 +907,7 @@ private:
         continue;
       }
       if (iequals(name, "traceparent")) {
-        traceparent_ = std::string(value);
+        traceparent_.assign(value);
       }
       req_.headers.push_back({std::string(name), std::string(value)});
     }
@@ -961,15 +951,21 @@ private:
       mode = policy::Mode::paused; // its presence means paused (config kill_switch_file)
     }
     decision_ = policy_->engine->decide(req_, runbook_, mode);
-    log_event(LogLevel::info, "decision", conn_.id, req_id_,
+    policy::Verdict verdict = decision_.verdict;
+    bool answered = enforce_operations(); // a killed run or a budget may refuse it
+    // One info line per forwarded request: its "response" line (response_done) carries the
+    // decision too, so an allowed request that goes on logs its decision at debug. Every
+    // other outcome (deny, hold, paused, refused by the run's state) keeps it at info.
+    bool forwarded = !answered && verdict == policy::Verdict::allow;
+    log_event(forwarded ? LogLevel::debug : LogLevel::info, "decision", conn_.id, req_id_,
               {{"run", run_},
                {"method", req_.method},
                {"host", req_.host},
-               {"verdict", policy::to_string(decision_.verdict)},
+               {"verdict", policy::to_string(verdict)},
                {"code", decision_.code},
                {"action", decision_.action},
                {"rule", decision_.reason}});
-    if (enforce_operations()) {
+    if (answered) {
       return;
     }
     switch (decision_.verdict) {
@@ -1255,12 +1251,10 @@ private:
       ex.response->body = body;
       ex.response->bytes = body.size();
     }
-    auto exec = stream_.get_executor();
     auto payload = std::make_shared<std::string>(std::move(body));
     ctx_->audit->record(
-        ex, true,
-        [self = this->shared_from_this(), exec, status, payload, close](std::error_code ec) {
-          net::dispatch(exec, [self, ec, status, payload, close] {
+        ex, true, [self = this->shared_from_this(), status, payload, close](std::error_code ec) {
+          self->on_session_thread([self, ec, status, payload, close] {
             if (ec) {
               self->send_audit_unavailable(ec);
               return;
@@ -1462,40 +1456,52 @@ private:
     exchange_ = make_exchange(outcome, decision_.code, decision_.reason);
     exchange_ready_ = true;
     outcome_ = outcome;
-    auto exec = stream_.get_executor();
-    ctx_->audit->record(exchange_, false,
-                        [self = this->shared_from_this(), exec](std::error_code ec) {
-                          net::dispatch(exec, [self, ec] {
-                            if (ec) {
-                              self->send_audit_unavailable(ec);
-                              return;
-                            }
-                            self->forward();
-                          });
-                        });
+    ctx_->audit->record(exchange_, false, [self = this->shared_from_this()](std::error_code ec) {
+      self->on_session_thread([self, ec] {
+        if (ec) {
+          self->send_audit_unavailable(ec);
+          return;
+        }
+        self->forward();
+      });
+    });
   }
 
   /// Everything that makes a pooled connection reusable for this request: for TLS also the
   /// name it is verified for (SNI and certificate) and the trust context it is verified with.
-  std::string upstream_key() const {
-    std::string key = req_.scheme + "://" + req_.host + ":" + std::to_string(req_.port);
-    if constexpr (kTls) {
-      key += " name=" + strip_brackets(req_.host) +
-             " trust=" + std::to_string(reinterpret_cast<std::uintptr_t>(ctx_->upstream_tls.get()));
+  /// Computed once per target and kept: on a keep-alive connection every request usually
+  /// goes to the same upstream, and building the key was a few allocations per request.
+  const std::string& upstream_key() {
+    if (key_valid_ && key_port_ == req_.port && key_host_ == req_.host &&
+        key_scheme_ == req_.scheme) {
+      return key_;
     }
-    return key;
+    key_ = req_.scheme + "://" + req_.host + ":" + std::to_string(req_.port);
+    if constexpr (kTls) {
+      key_ += " name=" + strip_brackets(req_.host) + " trust=" +
+              std::to_string(reinterpret_cast<std::uintptr_t>(ctx_->upstream_tls.get()));
+    }
+    key_scheme_ = req_.scheme;
+    key_host_ = req_.host;
+    key_port_ = req_.port;
+    key_valid_ = true;
+    return key_;
   }
 
   /// The idle upstream connections this session may use: its I/O thread's pool when the
   /// session runs on an io_context run by one thread (ServerOptions::io_threads > 0; every
   /// session of that thread shares it), else (a strand on a shared io_context) its own.
   UpstreamPool<UpStream>& pool() {
-    auto exec = stream_.get_executor();
-    if (const auto* io = exec.template target<net::io_context::executor_type>()) {
-      if (shared_pools_ == nullptr) {
-        shared_pools_ = &net::use_service<UpstreamPools>(io->context());
-      }
+    if (shared_pools_ != nullptr) {
       return shared_pools_->template of<UpStream>();
+    }
+    if (!own_pool_chosen_) {
+      auto exec = stream_.get_executor();
+      if (const auto* io = exec.template target<net::io_context::executor_type>()) {
+        shared_pools_ = &net::use_service<UpstreamPools>(io->context());
+        return shared_pools_->template of<UpStream>();
+      }
+      own_pool_chosen_ = true;
     }
     return own_pool_;
   }
@@ -1504,7 +1510,7 @@ private:
     ctx_->in_flight.fetch_add(1);
     in_flight_ = true;
     upstream_started_ = Clock::now();
-    std::string key = upstream_key();
+    const std::string& key = upstream_key();
     if (!tunnel_) {
       if (auto conn = pool().take(key)) {
         up_ = std::move(conn);
@@ -1625,41 +1631,15 @@ private:
   }
 
   void send_upstream() {
-    auto out = std::make_shared<http::request<http::string_body>>();
-    out->version(11);
-    http::verb verb = http::string_to_verb(req_.method);
-    if (verb == http::verb::unknown) {
-      out->method_string(req_.method);
-    } else {
-      out->method(verb);
-    }
-    out->target(req_.target());
-    std::vector<std::string> tokens;
-    for (const auto& hdr : req_.headers) {
-      if (iequals(hdr.name, "connection") || iequals(hdr.name, "proxy-connection")) {
-        connection_tokens(hdr.value, tokens);
-      }
-    }
-    for (const auto& hdr : req_.headers) {
-      if (is_hop_by_hop(hdr.name) || named_in(hdr.name, tokens) || iequals(hdr.name, "host") ||
-          iequals(hdr.name, "content-length") || iequals(hdr.name, "expect")) {
-        continue;
-      }
-      out->insert(hdr.name, hdr.value);
-    }
-    bool default_port =
-        (req_.scheme == "http" && req_.port == 80) || (req_.scheme == "https" && req_.port == 443);
-    out->set(http::field::host,
-             default_port ? req_.host : req_.host + ":" + std::to_string(req_.port));
-    out->body() = req_.body;
-    out->keep_alive(true);
-    out->prepare_payload();
-    head_ = verb == http::verb::head;
+    build_request_head(up_head_, req_, conn_tokens_);
+    head_ = req_.method == "HEAD";
     arm(Watch::upstream, limits().upstream_response_timeout);
-    http::async_write(up_->stream, *out,
-                      [self = this->shared_from_this(), out](beast::error_code ec, std::size_t) {
-                        self->on_upstream_written(ec);
-                      });
+    // req_ is untouched until the exchange ends: its body is written in place.
+    std::array<net::const_buffer, 2> bufs{net::buffer(up_head_), net::buffer(req_.body)};
+    net::async_write(up_->stream, bufs,
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->on_upstream_written(ec);
+                     });
   }
 
   void on_upstream_written(beast::error_code ec) {
@@ -1737,9 +1717,13 @@ private:
       }
     }
     res.keep_alive(client_keep_);
-    res.body().data = nullptr;
-    res.body().more = true;
-    sr_.emplace(res);
+    // An answer to HEAD, a 204 or a 304 has no content whatever its framing fields say:
+    // nothing but the head goes to the agent (no chunk terminator either).
+    down_body_ = body_allowed && status >= 200;
+    down_chunked_ = down_body_ && res.chunked();
+    build_response_head(down_head_, res);
+    head_sent_ = false;
+    relay_last_ = false;
     if (up_->buffer.size() != 0 || rparser_->is_done()) {
       // Body bytes came with the header (the common small API response): the header goes
       // out with the first body piece in one write.
@@ -1747,17 +1731,13 @@ private:
       return;
     }
     // Nothing of the body yet (SSE, slow producers): the agent gets the header now.
-    arm(Watch::client, limits().idle_timeout);
-    http::async_write_header(stream_, *sr_, bind(&Self::on_relay_written));
+    relay_write(0, false);
   }
 
   void relay_read() {
     auto& body = rparser_->get().body();
     if (rparser_->is_done()) {
-      body.data = nullptr;
-      body.size = 0;
-      body.more = false;
-      relay_write();
+      relay_write(0, true);
       return;
     }
     if (!relay_buf_) {
@@ -1765,6 +1745,7 @@ private:
     }
     body.data = relay_buf_->data();
     body.size = relay_buf_->size();
+    body.more = true;
     arm(Watch::upstream, limits().upstream_response_timeout);
     http::async_read_some(up_->stream, up_->buffer, *rparser_, bind(&Self::on_relay_read));
   }
@@ -1780,39 +1761,60 @@ private:
     }
     auto& body = rparser_->get().body();
     std::size_t got = relay_buf_->size() - body.size;
-    body.size = got;
-    // No bytes: a null buffer. Beast's chunked serializer turns an empty non-null buffer with
-    // more == false into a zero-size chunk AND the last chunk, i.e. "0\r\n\r\n" twice,
-    // which a keep-alive client reads as the start of the next response.
-    body.data = got != 0 ? relay_buf_->data() : nullptr;
-    body.more = !rparser_->is_done();
+    bool last = rparser_->is_done();
     resp_info_.bytes += got;
     std::size_t keep = ctx_->config->audit.body_bytes;
     if (resp_info_.body.size() < keep) {
       resp_info_.body.append(relay_buf_->data(), std::min(got, keep - resp_info_.body.size()));
     }
-    if (got == 0 && body.more && sr_->is_header_done()) {
+    if (got == 0 && !last && head_sent_) {
       relay_read();
       return;
     }
-    relay_write(); // also sends a still unsent header, so it never waits on the body
+    relay_write(got, last); // also sends a still unsent header, so it never waits on the body
   }
 
-  void relay_write() {
+  /// Writes what is pending for the agent in one gather write: the head if it has not gone
+  /// out, then `got` bytes of relay_buf_ (as one chunk when re-chunking), then, after the
+  /// last piece, the chunked terminator. The same bytes Beast's serializer wrote, except
+  /// that a bodiless answer never gets chunk framing.
+  void relay_write(std::size_t got, bool last) {
+    auto& bufs = relay_bufs_; // a member: the write keeps a view of it until it completes
+    std::size_t n = 0;
+    if (!head_sent_) {
+      bufs[n++] = net::buffer(down_head_);
+      head_sent_ = true;
+    }
+    if (down_body_) {
+      if (down_chunked_ && got != 0) {
+        auto line = chunk_size_line(chunk_line_, got);
+        bufs[n++] = net::buffer(line.data(), line.size());
+      }
+      if (got != 0) {
+        bufs[n++] = net::buffer(relay_buf_->data(), got);
+      }
+      std::string_view tail = down_chunked_ ? chunk_tail(got, last) : std::string_view();
+      if (!tail.empty()) {
+        bufs[n++] = net::buffer(tail.data(), tail.size());
+      }
+    }
+    relay_last_ = last;
+    if (n == 0) {
+      on_relay_written({}, 0); // nothing left to send (a close-delimited body's end)
+      return;
+    }
     arm(Watch::client, limits().idle_timeout);
-    http::async_write(stream_, *sr_, bind(&Self::on_relay_written));
+    net::async_write(stream_, std::span<const net::const_buffer>(bufs.data(), n),
+                     bind(&Self::on_relay_written));
   }
 
   void on_relay_written(beast::error_code ec, std::size_t) {
     ec = timed_out(ec);
-    if (ec == http::error::need_buffer) {
-      ec = {};
-    }
     if (ec) {
       relay_failed("client_gone", ec);
       return;
     }
-    if (sr_->is_done()) {
+    if (relay_last_) {
       response_done();
       return;
     }
@@ -1865,12 +1867,24 @@ private:
     }
     up_.reset();
     rparser_.reset();
-    sr_.reset();
-    log_event(LogLevel::info, "response", conn_.id, req_id_,
-              {{"status", std::to_string(resp_info_.status)},
-               {"bytes", std::to_string(resp_info_.bytes)},
-               {"reused", reusable ? "yes" : "no"},
-               {"pooled_upstream", reused_ ? "yes" : "no"}});
+    if (log_enabled(LogLevel::info)) {
+      char status[12];
+      char bytes[24];
+      auto status_end = std::to_chars(status, status + sizeof status, resp_info_.status).ptr;
+      auto bytes_end = std::to_chars(bytes, bytes + sizeof bytes, resp_info_.bytes).ptr;
+      log_event(
+          LogLevel::info, "response", conn_.id, req_id_,
+          {{"run", run_},
+           {"method", req_.method},
+           {"host", req_.host},
+           {"outcome", outcome_},
+           {"code", decision_.code},
+           {"action", decision_.action},
+           {"status", std::string_view(status, static_cast<std::size_t>(status_end - status))},
+           {"bytes", std::string_view(bytes, static_cast<std::size_t>(bytes_end - bytes))},
+           {"reused", reusable ? "yes" : "no"},
+           {"pooled_upstream", reused_ ? "yes" : "no"}});
+    }
     record_final(outcome_, decision_.code, decision_.reason);
     if (ctx_->metrics) {
       ctx_->metrics->upstream_seconds.observe({}, upstream_ms_ / 1000.0);
@@ -1894,7 +1908,6 @@ private:
     if (ctx_->metrics) {
       ctx_->metrics->upstream_errors.inc({outcome});
     }
-    sr_.reset();
     rparser_.reset();
     up_.reset();
     record_final(outcome, outcome, "response relay failed: " + ec.message());
@@ -1926,6 +1939,7 @@ private:
   beast::flat_buffer buffer_;
   tcp::resolver resolver_;
   net::steady_timer deadline_timer_;
+  std::optional<net::io_context::executor_type> io_exec_; // see on_session_thread()
   Clock::time_point deadline_{};
   Clock::time_point timer_at_{};
   Watch watch_ = Watch::none;
@@ -1972,9 +1986,23 @@ private:
   std::unique_ptr<Upstream> up_;
   UpstreamPool<UpStream> own_pool_;       // used only off a one-thread io_context
   UpstreamPools* shared_pools_ = nullptr; // this I/O thread's pools, once looked up
-  bool reused_ = false;                   // up_ came from a pool
+  bool own_pool_chosen_ = false;          // looked up: not on a one-thread io_context
+  std::string key_;                       // upstream_key() of the last target
+  std::string key_scheme_;
+  std::string key_host_;
+  std::uint16_t key_port_ = 0;
+  bool key_valid_ = false;
+  bool reused_ = false; // up_ came from a pool
   std::optional<http::response_parser<http::buffer_body>> rparser_;
-  std::optional<http::response_serializer<http::buffer_body>> sr_;
+  std::string down_head_;                         // the agent's response head, reused per exchange
+  std::array<char, 20> chunk_line_{};             // "<hex size>\r\n" of the chunk being written
+  std::array<net::const_buffer, 4> relay_bufs_{}; // the agent write in flight
+  bool down_body_ = false;                        // the answer carries content (not HEAD, 204, 304)
+  bool down_chunked_ = false;                     // its content is chunk-framed for the agent
+  bool head_sent_ = false;
+  bool relay_last_ = false;              // the write in flight ends the response
+  std::string up_head_;                  // the upstream request head, reused per exchange
+  std::vector<std::string> conn_tokens_; // Connection tokens, reused per head
   std::unique_ptr<std::array<char, kRelayBuffer>> relay_buf_;
   std::unique_ptr<std::array<char, 4096>> discard_;
   std::size_t lingered_ = 0;
