@@ -363,12 +363,14 @@ private:
     log_event(
         LogLevel::info, "tunnel_closed", conn_.id, exchange_.id,
         {{"up_bytes", std::to_string(up_bytes_)}, {"down_bytes", std::to_string(down_bytes_)}});
-    ctx_->audit->record(exchange_, true, [self = shared_from_this()](std::error_code aec) {
-      if (aec) {
-        log_event(LogLevel::error, "audit_failed", self->conn_.id, self->exchange_.id,
-                  {{"error", aec.message()}});
-      }
-    });
+    // The completion may run on another thread (see audit::Completion): it gets copies.
+    ctx_->audit->record(
+        exchange_, true,
+        [hold = shared_from_this(), conn = conn_.id, id = exchange_.id](std::error_code aec) {
+          if (aec) {
+            log_event(LogLevel::error, "audit_failed", conn, id, {{"error", aec.message()}});
+          }
+        });
   }
 
   std::shared_ptr<ProxyContext> ctx_;
@@ -461,6 +463,10 @@ private:
   /// durability usually is), else dispatches it there. Checking the concrete io_context
   /// executor first skips the type-erased any_io_executor copy and the function wrapper
   /// that net::dispatch through it costs per call.
+  ///
+  /// Safe to call from any thread: it reads only io_exec_ (const) and the stream's executor,
+  /// which no operation changes (the stream moves to another session only between
+  /// exchanges, never while an audit completion is pending).
   template <class F> void on_session_thread(F&& f) {
     if (io_exec_ && io_exec_->running_in_this_thread()) {
       f();
@@ -1160,12 +1166,7 @@ private:
                               "forwarded");
       ctx_->gate->observe(run_, req_id_, decision_.action, "client_gone", req_.method,
                           ex.request.url);
-      ctx_->audit->record(ex, true, [self = this->shared_from_this()](std::error_code ec) {
-        if (ec) {
-          log_event(LogLevel::error, "audit_failed", self->conn_.id, self->req_id_,
-                    {{"error", ec.message()}});
-        }
-      });
+      ctx_->audit->record(ex, true, audit_failure_logger());
       beast::error_code ignored;
       lowest().socket().close(ignored);
       return;
@@ -1821,6 +1822,27 @@ private:
     relay_read();
   }
 
+  /// The completion of a final record, which only logs a failure. It may run on another
+  /// thread while this session already reads its next request (audit::Completion), so it
+  /// reads copies of the connection and request ids, never the session's members: the
+  /// request id goes in an inline buffer ("req_" and 16 hex digits), which adds no
+  /// allocation to the one the completion's wrapper already costs. It still holds the
+  /// session (and so the connection's slot) until the record is durable, as before.
+  audit::Completion audit_failure_logger() {
+    struct IdCopy {
+      std::array<char, 32> text{};
+      std::size_t size = 0;
+    } id;
+    id.size = std::min(req_id_.size(), id.text.size());
+    std::copy_n(req_id_.data(), id.size, id.text.data());
+    return [hold = this->shared_from_this(), conn = conn_.id, id](std::error_code ec) {
+      if (ec) {
+        log_event(LogLevel::error, "audit_failed", conn, std::string_view(id.text.data(), id.size),
+                  {{"error", ec.message()}});
+      }
+    };
+  }
+
   void release_in_flight() {
     if (in_flight_) {
       in_flight_ = false;
@@ -1846,12 +1868,7 @@ private:
     resp_info_.body_complete = resp_info_.body.size() == resp_info_.bytes;
     ex.response = std::move(resp_info_);
     resp_info_ = audit::ResponseInfo{};
-    ctx_->audit->record(ex, true, [self = this->shared_from_this()](std::error_code ec) {
-      if (ec) {
-        log_event(LogLevel::error, "audit_failed", self->conn_.id, self->req_id_,
-                  {{"error", ec.message()}});
-      }
-    });
+    ctx_->audit->record(ex, true, audit_failure_logger());
   }
 
   void response_done() {
@@ -1939,7 +1956,7 @@ private:
   beast::flat_buffer buffer_;
   tcp::resolver resolver_;
   net::steady_timer deadline_timer_;
-  std::optional<net::io_context::executor_type> io_exec_; // see on_session_thread()
+  const std::optional<net::io_context::executor_type> io_exec_; // see on_session_thread()
   Clock::time_point deadline_{};
   Clock::time_point timer_at_{};
   Watch watch_ = Watch::none;

@@ -2,6 +2,7 @@
 // the agent. Proves what is forwarded (exactly, canonically) and what never reaches upstream.
 
 #include "certs/authority.hpp"
+#include "proxy/log.hpp"
 #include "proxy/server.hpp"
 #include "tests/proxy/test_upstream.hpp"
 
@@ -15,13 +16,17 @@
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <fcntl.h>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <gtest/gtest.h>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace runwarden::proxy {
@@ -52,7 +57,10 @@ struct Seen {
 /// HTTP/1.1 upstream (plain, or TLS with the given leaf) that records every request and
 /// answers 200 "hello". GET /allowed/stream answers an SSE stream whose first event is sent
 /// at once and whose end waits until the test calls release(). GET /allowed/silent never
-/// answers (until release(), then closes).
+/// answers (until release(), then closes). /allowed/bodiless/<code> answers that status
+/// with `Transfer-Encoding: chunked` and no body at all (what a HEAD, 204 or 304 answer may
+/// carry), keeping the connection. /allowed/bighead/<n> answers "hello" with an n-byte
+/// X-Big header value.
 class Upstream {
 public:
   explicit Upstream(std::shared_ptr<const certs::Leaf> leaf = nullptr)
@@ -87,6 +95,24 @@ public:
         cv_.wait_for(lock, std::chrono::seconds(5), [this] { return released_; });
         return false;
       }
+      std::string_view target = req.target();
+      if (target.rfind("/allowed/bodiless/", 0) == 0) {
+        std::string code(target.substr(std::string_view("/allowed/bodiless/").size()));
+        std::string head =
+            "HTTP/1.1 " + code +
+            " Whatever\r\nTransfer-Encoding: chunked\r\nX-Upstream: bodiless\r\n\r\n";
+        boost::system::error_code ec;
+        net::write(stream, net::buffer(head), ec);
+        return !ec;
+      }
+      if (target.rfind("/allowed/bighead/", 0) == 0) {
+        std::size_t n = std::stoul(std::string(target.substr(17)));
+        std::string head = "HTTP/1.1 200 OK\r\nX-Big: " + std::string(n, 'b') +
+                           "\r\nContent-Length: 5\r\n\r\nhello";
+        boost::system::error_code ec;
+        net::write(stream, net::buffer(head), ec);
+        return !ec;
+      }
       if (req.target() == "/allowed/stream") {
         boost::system::error_code ec;
         net::write(stream,
@@ -113,15 +139,38 @@ private:
   testing::LoopbackUpstream<Upstream> server_; // last: stops before the state above
 };
 
-/// In-memory audit sink: completes at once and keeps every record.
+/// In-memory audit sink: completes at once and keeps every record. With defer_next_final
+/// set, the next final record's completion is kept instead, for the test to run later on
+/// its own thread (as a group commit's leader runs a follower's completion).
 class FakeAudit final : public audit::AuditLog {
 public:
   void record(const audit::Exchange& exchange, bool final, audit::Completion done) override {
     {
       std::lock_guard lock(mutex_);
       records_.push_back({exchange, final});
+      if (final && defer_next_final_) {
+        defer_next_final_ = false;
+        deferred_ = std::move(done);
+        return;
+      }
     }
     done(fail_ ? std::make_error_code(std::errc::io_error) : std::error_code{});
+  }
+  void defer_next_final() {
+    std::lock_guard lock(mutex_);
+    defer_next_final_ = true;
+  }
+  bool has_deferred() {
+    std::lock_guard lock(mutex_);
+    return static_cast<bool>(deferred_);
+  }
+  void run_deferred(std::error_code ec) {
+    audit::Completion done;
+    {
+      std::lock_guard lock(mutex_);
+      done.swap(deferred_);
+    }
+    done(ec);
   }
   void event(std::string_view, const nlohmann::json&, audit::Completion done) override { done({}); }
   bool healthy() const override { return !fail_; }
@@ -137,6 +186,42 @@ public:
 private:
   std::mutex mutex_;
   std::vector<std::pair<audit::Exchange, bool>> records_;
+  bool defer_next_final_ = false;
+  audit::Completion deferred_;
+};
+
+/// Points fd 2 (where the operational log goes) at a temporary file while it lives.
+class StderrCapture {
+public:
+  StderrCapture()
+      : path_((std::filesystem::temp_directory_path() /
+               ("runwarden_server_test_" + std::to_string(::getpid()) + ".txt"))
+                  .string()) {
+    flush_log();
+    int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    saved_ = ::dup(STDERR_FILENO);
+    ::dup2(fd, STDERR_FILENO);
+    ::close(fd);
+  }
+  ~StderrCapture() {
+    flush_log();
+    ::dup2(saved_, STDERR_FILENO);
+    ::close(saved_);
+    std::filesystem::remove(path_);
+  }
+  StderrCapture(const StderrCapture&) = delete;
+  StderrCapture& operator=(const StderrCapture&) = delete;
+  std::string text() const {
+    flush_log();
+    std::ifstream in(path_);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+private:
+  std::string path_;
+  int saved_ = -1;
 };
 
 policy::Matcher matcher(std::string method, std::string path, std::uint16_t port) {
@@ -171,6 +256,8 @@ std::shared_ptr<config::Config> make_config(std::uint16_t upstream_port,
   add("forbidden_thing", "GET", "/denied/**");
   add("needs_human", "POST", "/restart");
   add("tunnel_upstream", "CONNECT", "/");
+  add("head_things", "HEAD", "/allowed/**");
+  add("trace_things", "TRACE", "/trace");
   {
     policy::Action a;
     a.name = "mcp_read";
@@ -194,6 +281,8 @@ std::shared_ptr<config::Config> make_config(std::uint16_t upstream_port,
   cls("needs_human", policy::ActionClass::approval_required);
   cls("mcp_read", policy::ActionClass::read_only);
   cls("tunnel_upstream", policy::ActionClass::allowed);
+  cls("head_things", policy::ActionClass::read_only);
+  cls("trace_things", policy::ActionClass::allowed);
   cfg->catalogue = catalogue;
   cfg->runbooks = {rb};
   cfg->engine = std::make_shared<policy::Engine>(cfg->catalogue, cfg->runbooks);
@@ -354,6 +443,154 @@ TEST_F(ProxyTest, RefusedHeadAnswerHasNoBodySoThePipelinedNextAnswerParses) {
   EXPECT_EQ(records[0].first.request.method, "HEAD");
   EXPECT_EQ(records[0].first.response->bytes, 0u);
   EXPECT_GT(records[1].first.response->bytes, 0u);
+}
+
+// An upstream may answer HEAD, 204 or 304 with `Transfer-Encoding: chunked` and no body
+// (RFC 9112 §6.3: such answers have no content whatever their framing fields say). The
+// agent must get the head and nothing after it: a stray last chunk "0\r\n\r\n" would be
+// read as the start of the next answer on the connection, which the pipelined GET checks.
+TEST_F(ProxyTest, BodilessChunkedAnswersReachTheAgentAsTheHeadAlone) {
+  struct Case {
+    std::string method;
+    std::string code;
+  };
+  for (const auto& c : {Case{"HEAD", "200"}, Case{"GET", "204"}, Case{"GET", "304"}}) {
+    SCOPED_TRACE(c.method + " " + c.code);
+    auto s = connect();
+    std::string raw = c.method + " http://" + up() + "/allowed/bodiless/" + c.code +
+                      " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n" + "GET http://" + up() +
+                      "/allowed/next HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
+    net::write(s, net::buffer(raw));
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> head;
+    head.skip(c.method == "HEAD");
+    boost::system::error_code ec;
+    http::read(s, buffer, head, ec);
+    ASSERT_FALSE(ec) << ec.message();
+    EXPECT_EQ(head.get().result_int(), static_cast<unsigned>(std::stoi(c.code)));
+    EXPECT_EQ(head.get()["x-upstream"], "bodiless");
+    EXPECT_TRUE(head.get().body().empty());
+    // What follows the head on the wire is exactly the next answer.
+    auto next = read_response(s, buffer);
+    EXPECT_EQ(next.result_int(), 200u);
+    EXPECT_EQ(next.body(), "hello");
+    EXPECT_EQ(buffer.size(), 0u);
+    // And then nothing: no byte of a terminator arrives late either (the idle read is cut
+    // short by closing the write side, after which the proxy closes too).
+    s.shutdown(tcp::socket::shutdown_send, ec);
+    char byte = 0;
+    std::size_t n = s.read_some(net::buffer(&byte, 1), ec);
+    EXPECT_EQ(n, 0u) << "stray byte after the answers: " << static_cast<int>(byte);
+  }
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 6u);
+  EXPECT_EQ(seen[0].method, "HEAD");
+  EXPECT_EQ(seen[1].target, "/allowed/next");
+}
+
+// TRACE with a body (RFC 9110 §9.3.8 says a client SHOULD NOT send one, but nothing forbids
+// it and the runbook allows the action): Beast's prepare_payload throws for it, which on an
+// I/O thread ended the process. The proxy forwards it with its exact Content-Length and
+// keeps serving.
+TEST_F(ProxyTest, TraceWithBodyIsForwardedWithItsLengthAndTheProxyKeepsServing) {
+  auto s = connect();
+  auto res = exchange(s, "TRACE http://" + up() + "/trace HTTP/1.1\r\nHost: " + up() +
+                             "\r\nContent-Length: 11\r\n\r\ntrace-body!");
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), "hello");
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].method, "TRACE");
+  EXPECT_EQ(seen[0].body, "trace-body!");
+  int lengths = 0;
+  for (const auto& [name, value] : seen[0].headers) {
+    if (beast::iequals(name, "content-length")) {
+      ++lengths;
+      EXPECT_EQ(value, "11");
+    }
+  }
+  EXPECT_EQ(lengths, 1);
+  // The same connection and a new one are both still served.
+  res = exchange(s, "GET http://" + up() + "/allowed/after HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200u);
+  auto s2 = connect();
+  res =
+      exchange(s2, "GET http://" + up() + "/allowed/again HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(upstream_->seen().size(), 3u);
+}
+
+// Upstream response heads are read with a 64 KiB limit (kUpstreamHeaderLimit in
+// proxy/session.cpp; limits.header_bytes bounds only the agent's request). A value that
+// fits is relayed byte for byte; one over 64 KiB gets the agent a clean 502 with its JSON
+// reason, and the same agent connection then still works.
+TEST_F(ProxyTest, HugeUpstreamHeaderValueIsRelayedUnderTheLimitAnd502OverIt) {
+  auto s = connect();
+  beast::flat_buffer buffer;
+  std::string raw =
+      "GET http://" + up() + "/allowed/bighead/60000 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
+  net::write(s, net::buffer(raw));
+  http::response_parser<http::string_body> fits;
+  fits.header_limit(128 * 1024);
+  boost::system::error_code ec;
+  http::read(s, buffer, fits, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(fits.get().result_int(), 200u);
+  EXPECT_EQ(fits.get()["x-big"], std::string(60000, 'b'));
+  EXPECT_EQ(fits.get().body(), "hello");
+
+  raw = "GET http://" + up() + "/allowed/bighead/70000 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
+  net::write(s, net::buffer(raw));
+  auto res = read_response(s, buffer);
+  EXPECT_EQ(res.result_int(), 502u);
+  EXPECT_EQ(json(res).value("error", ""), "upstream_unavailable");
+  EXPECT_NE(json(res).value("reason", "").find("header"), std::string::npos) << res.body();
+
+  raw = "GET http://" + up() + "/allowed/after HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
+  net::write(s, net::buffer(raw));
+  res = read_response(s, buffer);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), "hello");
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[2].target, "/allowed/after");
+}
+
+// A final record's completion may run on another thread, after the session has moved on
+// to its next request (the audit writer's group commit runs a follower's completion on the
+// leader's thread). What it logs must still name its own request, not whatever the session
+// holds by then: it works from copies, never from the session's members.
+TEST_F(ProxyTest, LateFinalRecordCompletionLogsItsOwnRequest) {
+  audit_->defer_next_final();
+  auto s = connect();
+  beast::flat_buffer buffer;
+  net::write(
+      s, net::buffer("GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+  EXPECT_EQ(read_response(s, buffer).result_int(), 200u);
+  for (int i = 0; i < 500 && !audit_->has_deferred(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(audit_->has_deferred());
+  net::write(
+      s, net::buffer("GET http://" + up() + "/denied/2 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+  EXPECT_EQ(read_response(s, buffer).result_int(), 403u);
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 3u); // decision and final of the first, final of the second
+  std::string first = records[1].first.id;
+  std::string second = records[2].first.id;
+  ASSERT_NE(first, second);
+  std::string text;
+  {
+    StderrCapture capture;
+    audit_->run_deferred(std::make_error_code(std::errc::io_error)); // on this thread
+    text = capture.text();
+  }
+  auto line = text.find("audit_failed");
+  ASSERT_NE(line, std::string::npos) << text;
+  line = text.rfind('\n', line) + 1; // npos + 1 == 0: the first line
+  std::string logged = text.substr(line, text.find('\n', line) - line);
+  EXPECT_NE(logged.find("req=" + first), std::string::npos) << logged;
+  EXPECT_EQ(logged.find(second), std::string::npos) << logged;
 }
 
 TEST_F(ProxyTest, UnmatchedRequestIsDenied) {
