@@ -401,18 +401,17 @@ void FileAuditLog::drain_locked(std::unique_lock<std::mutex>& lock, int max_roun
       bg_cv_.notify_one();
       return;
     }
-    {
-      Batch batch;
-      std::swap(batch, open_);
-      lock.unlock();
-      const std::error_code ec = write_batch(batch.data, false);
-      for (Completion& done : batch.dones) {
-        if (done) {
-          done(ec);
-        }
+    std::swap(taken_, open_);
+    lock.unlock();
+    const std::error_code ec = write_batch(taken_.data, false);
+    for (Completion& done : taken_.dones) {
+      if (done) {
+        done(ec);
       }
-      // `batch` (and what its completions captured) is destroyed here, still unlocked.
     }
+    // What the completions captured is destroyed here, still unlocked; the emptied vector
+    // goes back to open_ at the next swap with its capacity, so a batch allocates nothing.
+    taken_.dones.clear();
     lock.lock();
   }
 }

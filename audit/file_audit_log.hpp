@@ -98,6 +98,8 @@ private:
   std::deque<Pending> queue_; // synced mode
   std::condition_variable queue_cv_;
   Batch open_;           // written mode: sealed, not yet taken by a writer
+  Batch taken_;          // written mode: the batch being written; only the thread that set
+                         // writing_ touches it, and its vector keeps its capacity
   bool writing_ = false; // written mode: some thread owns open_ (invariant: open_ non-empty
                          // implies writing_, so no record waits with nobody to write it)
   bool handoff_ = false; // written mode: a leader passed the writer role to syncer_
