@@ -1,24 +1,18 @@
 #include "approval/signature.hpp"
 
+#include "policy/ascii.hpp"
+
 namespace runwarden::approval {
 
 namespace {
+
+using policy::trim_ows;
 
 std::string signed_payload(std::int64_t t, std::string_view body) {
   std::string payload = std::to_string(t);
   payload.push_back('.');
   payload.append(body);
   return payload;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
 }
 
 struct Parsed {
@@ -34,7 +28,7 @@ bool parse_header(std::string_view header, Parsed& out) {
     if (end == std::string_view::npos) {
       end = header.size();
     }
-    const std::string_view item = trim(header.substr(pos, end - pos));
+    const std::string_view item = trim_ows(header.substr(pos, end - pos));
     pos = end + 1;
     const std::size_t eq = item.find('=');
     if (eq == std::string_view::npos || eq == 0) {
@@ -107,7 +101,7 @@ VerifyResult SignatureVerifier::verify(std::string_view header, std::string_view
     forget_expired_locked(now_unix);
   }
   VerifyResult r;
-  header = trim(header);
+  header = trim_ows(header);
   if (header.empty()) {
     r.error = SignatureError::missing;
     return r;

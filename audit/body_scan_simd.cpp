@@ -1,5 +1,7 @@
 #include "audit/body_scan_simd.hpp"
 
+#include "policy/ascii.hpp"
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -13,9 +15,7 @@
 namespace runwarden::audit::simd {
 namespace {
 
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
+using policy::ascii_lower;
 
 bool at(std::string_view t, std::size_t i, std::string_view word) {
   return t.size() - i >= word.size() && t.compare(i, word.size(), word) == 0;
@@ -28,7 +28,7 @@ bool ci_at(std::string_view t, std::size_t i, std::string_view word) {
     return false;
   }
   for (std::size_t k = 0; k < word.size(); ++k) {
-    if (lower(t[i + k]) != word[k]) {
+    if (ascii_lower(t[i + k]) != word[k]) {
       return false;
     }
   }

@@ -2,6 +2,7 @@
 
 #include "audit/body_scan_simd.hpp"
 #include "audit/digest.hpp"
+#include "policy/ascii.hpp"
 
 #include <algorithm>
 #include <array>
@@ -19,22 +20,8 @@
 namespace runwarden::audit {
 namespace {
 
-// ASCII only, as the C locale the process runs in: no libc call per byte.
-char ascii_lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
+using policy::ascii_lower;
+using policy::iequals;
 
 std::string_view content_type(const HeaderList& headers) {
   for (const auto& [name, value] : headers) {

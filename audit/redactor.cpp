@@ -2,6 +2,7 @@
 
 #include "audit/body_scan_simd.hpp"
 #include "audit/digest.hpp"
+#include "policy/ascii.hpp"
 
 #include <algorithm>
 #include <array>
@@ -18,14 +19,12 @@
 namespace runwarden::audit {
 namespace {
 
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
+using policy::ascii_lower;
 
 std::string to_lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) {
-    c = lower(c);
+    c = ascii_lower(c);
   }
   return out;
 }
@@ -38,7 +37,7 @@ std::string normalize_key(std::string_view s) {
     if (c == '_' || c == '-' || c == '.' || c == ' ') {
       continue;
     }
-    out += lower(c);
+    out += ascii_lower(c);
   }
   return out;
 }
@@ -155,7 +154,7 @@ int hex_value(char c) {
   if (c >= '0' && c <= '9') {
     return c - '0';
   }
-  c = lower(c);
+  c = ascii_lower(c);
   if (c >= 'a' && c <= 'f') {
     return c - 'a' + 10;
   }
@@ -366,7 +365,7 @@ bool Redactor::is_sensitive_header(std::string_view name) const {
   std::string_view n;
   if (name.size() <= sizeof buf) {
     for (std::size_t k = 0; k < name.size(); ++k) {
-      buf[k] = lower(name[k]);
+      buf[k] = ascii_lower(name[k]);
     }
     n = std::string_view(buf, name.size());
   } else {
@@ -497,7 +496,7 @@ bool Redactor::is_sensitive_key(std::string_view name) const {
     std::size_t n = 0;
     for (char c : name) {
       if (c != '_' && c != '-' && c != '.' && c != ' ') {
-        buf[n++] = lower(c);
+        buf[n++] = ascii_lower(c);
       }
     }
     const bool sensitive = sensitive_normalized(std::string_view(buf, n));
@@ -903,7 +902,7 @@ std::string_view Redactor::redact_body_view(std::string_view body, std::string_v
   std::string_view ct = content_type.substr(0, content_type.find(';'));
   if (ct.size() <= sizeof ct_buf) {
     for (std::size_t k = 0; k < ct.size(); ++k) {
-      ct_buf[k] = lower(ct[k]);
+      ct_buf[k] = ascii_lower(ct[k]);
     }
     ct = std::string_view(ct_buf, ct.size());
   } else {

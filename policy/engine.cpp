@@ -9,6 +9,7 @@
 
 #include "policy/engine.hpp"
 
+#include "policy/ascii.hpp"
 #include "policy/normalize.hpp"
 #include "policy/predicate.hpp"
 #include "policy/strict_json.hpp"
@@ -83,22 +84,6 @@ std::string where(const SourceMark& mark) {
     return "<unknown>:" + std::to_string(mark.line);
   }
   return mark.file + ":" + std::to_string(mark.line);
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    char y = b[i];
-    x = (x >= 'A' && x <= 'Z') ? static_cast<char>(x - 'A' + 'a') : x;
-    y = (y >= 'A' && y <= 'Z') ? static_cast<char>(y - 'A' + 'a') : y;
-    if (x != y) {
-      return false;
-    }
-  }
-  return true;
 }
 
 /// One JSON-RPC call found in the body.

@@ -2,30 +2,9 @@
 
 #include "policy/request.hpp"
 
+#include "policy/ascii.hpp"
+
 namespace runwarden::policy {
-namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    char x = a[i];
-    char y = b[i];
-    if (x >= 'A' && x <= 'Z') {
-      x = static_cast<char>(x - 'A' + 'a');
-    }
-    if (y >= 'A' && y <= 'Z') {
-      y = static_cast<char>(y - 'A' + 'a');
-    }
-    if (x != y) {
-      return false;
-    }
-  }
-  return true;
-}
-
-} // namespace
 
 std::string Request::target() const {
   std::string t = path.empty() ? std::string("/") : path;

@@ -2,6 +2,7 @@
 
 #include "approval/clock.hpp"
 #include "approval/hold_state.hpp"
+#include "policy/ascii.hpp"
 #include "policy/hex.hpp"
 #include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
@@ -10,6 +11,8 @@
 
 namespace runwarden::proxy {
 namespace {
+
+using policy::iequals;
 
 constexpr std::string_view kApprovals = "/v1/approvals/";
 
@@ -26,22 +29,6 @@ AdminResponse error(int status, std::string_view code, std::string_view reason =
     j["reason"] = reason;
   }
   return json_response(status, j);
-}
-
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
 }
 
 const std::string* header(const AdminRequest& r, std::string_view name) {

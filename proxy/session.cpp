@@ -5,6 +5,7 @@
 #include "proxy/session.hpp"
 
 #include "certs/authority.hpp"
+#include "policy/ascii.hpp"
 #include "policy/strict_json.hpp"
 #include "proxy/admin_ops.hpp"
 #include "proxy/log.hpp"
@@ -44,6 +45,9 @@
 
 namespace runwarden::proxy {
 namespace {
+
+using policy::iequals;
+using policy::trim_ows;
 
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -98,34 +102,8 @@ std::string next_id(std::string_view prefix) {
   return out;
 }
 
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
-
 bool istarts_with(std::string_view s, std::string_view prefix) {
   return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
 }
 
 /// A held MCP call's JSON-RPC errors say how the hold ended (approval_denied, ...) and
@@ -732,7 +710,7 @@ private:
     }
     if (h.count(http::field::transfer_encoding) > 0) {
       if (h.count(http::field::transfer_encoding) > 1 ||
-          !iequals(trim(h[http::field::transfer_encoding]), "chunked")) {
+          !iequals(trim_ows(h[http::field::transfer_encoding]), "chunked")) {
         refuse(http::status::bad_request, "unsupported_transfer_encoding",
                "only \"Transfer-Encoding: chunked\" is accepted");
         return;
@@ -745,7 +723,7 @@ private:
     }
     expect_continue_ = false;
     if (h.count(http::field::expect) > 0) {
-      if (!iequals(trim(h[http::field::expect]), "100-continue")) {
+      if (!iequals(trim_ows(h[http::field::expect]), "100-continue")) {
         refuse(http::status::expectation_failed, "expectation_failed",
                "only \"Expect: 100-continue\" is supported");
         return;
@@ -845,7 +823,7 @@ private:
     std::uint16_t port = 0;
     std::string why;
     std::uint16_t default_port = req_.scheme == "https" ? 443 : 80;
-    if (!parse_authority(trim(h[http::field::host]), false, default_port, host, port, why)) {
+    if (!parse_authority(trim_ows(h[http::field::host]), false, default_port, host, port, why)) {
       refuse(http::status::bad_request, "bad_host_header", "Host header: " + why);
       return false;
     }
@@ -902,12 +880,12 @@ private:
       std::string_view value = f.value();
       if (istarts_with(name, "runwarden-")) {
         if (iequals(name, "runwarden-run")) {
-          std::string_view v = trim(value);
+          std::string_view v = trim_ows(value);
           if (!v.empty() && v.size() <= 128) {
             run_ = std::string(v);
           }
         } else if (iequals(name, "runwarden-runbook")) {
-          wanted_runbook = std::string(trim(value));
+          wanted_runbook = std::string(trim_ows(value));
           runbook_given = true;
         }
         continue;
@@ -1386,7 +1364,7 @@ private:
     if (h.count(http::field::host) == 1) {
       std::string host;
       std::uint16_t port = 0;
-      if (!parse_authority(trim(h[http::field::host]), false, target.port, host, port, why) ||
+      if (!parse_authority(trim_ows(h[http::field::host]), false, target.port, host, port, why) ||
           host != target.host || port != target.port) {
         refuse(http::status::bad_request, "host_mismatch",
                "Host header does not match the CONNECT target");
@@ -1405,7 +1383,7 @@ private:
     }
     for (const auto& f : h) {
       if (iequals(f.name_string(), "runwarden-run")) {
-        std::string_view v = trim(f.value());
+        std::string_view v = trim_ows(f.value());
         if (!v.empty() && v.size() <= 128) {
           conn_.run = std::string(v);
           run_ = conn_.run;

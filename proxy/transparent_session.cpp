@@ -1,5 +1,6 @@
 #include "proxy/transparent_session.hpp"
 
+#include "policy/ascii.hpp"
 #include "proxy/client_hello.hpp"
 #include "proxy/log.hpp"
 #include "proxy/responses.hpp"
@@ -26,6 +27,8 @@
 namespace runwarden::proxy {
 namespace {
 
+using policy::ascii_lower;
+
 namespace net = boost::asio;
 namespace beast = boost::beast;
 using tcp = net::ip::tcp;
@@ -49,10 +52,6 @@ std::string random_id(std::string_view prefix) {
     out.push_back(kHex[c & 0xF]);
   }
   return out;
-}
-
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
 std::string_view trim(std::string_view s) {
@@ -483,8 +482,8 @@ HostField find_host_field(std::string_view head) {
       continue;
     }
     std::string_view name = line.substr(0, 4);
-    bool is_host = lower(name[0]) == 'h' && lower(name[1]) == 'o' && lower(name[2]) == 's' &&
-                   lower(name[3]) == 't';
+    bool is_host = ascii_lower(name[0]) == 'h' && ascii_lower(name[1]) == 'o' &&
+                   ascii_lower(name[2]) == 's' && ascii_lower(name[3]) == 't';
     if (!is_host) {
       continue;
     }

@@ -1,5 +1,7 @@
 #include "proxy/wire_head.hpp"
 
+#include "policy/ascii.hpp"
+
 #include <algorithm>
 #include <boost/beast/http/status.hpp>
 #include <charconv>
@@ -7,33 +9,11 @@
 namespace runwarden::proxy {
 namespace {
 
+using policy::ascii_lower;
+using policy::iequals;
+using policy::trim_ows;
+
 namespace http = boost::beast::http;
-
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
 
 /// The decimal digits of v, as Beast's to_static_string writes them.
 void append_decimal(std::string& out, std::uint64_t v) {
@@ -60,10 +40,10 @@ bool is_hop_by_hop(std::string_view name) {
 void connection_tokens(std::string_view value, std::vector<std::string>& out) {
   while (!value.empty()) {
     auto comma = value.find(',');
-    std::string_view token = trim(value.substr(0, comma));
+    std::string_view token = trim_ows(value.substr(0, comma));
     if (!token.empty()) {
       std::string t(token);
-      std::transform(t.begin(), t.end(), t.begin(), lower);
+      std::transform(t.begin(), t.end(), t.begin(), ascii_lower);
       out.push_back(std::move(t));
     }
     if (comma == std::string_view::npos) {
