@@ -2,6 +2,7 @@
 // or error line is on stderr when log_event returns, after everything logged before it.
 
 #include "proxy/log.hpp"
+#include "tests/proxy/stderr_capture.hpp"
 
 #include <cstdio>
 #include <fcntl.h>
@@ -15,41 +16,11 @@
 namespace runwarden::proxy {
 namespace {
 
-/// Points fd 2 at a temporary file for the test's lifetime.
-class StderrCapture {
-public:
-  StderrCapture() {
-    path_ = (std::filesystem::temp_directory_path() /
-             ("runwarden_log_test_" + std::to_string(::getpid()) + ".txt"))
-                .string();
-    int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    saved_ = ::dup(STDERR_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    ::close(fd);
-  }
-  ~StderrCapture() {
-    flush_log();
-    ::dup2(saved_, STDERR_FILENO);
-    ::close(saved_);
-    std::filesystem::remove(path_);
-  }
-  StderrCapture(const StderrCapture&) = delete;
-  StderrCapture& operator=(const StderrCapture&) = delete;
-  std::string text() const {
-    std::ifstream in(path_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
-private:
-  std::string path_;
-  int saved_ = -1;
-};
+using testing::StderrCapture;
 
 TEST(LogTest, WarnLineIsWrittenAtOnceAfterTheInfoLinesBeforeIt) {
   set_log_level(LogLevel::info);
-  StderrCapture capture;
+  StderrCapture capture{"runwarden_log_test"};
   log_event(LogLevel::info, "first", 1, "req_a", {{"k", "v"}});
   log_event(LogLevel::info, "second", 1, "req_a", {{"k", "with space"}});
   log_event(LogLevel::warn, "third", 1, "req_a");
@@ -66,7 +37,7 @@ TEST(LogTest, WarnLineIsWrittenAtOnceAfterTheInfoLinesBeforeIt) {
 
 TEST(LogTest, FlushWritesBufferedLinesWholeWithTimestamps) {
   set_log_level(LogLevel::info);
-  StderrCapture capture;
+  StderrCapture capture{"runwarden_log_test"};
   for (int i = 0; i < 100; ++i) {
     log_event(LogLevel::info, "line", static_cast<std::uint64_t>(i + 1), {});
   }

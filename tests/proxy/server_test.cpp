@@ -4,6 +4,7 @@
 #include "certs/authority.hpp"
 #include "proxy/log.hpp"
 #include "proxy/server.hpp"
+#include "tests/proxy/stderr_capture.hpp"
 #include "tests/proxy/test_upstream.hpp"
 
 #include <atomic>
@@ -31,6 +32,8 @@
 
 namespace runwarden::proxy {
 namespace {
+
+using testing::StderrCapture;
 
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -188,40 +191,6 @@ private:
   std::vector<std::pair<audit::Exchange, bool>> records_;
   bool defer_next_final_ = false;
   audit::Completion deferred_;
-};
-
-/// Points fd 2 (where the operational log goes) at a temporary file while it lives.
-class StderrCapture {
-public:
-  StderrCapture()
-      : path_((std::filesystem::temp_directory_path() /
-               ("runwarden_server_test_" + std::to_string(::getpid()) + ".txt"))
-                  .string()) {
-    flush_log();
-    int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    saved_ = ::dup(STDERR_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    ::close(fd);
-  }
-  ~StderrCapture() {
-    flush_log();
-    ::dup2(saved_, STDERR_FILENO);
-    ::close(saved_);
-    std::filesystem::remove(path_);
-  }
-  StderrCapture(const StderrCapture&) = delete;
-  StderrCapture& operator=(const StderrCapture&) = delete;
-  std::string text() const {
-    flush_log();
-    std::ifstream in(path_);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  }
-
-private:
-  std::string path_;
-  int saved_ = -1;
 };
 
 policy::Matcher matcher(std::string method, std::string path, std::uint16_t port) {
@@ -581,8 +550,9 @@ TEST_F(ProxyTest, LateFinalRecordCompletionLogsItsOwnRequest) {
   ASSERT_NE(first, second);
   std::string text;
   {
-    StderrCapture capture;
+    StderrCapture capture{"runwarden_server_test"};
     audit_->run_deferred(std::make_error_code(std::errc::io_error)); // on this thread
+    flush_log();
     text = capture.text();
   }
   auto line = text.find("audit_failed");
