@@ -395,7 +395,10 @@ void FileAuditLog::drain_locked(std::unique_lock<std::mutex>& lock, int max_roun
       writing_ = false;
       return;
     }
-    if (round == max_rounds) {
+    // The hand-off is skipped, and this thread keeps writing, when syncer_ could not take
+    // the role at once: inside its interval fdatasync the batch would wait one disk flush,
+    // and once stop_ is set syncer_ may already have returned and would never drain it.
+    if (round >= max_rounds && !syncing_ && !stop_) {
       // writing_ stays set: the role passes to syncer_loop, which drains without a bound.
       handoff_ = true;
       bg_cv_.notify_one();
@@ -523,11 +526,13 @@ void FileAuditLog::syncer_loop() {
       return;
     }
     if (std::chrono::steady_clock::now() >= next_sync) {
+      syncing_ = true;
       lock.unlock();
       if (dirty_.load() && healthy_.load()) {
         sync();
       }
       lock.lock();
+      syncing_ = false;
       next_sync = std::chrono::steady_clock::now() + options_.fsync_interval;
     }
   }

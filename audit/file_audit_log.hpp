@@ -103,6 +103,7 @@ private:
   bool writing_ = false; // written mode: some thread owns open_ (invariant: open_ non-empty
                          // implies writing_, so no record waits with nobody to write it)
   bool handoff_ = false; // written mode: a leader passed the writer role to syncer_
+  bool syncing_ = false; // written mode: syncer_ is in its interval fdatasync (mu_ released)
   std::condition_variable bg_cv_;
   bool stop_ = false;
 
