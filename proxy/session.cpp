@@ -1667,6 +1667,16 @@ private:
       read_upstream_header();
       return;
     }
+    // RFC 9112 §6.1: a message with both Transfer-Encoding and Content-Length "ought to be
+    // handled as an error". Beast frames such a response by Content-Length when the coding
+    // does not end in chunked, where the upstream may mean close-delimited: what follows could
+    // be taken for the next response on a pooled connection. Refused, never reused.
+    if (res.count(http::field::transfer_encoding) > 0 &&
+        res.count(http::field::content_length) > 0) {
+      upstream_failed(http::status::bad_gateway, "upstream_unavailable",
+                      "upstream response has both Transfer-Encoding and Content-Length");
+      return;
+    }
     upstream_ms_ = ms_since(upstream_started_);
     resp_info_.status = static_cast<int>(status);
     std::vector<std::string> tokens;

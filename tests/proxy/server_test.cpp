@@ -63,7 +63,9 @@ struct Seen {
 /// answers (until release(), then closes). /allowed/bodiless/<code> answers that status
 /// with `Transfer-Encoding: chunked` and no body at all (what a HEAD, 204 or 304 answer may
 /// carry), keeping the connection. /allowed/bighead/<n> answers "hello" with an n-byte
-/// X-Big header value.
+/// X-Big header value. /allowed/te-and-cl/<te-first|cl-first> answers with both
+/// `Transfer-Encoding: gzip` and `Content-Length: 5`, then "hello" and a second, smuggled
+/// response, keeping the connection.
 class Upstream {
 public:
   explicit Upstream(std::shared_ptr<const certs::Leaf> leaf = nullptr)
@@ -106,6 +108,16 @@ public:
             " Whatever\r\nTransfer-Encoding: chunked\r\nX-Upstream: bodiless\r\n\r\n";
         boost::system::error_code ec;
         net::write(stream, net::buffer(head), ec);
+        return !ec;
+      }
+      if (target.rfind("/allowed/te-and-cl/", 0) == 0) {
+        bool te_first = target.substr(std::string_view("/allowed/te-and-cl/").size()) == "te-first";
+        std::string te = "Transfer-Encoding: gzip\r\n";
+        std::string cl = "Content-Length: 5\r\n";
+        std::string raw = "HTTP/1.1 200 OK\r\n" + (te_first ? te + cl : cl + te) +
+                          "\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled";
+        boost::system::error_code ec;
+        net::write(stream, net::buffer(raw), ec);
         return !ec;
       }
       if (target.rfind("/allowed/bighead/", 0) == 0) {
@@ -523,6 +535,34 @@ TEST_F(ProxyTest, HugeUpstreamHeaderValueIsRelayedUnderTheLimitAnd502OverIt) {
   auto seen = upstream_->seen();
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen[2].target, "/allowed/after");
+}
+
+// RFC 9112 §6.1: an upstream response with both Transfer-Encoding and Content-Length is
+// an error. Beast framed "Transfer-Encoding: gzip" then "Content-Length" by the length, so
+// the proxy relayed both headers and pooled a connection whose next bytes the upstream may
+// have meant as part of the body: here a second response, which the next request got. Both
+// orders are a 502 now, and the connection is never reused.
+TEST_F(ProxyTest, UpstreamResponseWithTransferEncodingAndContentLengthIs502AndNotReused) {
+  for (const std::string order : {"te-first", "cl-first"}) {
+    SCOPED_TRACE(order);
+    auto s = connect();
+    auto res = exchange(s, "GET http://" + up() + "/allowed/te-and-cl/" + order +
+                               " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+    EXPECT_EQ(res.result_int(), 502u);
+    EXPECT_EQ(json(res).value("error", ""), "upstream_unavailable");
+    if (order == "te-first") {
+      EXPECT_NE(json(res).value("reason", "").find("both Transfer-Encoding and Content-Length"),
+                std::string::npos)
+          << res.body();
+    }
+    // The next request, on the same agent connection, is answered by the upstream, not by
+    // the bytes left on the refused connection.
+    res =
+        exchange(s, "GET http://" + up() + "/allowed/after HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+    EXPECT_EQ(res.result_int(), 200u);
+    EXPECT_EQ(res.body(), "hello");
+  }
+  EXPECT_EQ(upstream_->seen().size(), 4u);
 }
 
 // A final record's completion may run on another thread, after the session has moved on
