@@ -17,6 +17,7 @@
 #include <openssl/ssl.h>
 #include <stdexcept>
 #include <string>
+#include <unistd.h>
 
 namespace runwarden::proxy {
 namespace {
@@ -298,9 +299,14 @@ void Server::accept(const std::shared_ptr<Listener>& listener) {
       } else {
         // The session starts on its own executor: once its first operation is initiated,
         // its handlers may run there, and nothing of it may run here concurrently.
-        auto exec = socket.get_executor();
+        tcp::socket moved = adopt_on_io_thread(std::move(socket));
+        if (!moved.is_open()) {
+          accept(listener);
+          return;
+        }
+        auto exec = moved.get_executor();
         net::post(exec, [ctx = ctx_, transparent = listener->transparent,
-                         s = std::move(socket)]() mutable {
+                         s = std::move(moved)]() mutable {
           if (transparent) {
             start_transparent_session(std::move(ctx), std::move(s));
           } else {
@@ -313,13 +319,34 @@ void Server::accept(const std::shared_ptr<Listener>& listener) {
     }
     accept(listener);
   };
-  if (listener->admin || io_.empty()) {
-    listener->acceptor.async_accept(net::make_strand(ioc_), std::move(on_accept));
-    return;
+  // The pending accept's peer socket belongs to the acceptor's own context: a pending
+  // operation must never hold a socket of another context, which may be destroyed first
+  // (an abrupt stop destroyed the I/O contexts while ioc_ still held the accept).
+  listener->acceptor.async_accept(net::make_strand(ioc_), std::move(on_accept));
+}
+
+tcp::socket Server::adopt_on_io_thread(tcp::socket socket) {
+  if (io_.empty()) {
+    return socket;
   }
   // An io_context run by one thread serializes its handlers already: no strand needed.
   net::io_context& target = *io_[next_io_.fetch_add(1) % io_.size()];
-  listener->acceptor.async_accept(target, std::move(on_accept));
+  boost::system::error_code ec;
+  const tcp::endpoint local = socket.local_endpoint(ec);
+  if (!ec) {
+    const tcp::socket::native_handle_type fd = socket.release(ec);
+    if (!ec) {
+      tcp::socket adopted(target);
+      adopted.assign(local.protocol(), fd, ec);
+      if (!ec) {
+        return adopted;
+      }
+      ::close(fd);
+    }
+  }
+  log_event(LogLevel::warn, "accept_failed", 0, {},
+            {{"error", "handing the connection to an I/O thread: " + ec.message()}});
+  return tcp::socket(target);
 }
 
 void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) {

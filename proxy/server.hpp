@@ -68,6 +68,9 @@ public:
 private:
   struct Listener;
   void accept(const std::shared_ptr<Listener>& listener);
+  /// Moves an accepted connection's descriptor onto the next I/O thread's context
+  /// (round-robin); a closed socket when that fails (logged).
+  boost::asio::ip::tcp::socket adopt_on_io_thread(boost::asio::ip::tcp::socket socket);
   void poll_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done);
 
   using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
