@@ -747,6 +747,134 @@ void Redactor::json_spans(std::string_view s, std::vector<Span>& spans,
   }
 }
 
+void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
+                                  const simd::BodyScan& scan) const {
+  const std::size_t n = s.size();
+  const std::size_t spans_at_start = spans.size();
+  const auto string_end = [&](std::size_t at, bool& escaped) {
+    const std::size_t end = simd::indexed_string_end(scan, n, at);
+    return end != static_cast<std::size_t>(-1) ? end : skip_string(s, at, escaped);
+  };
+  // Bit d of `objects`: level d (0-based) is an object; depth counts open levels.
+  constexpr std::size_t kMaxDepth = 64;
+  std::uint64_t objects = 0;
+  std::size_t depth = 0;
+  const auto top_is_object = [&] { return depth > 0 && ((objects >> (depth - 1)) & 1u) != 0; };
+  const auto push = [&](bool object) {
+    const std::uint64_t bit = std::uint64_t{1} << depth;
+    objects = object ? (objects | bit) : (objects & ~bit);
+    ++depth;
+  };
+  bool expect_key = false;
+  std::size_t i = 0;
+  // Every branch advances i or returns: bounded by the text length.
+  while (i < n) {
+    if (depth == kMaxDepth) {
+      // Deeper than the bit stack: the reference walk redoes the body from the start.
+      spans.resize(spans_at_start);
+      json_spans(s, spans, &scan);
+      return;
+    }
+    const char c = s[i];
+    if (is_ws(c)) {
+      ++i;
+      continue;
+    }
+    if (expect_key && top_is_object()) {
+      if (c == '}') {
+        --depth;
+        expect_key = false;
+        ++i;
+        continue;
+      }
+      if (c != '"') {
+        return; // not JSON after all: the text patterns still apply
+      }
+      bool escaped = false;
+      const std::size_t key_end = string_end(i, escaped);
+      if (key_end >= n) {
+        return;
+      }
+      const std::string_view raw_key = s.substr(i + 1, key_end - i - 2);
+      i = key_end;
+      while (i < n && is_ws(s[i])) {
+        ++i;
+      }
+      if (i >= n || s[i] != ':') {
+        return;
+      }
+      ++i;
+      while (i < n && is_ws(s[i])) {
+        ++i;
+      }
+      expect_key = false;
+      if (i >= n) {
+        continue;
+      }
+      const bool sensitive =
+          escaped ? is_sensitive_key(decode_json_key(raw_key)) : is_sensitive_key(raw_key);
+      if (sensitive) {
+        const std::size_t end = skip_value(s, i);
+        if (s[i] == '"') {
+          const std::size_t content_end =
+              (end > i + 1 && end <= n && s[end - 1] == '"' && end != i + 1) ? end - 1 : end;
+          if (content_end > i + 1) {
+            spans.push_back(Span{i + 1, content_end});
+          }
+        } else if (s.compare(i, 4, "null") != 0) {
+          spans.push_back(Span{i, end, true});
+        }
+        i = end;
+        continue;
+      }
+      // The value's first token, as the switch below would take it on the next round.
+      if (s[i] == '"') {
+        bool value_escaped = false;
+        i = string_end(i, value_escaped);
+      } else if (s[i] == '{') {
+        push(true);
+        expect_key = true;
+        ++i;
+      }
+      continue;
+    }
+    switch (c) {
+    case ',':
+      expect_key = top_is_object();
+      ++i;
+      break;
+    case '}':
+    case ']':
+      if (depth > 0) {
+        --depth;
+      }
+      ++i;
+      break;
+    case '{':
+      push(true);
+      expect_key = true;
+      ++i;
+      break;
+    case '[':
+      push(false);
+      ++i;
+      break;
+    case '"': {
+      bool escaped = false;
+      i = string_end(i, escaped);
+      break;
+    }
+    default: {
+      const std::size_t end = skip_value(s, i);
+      if (end == i) {
+        return;
+      }
+      i = end;
+    }
+    }
+  }
+}
+
 void Redactor::form_spans(std::string_view text, std::size_t offset,
                           std::vector<Span>& spans) const {
   std::size_t start = 0;
@@ -843,7 +971,14 @@ std::string_view Redactor::redact_header_view(std::string_view name, std::string
 }
 
 std::string Redactor::redact_url(std::string_view url) const {
-  std::vector<Span> spans;
+  std::string storage;
+  const std::string_view out = redact_url_view(url, storage);
+  return out.data() == storage.data() ? std::move(storage) : std::string(out);
+}
+
+std::string_view Redactor::redact_url_view(std::string_view url, std::string& storage) const {
+  thread_local std::vector<Span> spans;
+  spans.clear();
   std::size_t authority_end = 0;
   const std::size_t scheme = url.find("://");
   if (scheme != std::string_view::npos) {
@@ -866,7 +1001,11 @@ std::string Redactor::redact_url(std::string_view url) const {
     form_spans(url.substr(q + 1, q_end - q - 1), q + 1, spans);
   }
   pattern_spans(url, spans);
-  return apply(url, spans);
+  if (spans.empty()) {
+    return url;
+  }
+  storage = apply(url, spans);
+  return storage;
 }
 
 RedactedBody Redactor::redact_body(std::string_view body, std::string_view content_type,
@@ -941,7 +1080,11 @@ std::string_view Redactor::redact_body_view(std::string_view body, std::string_v
     ++first;
   }
   if (json || (first < body.size() && (body[first] == '{' || body[first] == '['))) {
-    json_spans(body, spans, reference ? nullptr : &scan);
+    if (reference) {
+      json_spans(body, spans);
+    } else {
+      json_spans_indexed(body, spans, scan);
+    }
   }
   if (form) {
     form_spans(body, 0, spans);

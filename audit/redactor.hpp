@@ -70,6 +70,7 @@ public:
   std::string_view redact_text_view(std::string_view text, std::string& storage) const;
   std::string_view redact_header_view(std::string_view name, std::string_view value,
                                       std::string& storage) const;
+  std::string_view redact_url_view(std::string_view url, std::string& storage) const;
   std::string_view redact_body_view(std::string_view body, std::string_view content_type,
                                     std::size_t max_bytes, RedactedBody& meta,
                                     std::string& storage) const;
@@ -93,6 +94,12 @@ private:
                      const simd::BodyScan* scan = nullptr) const;
   void json_spans(std::string_view text, std::vector<Span>& spans,
                   const simd::BodyScan* scan = nullptr) const;
+  /// The same walk for the prefiltered path: strings end from the scan's quote bitmap, the
+  /// nesting is a bit stack in a register (the reference walk above, with a byte stack,
+  /// takes over past 64 levels), and a non-sensitive member's string or object value is
+  /// entered directly. Tests hold it to json_spans through Scan::exhaustive.
+  void json_spans_indexed(std::string_view text, std::vector<Span>& spans,
+                          const simd::BodyScan& scan) const;
   void form_spans(std::string_view text, std::size_t offset, std::vector<Span>& spans) const;
   static std::string apply(std::string_view text, std::vector<Span>& spans);
   bool sensitive_normalized(std::string_view normalized) const;

@@ -30,6 +30,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (body.text.size() > limit || body.sha256.size() != 64) {
     std::abort();
   }
+  // The prefiltered body path (scan, bitmap JSON walk) redacts exactly as the reference.
+  static const runwarden::audit::Redactor reference({},
+                                                    runwarden::audit::Redactor::Scan::exhaustive);
+  const auto slow = reference.redact_body(in, type, limit);
+  if (slow.text != body.text || slow.binary != body.binary || slow.truncated != body.truncated) {
+    std::abort();
+  }
   // A secret planted in the middle of arbitrary text must not survive.
   const std::string secret = "AKIAFUZZCANARY000000";
   std::string planted(in.substr(0, size / 2));
