@@ -10,7 +10,7 @@ namespace runwarden::audit {
 
 using Sha256 = std::array<std::uint8_t, 32>;
 
-/// Raw SHA-256; the chain and markers are built on it. Reuses a per-thread context.
+/// Raw SHA-256; the chain and markers are built on it.
 Sha256 sha256(std::string_view data);
 /// SHA-256 of the concatenation `first || second` without building it (the chain hash).
 Sha256 sha256(std::string_view first, std::string_view second);
