@@ -90,6 +90,9 @@ std::optional<LastGood> check_line(std::string_view line) {
 
 constexpr std::size_t kTailWindow = 8u << 20;
 
+// A batch buffer keeps its capacity between batches up to this size (two buffers alternate).
+constexpr std::size_t kKeptBatchBytes = 1u << 20;
+
 } // namespace
 
 std::unique_ptr<AuditLog> AuditLog::open(const Options& options) {
@@ -240,7 +243,9 @@ void FileAuditLog::recover_and_open() {
   if (!torn_event.is_null()) {
     const std::string members = builder_.event_members("torn_line_recovered", torn_event);
     std::lock_guard lock(mu_);
-    const Pending p = seal_locked(members, false);
+    Pending p;
+    p.first_seq = next_seq_;
+    seal_locked(members, false, p);
     if (const std::error_code wec = write_batch(p, true)) {
       throw std::runtime_error("audit: cannot record torn-line recovery: " + wec.message());
     }
@@ -307,7 +312,15 @@ void FileAuditLog::record(const Exchange& exchange, bool final, Completion done)
     done(current_error());
     return;
   }
-  submit(builder_.exchange_members(exchange, final), std::move(done));
+  // One members buffer per thread, reused: the record is copied into the batch when it is
+  // sealed, before any completion (which may record again) runs.
+  thread_local std::string members;
+  members.clear();
+  if (members.capacity() > kKeptBatchBytes) {
+    std::string().swap(members);
+  }
+  builder_.exchange_members(exchange, final, members);
+  submit(members, std::move(done));
 }
 
 void FileAuditLog::event(std::string_view type, const nlohmann::json& fields, Completion done) {
@@ -319,6 +332,12 @@ void FileAuditLog::event(std::string_view type, const nlohmann::json& fields, Co
 }
 
 std::string FileAuditLog::checkpoint_line_locked() {
+  std::string line;
+  append_checkpoint_locked(line);
+  return line;
+}
+
+void FileAuditLog::append_checkpoint_locked(std::string& out) {
   const std::uint64_t head_seq = next_seq_ - 1;
   nlohmann::ordered_json cp;
   cp["type"] = "checkpoint";
@@ -326,61 +345,63 @@ std::string FileAuditLog::checkpoint_line_locked() {
   cp["head_hash"] = head_hash_;
   cp["key_id"] = key_->key_id();
   cp["sig"] = key_->sign(head_seq, head_hash_);
-  std::string members = RecordBuilder::dump(cp);
-  members = members.substr(1, members.size() - 2);
-  std::string hash;
-  std::string line =
-      RecordCodec::seal(next_seq_, RecordCodec::now_rfc3339(), members, head_hash_, hash);
+  const std::string members = RecordBuilder::dump(cp);
+  std::array<char, 32> ts{};
+  std::array<char, 64> hash{};
+  RecordCodec::seal_into(out, next_seq_, RecordCodec::now_rfc3339(ts),
+                         std::string_view(members).substr(1, members.size() - 2), head_hash_, hash);
   ++next_seq_;
-  head_hash_ = hash;
+  head_hash_.assign(hash.data(), hash.size());
   since_checkpoint_ = 0;
   last_checkpoint_ = std::chrono::steady_clock::now();
-  return line;
 }
 
-FileAuditLog::Pending FileAuditLog::seal_locked(std::string_view members, bool force_checkpoint) {
-  Pending p;
-  p.first_seq = next_seq_;
-  std::string hash;
+void FileAuditLog::seal_locked(std::string_view members, bool force_checkpoint, Pending& out) {
   std::array<char, 32> ts{};
-  p.bytes = RecordCodec::seal(next_seq_, RecordCodec::now_rfc3339(ts), members, head_hash_, hash);
+  std::array<char, 64> hash{};
+  RecordCodec::seal_into(out.bytes, next_seq_, RecordCodec::now_rfc3339(ts), members, head_hash_,
+                         hash);
   ++next_seq_;
-  head_hash_ = hash;
+  head_hash_.assign(hash.data(), hash.size()); // within its capacity: no allocation
   ++since_checkpoint_;
   if (key_ &&
       (force_checkpoint || since_checkpoint_ >= options_.checkpoint_records ||
        std::chrono::steady_clock::now() - last_checkpoint_ >= options_.checkpoint_interval)) {
-    p.bytes += checkpoint_line_locked();
+    append_checkpoint_locked(out.bytes);
   }
-  p.last_seq = next_seq_ - 1;
-  return p;
+  out.last_seq = next_seq_ - 1;
 }
 
-void FileAuditLog::submit(std::string members, Completion done) {
+void FileAuditLog::submit(std::string_view members, Completion done) {
   std::unique_lock lock(mu_);
   if (!healthy_.load()) {
     lock.unlock();
     done(current_error());
     return;
   }
-  Pending p = seal_locked(members, false);
   if (options_.durability == Durability::synced) {
+    Pending p;
+    p.first_seq = next_seq_;
+    seal_locked(members, false, p);
     p.done = std::move(done);
     queue_.push_back(std::move(p));
     lock.unlock();
     queue_cv_.notify_one();
     return;
   }
-  // Group commit, leader/follower: the record joins the open batch in seal order, so the
-  // file order is the chain order. A follower returns at once; the writer calls its
-  // completion after the write(2) holding its bytes returned.
+  // Group commit, leader/follower: the record is sealed straight onto the end of the open
+  // batch, in seal order, so the file order is the chain order. A follower returns at
+  // once; the writer calls its completion after the write(2) holding its bytes returned.
   if (open_.dones.empty()) {
-    open_.data.first_seq = p.first_seq;
-    open_.data.bytes = std::move(p.bytes);
-  } else {
-    open_.data.bytes += p.bytes;
+    // The buffer is the one a writer emptied at an earlier swap: its capacity is reused,
+    // so a batch allocates nothing, unless one large batch left it oversized.
+    if (open_.data.bytes.capacity() > kKeptBatchBytes) {
+      std::string().swap(open_.data.bytes);
+    }
+    open_.data.bytes.clear();
+    open_.data.first_seq = next_seq_;
   }
-  open_.data.last_seq = p.last_seq;
+  seal_locked(members, false, open_.data);
   open_.dones.push_back(std::move(done));
   if (writing_) {
     return;

@@ -69,13 +69,16 @@ private:
   };
 
   void recover_and_open();
-  void submit(std::string members, Completion done);
+  void submit(std::string_view members, Completion done);
   // mu_ held on entry and on return, writing_ set by this thread: writes batches until
   // none is left (then clears writing_) or `max_rounds` are done (then hands off).
   void drain_locked(std::unique_lock<std::mutex>& lock, int max_rounds);
-  // mu_ held: assigns seq/ts/prev, seals, appends a checkpoint when one is due.
-  Pending seal_locked(std::string_view members, bool force_checkpoint);
+  // mu_ held: assigns seq/ts/prev, seals straight onto the end of `out.bytes` (the open
+  // batch in `written` mode), appends a checkpoint when one is due, sets out.last_seq.
+  void seal_locked(std::string_view members, bool force_checkpoint, Pending& out);
   std::string checkpoint_line_locked();
+  // mu_ held: the same checkpoint line appended to `out`.
+  void append_checkpoint_locked(std::string& out);
   std::error_code write_batch(const Pending& batch, bool sync_now);
   std::error_code rotate_io_locked();
   std::error_code fail(const std::string& what, int err);

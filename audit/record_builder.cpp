@@ -60,19 +60,79 @@ constexpr std::uint64_t escape_mask(std::uint64_t w) {
          has_byte(w, '\\');
 }
 
+// Length of the leading run of `s` that needs no escaping (printable ASCII other than
+// '"' and '\\').
+std::size_t plain_prefix(std::string_view s) {
+  const std::size_t n = s.size();
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  while (i + 16 <= n) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i));
+    const __m128i flagged = _mm_or_si128(_mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                                      _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))),
+                                         _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                                      _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(flagged));
+    if (mask != 0) {
+      return i + static_cast<std::size_t>(std::countr_zero(mask));
+    }
+    i += 16;
+  }
+#endif
+  while (i + 8 <= n) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, s.data() + i, 8);
+    const std::uint64_t mask = escape_mask(w);
+    if (mask != 0) {
+      return i + static_cast<std::size_t>(std::countr_zero(mask)) / 8;
+    }
+    i += 8;
+  }
+  while (i < n) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+      return i;
+    }
+    ++i;
+  }
+  return n;
+}
+
 // JSON string escaper with the guarantees of dump(ensure_ascii, replace): the output is
 // printable ASCII only; valid UTF-8 becomes \uXXXX (surrogate pairs above U+FFFF); each
 // byte of an invalid sequence becomes \ufffd. Runs of plain ASCII are copied in bulk.
 void append_escaped(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
-  // Written through a raw cursor into a per-thread scratch sized for the worst case (6
-  // output bytes per input byte), then appended once: no capacity check per byte.
+  // The leading plain run goes straight to `out`: most strings of a record (ids, names,
+  // header values, URLs) are plain throughout and need nothing else, and a JSON body's
+  // run ends at its first quote.
+  const std::size_t lead = plain_prefix(s);
+  if (lead == s.size()) {
+    if (s.size() <= 128) { // quoted on the stack: one append
+      char quoted[130];
+      quoted[0] = '"';
+      std::memcpy(quoted + 1, s.data(), s.size());
+      quoted[s.size() + 1] = '"';
+      out.append(quoted, s.size() + 2);
+      return;
+    }
+    out.reserve(out.size() + s.size() + 2);
+    out += '"';
+    out.append(s);
+    out += '"';
+    return;
+  }
+  // The rest is written through a raw cursor into a per-thread scratch sized for the worst
+  // case (6 output bytes per input byte), then appended once: no capacity check per byte.
   thread_local std::string scratch;
   if (scratch.size() < 6 * s.size() + 2) {
     scratch.resize(6 * s.size() + 2);
   }
   char* const start = scratch.data();
   char* p = start;
+  *p++ = '"';
+  std::memcpy(p, s.data(), lead);
+  p += lead;
   auto put = [&p](char c) { *p++ = c; };
   auto put2 = [&p](char a, char b) {
     p[0] = a;
@@ -86,8 +146,7 @@ void append_escaped(std::string& out, std::string_view s) {
     put(hex[(cp >> 4) & 0xf]);
     put(hex[cp & 0xf]);
   };
-  put('"');
-  std::size_t i = 0;
+  std::size_t i = lead;
   const std::size_t n = s.size();
   // Strings this long take the AVX2 chunk loop first where the CPU has it.
   const bool wide = n >= 64 && simd::best_level() == simd::Level::avx2;
@@ -310,9 +369,19 @@ std::string RecordBuilder::dump(const nlohmann::ordered_json& value) {
 namespace {
 
 void append_key(std::string& out, std::string_view key) {
-  out += '"';
-  out += key; // keys below are plain ASCII literals
-  out += "\":";
+  // Keys below are short plain ASCII literals: quoted on the stack, one append.
+  char quoted[32];
+  if (key.size() + 3 > sizeof quoted) {
+    out += '"';
+    out += key;
+    out += "\":";
+    return;
+  }
+  quoted[0] = '"';
+  std::memcpy(quoted + 1, key.data(), key.size());
+  quoted[key.size() + 1] = '"';
+  quoted[key.size() + 2] = ':';
+  out.append(quoted, key.size() + 3);
 }
 
 void append_string_member(std::string& out, std::string_view key, std::string_view value) {
@@ -351,7 +420,7 @@ void append_double(std::string& out, double v) {
 void RecordBuilder::append_headers(std::string& out, const HeaderList& list) const {
   out += "\"headers\":{";
   std::string storage;
-  std::string lowered;
+  std::string lowered_long;
   bool first = true;
   for (std::size_t k = 0; k < list.size(); ++k) {
     const auto& [name, value] = list[k];
@@ -362,9 +431,20 @@ void RecordBuilder::append_headers(std::string& out, const HeaderList& list) con
     if (seen) {
       continue;
     }
-    lowered.assign(name);
-    for (char& c : lowered) {
-      c = ascii_lower(c);
+    // Lower-cased on the stack (a heap string for the rare name over 64 bytes).
+    char lowered_buf[64];
+    std::string_view lowered;
+    if (name.size() <= sizeof lowered_buf) {
+      for (std::size_t c = 0; c < name.size(); ++c) {
+        lowered_buf[c] = ascii_lower(name[c]);
+      }
+      lowered = std::string_view(lowered_buf, name.size());
+    } else {
+      lowered_long.assign(name);
+      for (char& c : lowered_long) {
+        c = ascii_lower(c);
+      }
+      lowered = lowered_long;
     }
     if (!first) {
       out += ',';
@@ -410,11 +490,18 @@ void RecordBuilder::append_body(std::string& out, std::string_view text, const H
 }
 
 std::string RecordBuilder::exchange_members(const Exchange& ex, bool final) const {
-  // Appended directly in the member order of the format (docs/audit.md); no JSON tree.
   std::string out;
+  exchange_members(ex, final, out);
+  return out;
+}
+
+void RecordBuilder::exchange_members(const Exchange& ex, bool final, std::string& out) const {
+  // Appended directly in the member order of the format (docs/audit.md); no JSON tree.
   // JSON bodies grow by about a fifth when escaped (every quote gains a backslash): room
-  // for twice the bodies keeps the common record to one allocation.
-  out.reserve(1024 + 2 * (ex.request.body.size() + (ex.response ? ex.response->body.size() : 0)) +
+  // for twice the bodies keeps the common record to one allocation (none when `out` is a
+  // reused buffer).
+  out.reserve(out.size() + 1024 +
+              2 * (ex.request.body.size() + (ex.response ? ex.response->body.size() : 0)) +
               ex.request.url.size());
   std::string storage;
   append_string_member(out, "type", final ? "exchange" : "decision");
@@ -438,7 +525,7 @@ std::string RecordBuilder::exchange_members(const Exchange& ex, bool final) cons
   }
   out += "\"request\":{";
   append_string_member(out, "method", ex.request.method);
-  append_string_member(out, "url", redactor_.redact_url(ex.request.url));
+  append_string_member(out, "url", redactor_.redact_url_view(ex.request.url, storage));
   append_headers(out, ex.request.headers);
   append_body(out, ex.request.body, ex.request.headers, ex.request.body_complete);
   append_key(out, "bytes");
@@ -468,7 +555,6 @@ std::string RecordBuilder::exchange_members(const Exchange& ex, bool final) cons
   append_string_member(out, "traceparent", redactor_.redact_text_view(ex.traceparent, storage));
   append_key(out, "client");
   append_escaped(out, ex.client);
-  return out;
 }
 
 nlohmann::json RecordBuilder::redact_json(const nlohmann::json& value) const {

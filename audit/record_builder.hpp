@@ -19,6 +19,8 @@ public:
   /// `"type":"decision"|"exchange",...` members, pure ASCII (every non-ASCII byte,
   /// control character, U+2028 and invalid UTF-8 escaped or replaced).
   std::string exchange_members(const Exchange& exchange, bool final) const;
+  /// The same members appended to `out` (the writer reuses one buffer per thread).
+  void exchange_members(const Exchange& exchange, bool final, std::string& out) const;
   /// `"type":"event","event":"<type>","data":{...}`; string values pass the text patterns.
   std::string event_members(std::string_view type, const nlohmann::json& fields) const;
 

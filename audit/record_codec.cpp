@@ -56,26 +56,52 @@ std::string RecordCodec::chain_hash(std::string_view prev, std::string_view unse
   return to_hex(digest.data(), digest.size());
 }
 
+void RecordCodec::seal_into(std::string& out, std::uint64_t seq, std::string_view ts,
+                            std::string_view members, std::string_view prev,
+                            std::array<char, 64>& hash_out) {
+  static constexpr std::string_view kHead = "{\"v\":1,\"seq\":";
+  static constexpr std::string_view kTs = ",\"ts\":\"";
+  static constexpr std::string_view kPrev = ",\"prev\":\"";
+  const std::size_t start = out.size();
+  // One resize to the largest line, written through a cursor, then cut to the real size.
+  const std::size_t most = kHead.size() + 20 + kTs.size() + ts.size() + 2 + members.size() +
+                           kPrev.size() + prev.size() + kSuffixSize + 1;
+  out.resize(start + most);
+  char* const base = out.data() + start;
+  char* p = base;
+  const auto put = [&p](std::string_view piece) {
+    std::memcpy(p, piece.data(), piece.size());
+    p += piece.size();
+  };
+  put(kHead);
+  p = std::to_chars(p, p + 20, seq).ptr;
+  put(kTs);
+  put(ts);
+  put("\",");
+  put(members);
+  put(kPrev);
+  put(prev);
+  put("\"}");
+  // U is [base, p): hash = SHA-256(prev_hex || U).
+  const Sha256 digest = sha256(prev, std::string_view(base, static_cast<std::size_t>(p - base)));
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < digest.size(); ++i) {
+    hash_out[2 * i] = kDigits[digest[i] >> 4];
+    hash_out[2 * i + 1] = kDigits[digest[i] & 0x0f];
+  }
+  --p; // U' : U without its closing brace
+  put(kHashPrefix);
+  put(std::string_view(hash_out.data(), hash_out.size()));
+  put("\"}\n");
+  out.resize(start + static_cast<std::size_t>(p - base));
+}
+
 std::string RecordCodec::seal(std::uint64_t seq, std::string_view ts, std::string_view members,
                               std::string_view prev, std::string& hash_out) {
   std::string line;
-  line.reserve(members.size() + ts.size() + 2 * 64 + 64);
-  line += "{\"v\":1,\"seq\":";
-  char digits[24];
-  const auto r = std::to_chars(digits, digits + sizeof digits, seq);
-  line.append(digits, r.ptr);
-  line += ",\"ts\":\"";
-  line += ts;
-  line += "\",";
-  line += members;
-  line += ",\"prev\":\"";
-  line += prev;
-  line += "\"}";
-  hash_out = chain_hash(prev, line);
-  line.pop_back(); // '}'
-  line += kHashPrefix;
-  line += hash_out;
-  line += "\"}\n";
+  std::array<char, 64> hash{};
+  seal_into(line, seq, ts, members, prev, hash);
+  hash_out.assign(hash.data(), hash.size());
   return line;
 }
 

@@ -29,6 +29,12 @@ public:
   /// `members` is a comma-separated list of JSON members (no braces), pure ASCII.
   static std::string seal(std::uint64_t seq, std::string_view ts, std::string_view members,
                           std::string_view prev, std::string& hash_out);
+  /// The same line appended to `out` (the writer's open batch), built in place: U is
+  /// written once, hashed where it lies, and its closing brace becomes the hash member. No
+  /// allocation when `out` has the room; `hash_out` receives the 64 hex digits.
+  static void seal_into(std::string& out, std::uint64_t seq, std::string_view ts,
+                        std::string_view members, std::string_view prev,
+                        std::array<char, 64>& hash_out);
   /// Splits a line (without '\n') at its hash member; nullopt if the suffix is malformed.
   static std::optional<UnsealedLine> unseal(std::string_view line);
   /// hash of U with the given prev.
