@@ -11,6 +11,7 @@
 // port and, for TLS, the name it was verified for (SNI and certificate) and the trust context
 // it was verified with. A connection verified for host A therefore never serves host B.
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -20,10 +21,11 @@
 #include <cassert>
 #include <chrono>
 #include <cstddef>
-#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 namespace runwarden::proxy {
 
@@ -50,6 +52,12 @@ template <class Stream> struct UpstreamConn {
 };
 
 /// Idle connections of one stream type. Not thread-safe by design (see the file comment).
+///
+/// Why flat: a put and a take per forwarded request. A multimap cost a node and a key copy
+/// per put (two allocations) and their frees per take; here each key keeps a vector of its
+/// idle connections, oldest first, whose storage stays with the key, so a keep-alive
+/// exchange to a known upstream allocates nothing in the pool. Expired connections are
+/// looked for only once the earliest expiry has passed, not on every call.
 template <class Stream> class UpstreamPool {
 public:
   using Conn = UpstreamConn<Stream>;
@@ -63,9 +71,15 @@ public:
   std::unique_ptr<Conn> take(const std::string& key) {
     check_thread();
     purge(Clock::now());
-    for (auto it = idle_.find(key); it != idle_.end() && it->first == key;) {
-      auto conn = std::move(it->second);
-      it = idle_.erase(it);
+    auto it = idle_.find(key);
+    if (it == idle_.end()) {
+      return nullptr;
+    }
+    auto& conns = it->second;
+    while (!conns.empty()) {
+      auto conn = std::move(conns.front()); // the oldest first, as it was returned
+      conns.erase(conns.begin());
+      --size_;
       if (upstream_idle_and_open(boost::beast::get_lowest_layer(conn->stream).socket())) {
         return conn;
       }
@@ -80,35 +94,74 @@ public:
     auto now = Clock::now();
     purge(now);
     conn->expires = now + idle;
-    if (idle_.count(conn->key) >= kPoolMaxIdlePerKey) {
-      idle_.erase(idle_.find(conn->key)); // the first of a key is its oldest
+    auto it = idle_.find(conn->key);
+    if (it != idle_.end() && it->second.size() >= kPoolMaxIdlePerKey) {
+      it->second.erase(it->second.begin()); // the first of a key is its oldest
+      --size_;
     }
-    if (idle_.size() >= kPoolMaxIdleTotal) {
-      evict_oldest();
+    if (size_ >= kPoolMaxIdleTotal) {
+      evict_oldest(); // leaves every key in place (emptied ones keep their storage)
     }
-    std::string key = conn->key;
-    idle_.emplace(std::move(key), std::move(conn));
+    if (it == idle_.end()) {
+      if (idle_.size() >= kPoolMaxIdleTotal) {
+        drop_empty_keys(); // keys keep their storage while empty; bound how many do
+      }
+      it = idle_.try_emplace(conn->key).first;
+    }
+    if (conn->expires < next_expiry_) {
+      next_expiry_ = conn->expires;
+    }
+    it->second.push_back(std::move(conn));
+    ++size_;
   }
 
   /// Closes every idle connection whose idle time is over.
   void purge(Clock::time_point now) {
-    for (auto it = idle_.begin(); it != idle_.end();) {
-      it = it->second->expires <= now ? idle_.erase(it) : std::next(it);
+    if (now < next_expiry_) {
+      return;
+    }
+    next_expiry_ = Clock::time_point::max();
+    for (auto& [key, conns] : idle_) {
+      for (auto it = conns.begin(); it != conns.end();) {
+        if ((*it)->expires <= now) {
+          it = conns.erase(it);
+          --size_;
+        } else {
+          next_expiry_ = std::min(next_expiry_, (*it)->expires);
+          ++it;
+        }
+      }
     }
   }
 
-  void clear() { idle_.clear(); }
-  std::size_t size() const { return idle_.size(); }
+  void clear() {
+    idle_.clear();
+    size_ = 0;
+    next_expiry_ = Clock::time_point::max();
+  }
+  std::size_t size() const { return size_; }
 
 private:
   void evict_oldest() {
-    auto oldest = idle_.begin();
-    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
-      if (it->second->expires < oldest->second->expires) {
-        oldest = it;
+    std::vector<std::unique_ptr<Conn>>* where = nullptr;
+    std::size_t index = 0;
+    for (auto& [key, conns] : idle_) {
+      for (std::size_t i = 0; i < conns.size(); ++i) {
+        if (where == nullptr || conns[i]->expires < (*where)[index]->expires) {
+          where = &conns;
+          index = i;
+        }
       }
     }
-    idle_.erase(oldest);
+    if (where != nullptr) {
+      where->erase(where->begin() + static_cast<std::ptrdiff_t>(index));
+      --size_;
+    }
+  }
+  void drop_empty_keys() {
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      it = it->second.empty() ? idle_.erase(it) : std::next(it);
+    }
   }
   void check_thread() {
     if (!confined_) {
@@ -120,7 +173,10 @@ private:
     assert(owner_ == std::this_thread::get_id() && "upstream pool used from a second thread");
   }
 
-  std::multimap<std::string, std::unique_ptr<Conn>> idle_;
+  /// Per key, its idle connections in the order they were returned (oldest first).
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> idle_;
+  std::size_t size_ = 0;
+  Clock::time_point next_expiry_ = Clock::time_point::max(); // no idle one expires before
   std::thread::id owner_;
   bool confined_;
 };

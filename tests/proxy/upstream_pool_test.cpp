@@ -40,8 +40,15 @@ using tcp = net::ip::tcp;
 using testing::set_timeouts;
 
 /// Counts accepted connections. GET /allowed/close answers "Connection: close" and closes;
-/// GET /allowed/cut promises 100 bytes, sends 5 and closes; anything else answers 200 "hello"
+/// GET /allowed/cut promises 100 bytes, sends 5 and closes; GET /allowed/big answers
+/// kBigBody bytes of big_byte(i) and keeps the connection; anything else answers 200 "hello"
 /// and keeps the connection.
+constexpr std::size_t kBigBody = 8u << 20; // far more than loopback socket buffers hold
+
+char big_byte(std::size_t i) {
+  return static_cast<char>('a' + (i * 7 + i / 4096) % 26);
+}
+
 class CountingUpstream {
 public:
   explicit CountingUpstream(std::shared_ptr<const certs::Leaf> leaf = nullptr)
@@ -60,6 +67,17 @@ public:
             net::buffer(std::string_view("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")),
             ec);
         return false;
+      }
+      if (req.target() == "/allowed/big") {
+        std::string body(kBigBody, '\0');
+        for (std::size_t i = 0; i < body.size(); ++i) {
+          body[i] = big_byte(i);
+        }
+        std::string head =
+            "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+        boost::system::error_code ec;
+        net::write(stream, std::array{net::buffer(head), net::buffer(body)}, ec);
+        return !ec;
       }
       bool close = req.target() == "/allowed/close";
       return testing::write_hello(stream, !close) && !close;
@@ -447,6 +465,44 @@ TEST_F(PoolTest, ConnectionWhoseResponseWasCutOffIsNotReused) {
   EXPECT_EQ(upstream.accepted(), 2);
 }
 
+// The relay offers each write to the socket at once and leaves the rest to async_write: an
+// agent that reads nothing for a while makes the socket take only part of a large body, and
+// every byte must still arrive, in order, with the connection then good for the next request
+// and the upstream connection returned to the pool.
+TEST_F(PoolTest, LargeBodyToAnAgentThatReadsLateArrivesWholeAndBothConnectionsStayReusable) {
+  CountingUpstream upstream;
+  start({upstream.port()});
+  tcp::socket s(client_ioc_);
+  s.connect(server_->proxy_endpoint());
+  set_timeouts(s);
+  std::string up = "127.0.0.1:" + std::to_string(upstream.port());
+  auto request = [&](const std::string& path) {
+    net::write(s, net::buffer("GET http://" + up + path + " HTTP/1.1\r\nHost: " + up + "\r\n\r\n"));
+  };
+  request("/allowed/big");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300)); // the relay fills the socket
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> big;
+  big.body_limit(kBigBody);
+  boost::system::error_code ec;
+  http::read(s, buffer, big, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  const std::string& body = big.get().body();
+  ASSERT_EQ(body.size(), kBigBody);
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    wrong += body[i] != big_byte(i) ? 1u : 0u;
+  }
+  EXPECT_EQ(wrong, 0u);
+  request("/allowed/a");
+  http::response<http::string_body> next;
+  http::read(s, buffer, next, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(next.body(), "hello");
+  EXPECT_EQ(upstream.requests(), 2);
+  EXPECT_EQ(upstream.accepted(), 1); // the upstream connection went back to the pool
+}
+
 // The pool itself, on loopback sockets: caps, idle expiry and dead connections.
 class PoolUnitTest : public ::testing::Test {
 protected:
@@ -507,6 +563,30 @@ TEST_F(PoolUnitTest, ExpiredAndClosedConnectionsAreNeverHandedOut) {
   EXPECT_EQ(pool.size(), 2u);
   EXPECT_EQ(pool.take("http://closed:80"), nullptr);
   EXPECT_EQ(pool.take("http://chatty:80"), nullptr);
+  EXPECT_EQ(pool.size(), 0u);
+}
+
+// Connections of a key come back oldest first; a key that emptied takes connections again;
+// an expired connection goes while live ones of other keys stay.
+TEST_F(PoolUnitTest, OldestFirstPerKeyAndExpiryLeavesLiveOnesOfOtherKeys) {
+  PlainUpstreamPool pool;
+  const std::chrono::milliseconds idle(60000);
+  auto first = conn("http://a:80");
+  auto* first_ptr = first.get();
+  pool.put(std::move(first), idle);
+  pool.put(conn("http://a:80"), idle);
+  auto taken = pool.take("http://a:80");
+  EXPECT_EQ(taken.get(), first_ptr);
+  EXPECT_NE(pool.take("http://a:80"), nullptr);
+  EXPECT_EQ(pool.take("http://a:80"), nullptr);
+  EXPECT_EQ(pool.size(), 0u);
+  pool.put(conn("http://a:80"), idle); // the emptied key again
+  pool.put(conn("http://gone:80"), std::chrono::milliseconds(0));
+  pool.put(conn("http://b:80"), idle);
+  EXPECT_EQ(pool.take("http://gone:80"), nullptr);
+  EXPECT_EQ(pool.size(), 2u);
+  EXPECT_NE(pool.take("http://b:80"), nullptr);
+  EXPECT_NE(pool.take("http://a:80"), nullptr);
   EXPECT_EQ(pool.size(), 0u);
 }
 
