@@ -371,8 +371,8 @@ std::size_t ApprovalGate::pause_all(const std::string& by) {
 void ApprovalGate::observe(const std::string& run, const std::string& request_id,
                            const std::string& action, const std::string& outcome,
                            const std::string& method, const std::string& url) {
-  history_.record(run, approval::CallRecord{request_id, action, outcome, method, url,
-                                            approval::system_clock().wall()});
+  history_.record(run, approval::CallView{request_id, action, outcome, method, url,
+                                          approval::system_clock().wall()});
 }
 
 Approvals make_approvals(boost::asio::io_context& ioc, boost::asio::ssl::context& webhook_tls,
