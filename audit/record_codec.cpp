@@ -63,9 +63,10 @@ void RecordCodec::seal_into(std::string& out, std::uint64_t seq, std::string_vie
   static constexpr std::string_view kTs = ",\"ts\":\"";
   static constexpr std::string_view kPrev = ",\"prev\":\"";
   const std::size_t start = out.size();
-  // One resize to the largest line, written through a cursor, then cut to the real size.
+  // One resize to the largest line (20 digits of seq, prev's closing quote, the hash
+  // suffix and '\n'), written through a cursor, then cut to the real size.
   const std::size_t most = kHead.size() + 20 + kTs.size() + ts.size() + 2 + members.size() +
-                           kPrev.size() + prev.size() + kSuffixSize + 1;
+                           kPrev.size() + prev.size() + 1 + kSuffixSize + 1;
   out.resize(start + most);
   char* const base = out.data() + start;
   char* p = base;

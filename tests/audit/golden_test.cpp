@@ -8,6 +8,7 @@
 #include "audit/record_codec.hpp"
 #include "test_support.hpp"
 
+#include <array>
 #include <gtest/gtest.h>
 #include <string>
 
@@ -104,6 +105,29 @@ TEST(Golden, ShortRecordLineIsPinnedByteForByte) {
       "\"0000000000000000000000000000000000000000000000000000000000000000\",\"hash\":"
       "\"54b1f00772b22da1d2c9fdf31f0e38bb94fa0732cac94117a052c830c5a3435e\"}\n");
   EXPECT_EQ(hash, "54b1f00772b22da1d2c9fdf31f0e38bb94fa0732cac94117a052c830c5a3435e");
+}
+
+// seal_into appends the line the format defines, at every width of seq (the largest needs
+// every byte of the room it reserves) and after bytes already in the buffer (the batch).
+TEST(Golden, SealIntoAppendsTheDefinedLineAtEveryWidth) {
+  const std::string members = R"("type":"event","event":"x","data":{})";
+  const std::string prev(64, 'b');
+  for (const std::uint64_t seq : {std::uint64_t{0}, std::uint64_t{9}, std::uint64_t{1234567},
+                                  std::uint64_t{18446744073709551615u}}) {
+    const std::string unsealed = "{\"v\":1,\"seq\":" + std::to_string(seq) + ",\"ts\":\"" +
+                                 std::string(kTs) + "\"," + members + ",\"prev\":\"" + prev + "\"}";
+    const std::string hash = RecordCodec::chain_hash(prev, unsealed);
+    const std::string line =
+        unsealed.substr(0, unsealed.size() - 1) + ",\"hash\":\"" + hash + "\"}\n";
+    std::string batch = "earlier\n";
+    std::array<char, 64> out_hash{};
+    RecordCodec::seal_into(batch, seq, kTs, members, prev, out_hash);
+    EXPECT_EQ(batch, "earlier\n" + line) << seq;
+    EXPECT_EQ(std::string(out_hash.data(), out_hash.size()), hash) << seq;
+    std::string seal_hash;
+    EXPECT_EQ(RecordCodec::seal(seq, kTs, members, prev, seal_hash), line) << seq;
+    EXPECT_EQ(seal_hash, hash);
+  }
 }
 
 struct Case {
