@@ -39,6 +39,7 @@
 #include <string>
 #include <string_view>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <type_traits>
 #include <unistd.h>
 #include <vector>
@@ -592,6 +593,7 @@ private:
       linger_close();
       return;
     }
+    inline_steps_ = 0; // an async read follows: the stack unwinds
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(
         std::min<std::size_t>(limits().header_bytes, std::numeric_limits<std::uint32_t>::max())));
@@ -615,7 +617,7 @@ private:
     traceparent_.clear();
     raw_url_.clear();
     have_request_ = false;
-    resp_info_ = audit::ResponseInfo{};
+    clear_response();
     exchange_ready_ = false;
     upstream_ms_ = 0;
     reused_ = false;
@@ -1188,30 +1190,60 @@ private:
   audit::Exchange make_exchange(const std::string& outcome, const std::string& code,
                                 const std::string& reason) const {
     audit::Exchange ex;
-    ex.id = req_id_;
-    ex.run = run_;
-    ex.agent = ctx_->config->agent_id;
-    ex.runbook = decision_.runbook.empty() ? runbook_ : decision_.runbook;
-    ex.runbook_sha256 = decision_.runbook_sha256;
-    ex.action = decision_.action;
-    ex.cls = decision_.cls ? std::string(policy::to_string(*decision_.cls)) : std::string();
-    ex.outcome = outcome;
-    ex.code = code;
-    ex.reason = reason;
-    ex.approval = approval_;
-    ex.request.method = req_.method;
-    ex.request.url = req_.host.empty() ? raw_url_ : req_.url();
-    for (const auto& hdr : req_.headers) {
-      ex.request.headers.emplace_back(hdr.name, hdr.value);
+    fill_exchange(ex, outcome, code, reason);
+    return ex;
+  }
+
+  /// Sets every field of ex for this exchange (no response). Assigns into ex's strings, so
+  /// the session's reused record (exchange_) keeps their storage from one request to the
+  /// next instead of allocating each field anew.
+  void fill_exchange(audit::Exchange& ex, const std::string& outcome, const std::string& code,
+                     const std::string& reason) const {
+    ex.id.assign(req_id_);
+    ex.run.assign(run_);
+    ex.agent.assign(ctx_->config->agent_id);
+    ex.runbook.assign(decision_.runbook.empty() ? runbook_ : decision_.runbook);
+    ex.runbook_sha256.assign(decision_.runbook_sha256);
+    ex.action.assign(decision_.action);
+    if (decision_.cls) {
+      ex.cls.assign(policy::to_string(*decision_.cls));
+    } else {
+      ex.cls.clear();
     }
-    ex.request.body = req_.body;
+    ex.outcome.assign(outcome);
+    ex.code.assign(code);
+    ex.reason.assign(reason);
+    ex.approval = approval_;
+    ex.request.method.assign(req_.method);
+    if (req_.host.empty()) {
+      ex.request.url.assign(raw_url_);
+    } else {
+      ex.request.url = req_.url();
+    }
+    auto& headers = ex.request.headers;
+    headers.resize(req_.headers.size());
+    for (std::size_t i = 0; i < headers.size(); ++i) {
+      headers[i].first.assign(req_.headers[i].name);
+      headers[i].second.assign(req_.headers[i].value);
+    }
+    ex.request.body.assign(req_.body);
     ex.request.body_bytes = req_.body.size();
     ex.request.body_complete = req_.body_complete;
+    ex.response.reset();
+    ex.timing = audit::Timing{};
     ex.timing.total_ms = ms_since(started_);
     ex.timing.upstream_ms = upstream_ms_;
-    ex.traceparent = traceparent_;
-    ex.client = conn_.peer;
-    return ex;
+    ex.traceparent.assign(traceparent_);
+    ex.client.assign(conn_.peer);
+  }
+
+  /// resp_info_ emptied for the next response; its header strings are kept for reuse
+  /// (on_upstream_header overwrites them in place and drops the surplus).
+  void clear_response() {
+    resp_info_.status = 0;
+    resp_info_.body.clear();
+    resp_info_.bytes = 0;
+    resp_info_.body_complete = true;
   }
 
   /// Refusal of a request we parsed: one final audit record, then the answer.
@@ -1431,8 +1463,13 @@ private:
   // --- forwarding ---------------------------------------------------------------------
 
   void audit_then_forward(const std::string& outcome) {
-    // Kept for the final record, which then only adds the response and the timing.
-    exchange_ = make_exchange(outcome, decision_.code, decision_.reason);
+    // Kept for the final record, which then only adds the response and the timing. The
+    // previous exchange's response goes back to resp_info_ with its storage.
+    if (exchange_.response) {
+      resp_info_ = std::move(*exchange_.response);
+      clear_response();
+    }
+    fill_exchange(exchange_, outcome, decision_.code, decision_.reason);
     exchange_ready_ = true;
     outcome_ = outcome;
     ctx_->audit->record(exchange_, false, [self = this->shared_from_this()](std::error_code ec) {
@@ -1614,11 +1651,73 @@ private:
     head_ = req_.method == "HEAD";
     arm(Watch::upstream, limits().upstream_response_timeout);
     // req_ is untouched until the exchange ends: its body is written in place.
-    std::array<net::const_buffer, 2> bufs{net::buffer(up_head_), net::buffer(req_.body)};
-    net::async_write(up_->stream, bufs,
+    up_bufs_ = {net::buffer(up_head_), net::buffer(req_.body)};
+    if constexpr (!kTls) {
+      beast::error_code ec;
+      if (send_now(beast::get_lowest_layer(up_->stream).socket(), up_bufs_, ec)) {
+        on_upstream_written(ec);
+        return;
+      }
+    }
+    net::async_write(up_->stream, up_bufs_,
                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                        self->on_upstream_written(ec);
                      });
+  }
+
+  // --- writing without a scheduler trip -----------------------------------------------
+  // An async_write whose first send takes every byte still posts its completion: one more
+  // pass through the io_context (an epoll_wait and a handler dispatch) per write, two per
+  // forwarded request, on the path between the agent's request and its answer. A plain
+  // socket is first offered the bytes with one non-blocking sendmsg; only what it does not
+  // take goes through async_write. TLS streams always write asynchronously.
+
+  /// Continuations run inline (a send that took everything, a body already buffered) at
+  /// most this deep before one goes through the scheduler, so the stack stays bounded.
+  static constexpr int kMaxInlineSteps = 16;
+
+  /// True when the write is over (every byte sent, or a send error in ec): the caller runs
+  /// its completion now. Else bufs is advanced past what was sent and the caller writes the
+  /// rest with async_write. Never blocks.
+  template <std::size_t N>
+  bool send_now(tcp::socket& socket, std::array<net::const_buffer, N>& bufs, beast::error_code& ec,
+                std::size_t count = N) {
+    if (inline_steps_ >= kMaxInlineSteps) {
+      inline_steps_ = 0; // the caller's async_write unwinds the stack
+      return false;
+    }
+    std::array<iovec, N> iov{};
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      iov[i].iov_base = const_cast<void*>(bufs[i].data());
+      iov[i].iov_len = bufs[i].size();
+      total += bufs[i].size();
+    }
+    msghdr msg{};
+    msg.msg_iov = iov.data();
+    msg.msg_iovlen = count;
+    ssize_t n = ::sendmsg(socket.native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        inline_steps_ = 0;
+        return false;
+      }
+      ec = beast::error_code(errno, boost::system::system_category());
+      ++inline_steps_;
+      return true;
+    }
+    auto sent = static_cast<std::size_t>(n);
+    if (sent == total) {
+      ++inline_steps_;
+      return true;
+    }
+    for (std::size_t i = 0; i < count; ++i) { // what is left, for async_write
+      std::size_t used = std::min(sent, bufs[i].size());
+      bufs[i] += used;
+      sent -= used;
+    }
+    inline_steps_ = 0;
+    return false;
   }
 
   void on_upstream_written(beast::error_code ec) {
@@ -1633,6 +1732,7 @@ private:
   }
 
   void read_upstream_header() {
+    inline_steps_ = 0; // an async read follows: the stack unwinds
     rparser_.emplace();
     rparser_->header_limit(kUpstreamHeaderLimit);
     rparser_->body_limit(boost::none);
@@ -1679,13 +1779,23 @@ private:
     }
     upstream_ms_ = ms_since(upstream_started_);
     resp_info_.status = static_cast<int>(status);
-    std::vector<std::string> tokens;
+    auto& tokens = resp_tokens_;
+    tokens.clear();
+    auto& headers = resp_info_.headers;
+    std::size_t fields = 0;
     for (const auto& f : res) {
-      resp_info_.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+      if (fields < headers.size()) { // a slot of an earlier response: its strings reused
+        headers[fields].first.assign(f.name_string());
+        headers[fields].second.assign(f.value());
+      } else {
+        headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+      }
+      ++fields;
       if (iequals(f.name_string(), "connection") || iequals(f.name_string(), "proxy-connection")) {
         connection_tokens(f.value(), tokens);
       }
     }
+    headers.resize(fields);
     for (auto it = res.begin(); it != res.end();) {
       std::string_view name = it->name_string();
       bool framing = iequals(name, "transfer-encoding");
@@ -1735,6 +1845,20 @@ private:
     body.data = relay_buf_->data();
     body.size = relay_buf_->size();
     body.more = true;
+    if (up_->buffer.size() != 0 && inline_steps_ < kMaxInlineSteps) {
+      // What http::async_read_some does first, without the post it completes with when no
+      // read was needed: parse what is already buffered (a small response's body came with
+      // its header). Only need_more goes on to read from the upstream.
+      beast::error_code ec;
+      std::size_t used = rparser_->put(up_->buffer.data(), ec);
+      up_->buffer.consume(used);
+      if (ec != http::error::need_more) {
+        ++inline_steps_;
+        on_relay_read(ec, used);
+        return;
+      }
+    }
+    inline_steps_ = 0;
     arm(Watch::upstream, limits().upstream_response_timeout);
     http::async_read_some(up_->stream, up_->buffer, *rparser_, bind(&Self::on_relay_read));
   }
@@ -1793,6 +1917,13 @@ private:
       return;
     }
     arm(Watch::client, limits().idle_timeout);
+    if constexpr (!kTls) {
+      beast::error_code ec;
+      if (send_now(lowest().socket(), bufs, ec, n)) {
+        on_relay_written(ec, 0);
+        return;
+      }
+    }
     net::async_write(stream_, std::span<const net::const_buffer>(bufs.data(), n),
                      bind(&Self::on_relay_written));
   }
@@ -1848,14 +1979,18 @@ private:
       exchange_.timing.total_ms = ms_since(started_);
       exchange_.timing.upstream_ms = upstream_ms_;
     } else {
-      exchange_ = make_exchange(outcome, code, reason);
+      fill_exchange(exchange_, outcome, code, reason);
     }
     exchange_ready_ = false;
     auto& ex = exchange_;
     ctx_->gate->observe(run_, req_id_, decision_.action, outcome, req_.method, ex.request.url);
+    if (resp_info_.status == 0) {
+      resp_info_.headers.clear(); // no response head arrived: none of its fields either
+    }
     resp_info_.body_complete = resp_info_.body.size() == resp_info_.bytes;
-    ex.response = std::move(resp_info_);
-    resp_info_ = audit::ResponseInfo{};
+    ex.response = std::move(resp_info_); // comes back with its storage (audit_then_forward)
+    resp_info_.headers.clear();          // moved from: made definite
+    clear_response();
     ctx_->audit->record(ex, true, audit_failure_logger());
   }
 
@@ -2002,12 +2137,15 @@ private:
   std::string down_head_;                         // the agent's response head, reused per exchange
   std::array<char, 20> chunk_line_{};             // "<hex size>\r\n" of the chunk being written
   std::array<net::const_buffer, 4> relay_bufs_{}; // the agent write in flight
+  std::array<net::const_buffer, 2> up_bufs_{};    // the upstream write in flight
+  int inline_steps_ = 0;                          // see kMaxInlineSteps
   bool down_body_ = false;                        // the answer carries content (not HEAD, 204, 304)
   bool down_chunked_ = false;                     // its content is chunk-framed for the agent
   bool head_sent_ = false;
   bool relay_last_ = false;              // the write in flight ends the response
   std::string up_head_;                  // the upstream request head, reused per exchange
   std::vector<std::string> conn_tokens_; // Connection tokens, reused per head
+  std::vector<std::string> resp_tokens_; // the upstream response's Connection tokens
   std::unique_ptr<std::array<char, kRelayBuffer>> relay_buf_;
   std::unique_ptr<std::array<char, 4096>> discard_;
   std::size_t lingered_ = 0;
