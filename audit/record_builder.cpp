@@ -111,7 +111,9 @@ void append_escaped(std::string& out, std::string_view s) {
     if (s.size() <= 128) { // quoted on the stack: one append
       char quoted[130];
       quoted[0] = '"';
-      std::memcpy(quoted + 1, s.data(), s.size());
+      if (!s.empty()) { // an empty view may hold no pointer at all
+        std::memcpy(quoted + 1, s.data(), s.size());
+      }
       quoted[s.size() + 1] = '"';
       out.append(quoted, s.size() + 2);
       return;

@@ -71,8 +71,10 @@ void RecordCodec::seal_into(std::string& out, std::uint64_t seq, std::string_vie
   char* const base = out.data() + start;
   char* p = base;
   const auto put = [&p](std::string_view piece) {
-    std::memcpy(p, piece.data(), piece.size());
-    p += piece.size();
+    if (!piece.empty()) { // an empty view may hold no pointer at all
+      std::memcpy(p, piece.data(), piece.size());
+      p += piece.size();
+    }
   };
   put(kHead);
   p = std::to_chars(p, p + 20, seq).ptr;
