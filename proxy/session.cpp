@@ -2196,6 +2196,10 @@ void start_transparent_exchange(std::shared_ptr<ProxyContext> ctx, beast::tcp_st
   conn.token = std::make_shared<ConnectionToken>(ctx);
   conn.peer = std::move(handoff.peer);
   conn.run = next_id("run_");
+  // As on the explicit listener: without it, a response relayed in pieces (SSE, a body
+  // larger than one relay buffer) waits on the agent's delayed ACK after its first piece.
+  beast::error_code ec;
+  stream.socket().set_option(tcp::no_delay(true), ec);
   beast::flat_buffer buffer;
   if (!handoff.early.empty()) {
     auto room = buffer.prepare(handoff.early.size());
