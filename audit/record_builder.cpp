@@ -106,14 +106,16 @@ void append_escaped(std::string& out, std::string_view s) {
   // The leading plain run goes straight to `out`: most strings of a record (ids, names,
   // header values, URLs) are plain throughout and need nothing else, and a JSON body's
   // run ends at its first quote.
+  if (s.empty()) { // an empty view may hold no pointer at all: nothing to copy from it
+    out.append("\"\"", 2);
+    return;
+  }
   const std::size_t lead = plain_prefix(s);
   if (lead == s.size()) {
     if (s.size() <= 128) { // quoted on the stack: one append
       char quoted[130];
       quoted[0] = '"';
-      if (!s.empty()) { // an empty view may hold no pointer at all
-        std::memcpy(quoted + 1, s.data(), s.size());
-      }
+      std::memcpy(quoted + 1, s.data(), s.size());
       quoted[s.size() + 1] = '"';
       out.append(quoted, s.size() + 2);
       return;
