@@ -1859,6 +1859,9 @@ private:
       }
     }
     inline_steps_ = 0;
+    // Beast reads at most the buffer's free capacity (512 bytes at least): the head's read
+    // left it at 512, so a large body came in 512-byte reads, each relayed as its own write.
+    up_->buffer.reserve(kRelayBuffer);
     arm(Watch::upstream, limits().upstream_response_timeout);
     http::async_read_some(up_->stream, up_->buffer, *rparser_, bind(&Self::on_relay_read));
   }

@@ -65,7 +65,8 @@ struct Seen {
 /// carry), keeping the connection. /allowed/bighead/<n> answers "hello" with an n-byte
 /// X-Big header value. /allowed/te-and-cl/<te-first|cl-first> answers with both
 /// `Transfer-Encoding: gzip` and `Content-Length: 5`, then "hello" and a second, smuggled
-/// response, keeping the connection.
+/// response, keeping the connection. /allowed/close-delimited/<n> answers n bytes of 'x'
+/// delimited by closing the connection, in one write.
 class Upstream {
 public:
   explicit Upstream(std::shared_ptr<const certs::Leaf> leaf = nullptr)
@@ -109,6 +110,14 @@ public:
         boost::system::error_code ec;
         net::write(stream, net::buffer(head), ec);
         return !ec;
+      }
+      if (target.rfind("/allowed/close-delimited/", 0) == 0) {
+        std::size_t n = std::stoul(
+            std::string(target.substr(std::string_view("/allowed/close-delimited/").size())));
+        std::string raw = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + std::string(n, 'x');
+        boost::system::error_code ec;
+        net::write(stream, net::buffer(raw), ec);
+        return false;
       }
       if (target.rfind("/allowed/te-and-cl/", 0) == 0) {
         bool te_first = target.substr(std::string_view("/allowed/te-and-cl/").size()) == "te-first";
@@ -563,6 +572,50 @@ TEST_F(ProxyTest, UpstreamResponseWithTransferEncodingAndContentLengthIs502AndNo
     EXPECT_EQ(res.body(), "hello");
   }
   EXPECT_EQ(upstream_->seen().size(), 4u);
+}
+
+// A body the upstream delimits by closing is re-chunked for an HTTP/1.1 agent, one chunk
+// per piece the proxy read: the chunk sizes show the read size. Beast reads at most its
+// buffer's free capacity, which the head's read had left at 512 bytes, so 256 KiB sent in
+// one write came as 512 chunks of 512 bytes (one read and one write each).
+TEST_F(ProxyTest, CloseDelimitedBodyIsRelayedInLargePieces) {
+  constexpr std::size_t kBody = 256 * 1024;
+  auto s = connect();
+  std::string req = "GET http://" + up() + "/allowed/close-delimited/" + std::to_string(kBody) +
+                    " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
+  net::write(s, net::buffer(req));
+  std::string raw;
+  boost::system::error_code ec;
+  char chunk[65536];
+  for (int i = 0; i < 10000 && raw.find("\r\n0\r\n\r\n") == std::string::npos; ++i) {
+    std::size_t n = s.read_some(net::buffer(chunk), ec);
+    if (ec) {
+      break;
+    }
+    raw.append(chunk, n);
+  }
+  std::size_t head_end = raw.find("\r\n\r\n");
+  ASSERT_NE(head_end, std::string::npos);
+  EXPECT_NE(raw.substr(0, head_end).find("Transfer-Encoding: chunked"), std::string::npos);
+  std::size_t pos = head_end + 4;
+  std::size_t total = 0;
+  int chunks = 0;
+  for (int i = 0; i < 100000; ++i) {
+    std::size_t eol = raw.find("\r\n", pos);
+    ASSERT_NE(eol, std::string::npos) << "truncated chunked body";
+    std::size_t size = std::stoul(raw.substr(pos, eol - pos), nullptr, 16);
+    pos = eol + 2 + size + 2;
+    if (size == 0) {
+      break;
+    }
+    total += size;
+    ++chunks;
+  }
+  EXPECT_EQ(total, kBody);
+  // 16 KiB reads give 16 chunks when the whole body is waiting; allow for it arriving in
+  // pieces, but not for 512-byte reads.
+  EXPECT_LE(chunks, 64) << "mean chunk "
+                        << (chunks == 0 ? 0 : total / static_cast<std::size_t>(chunks));
 }
 
 // A final record's completion may run on another thread, after the session has moved on
