@@ -6,6 +6,7 @@
 
 #include "audit/body_scan_simd.hpp"
 #include "audit/redactor.hpp"
+#include "tests/audit/simd_levels.hpp"
 
 #include <gtest/gtest.h>
 #include <random>
@@ -18,11 +19,7 @@ namespace {
 using simd::Level;
 
 std::vector<Level> levels() {
-  std::vector<Level> out = {Level::portable};
-  if (simd::best_level() == Level::avx2) {
-    out.push_back(Level::avx2);
-  }
-  return out;
+  return testing::simd_levels();
 }
 
 // Byte-at-a-time reference of the pre-filter: some position holds an exact trigger.

@@ -6,6 +6,7 @@
 
 #include "audit/body_scan_simd.hpp"
 #include "audit/record_builder.hpp"
+#include "tests/audit/simd_levels.hpp"
 
 #include <cstdint>
 #include <gtest/gtest.h>
@@ -87,20 +88,9 @@ std::string dump_string(const std::string& s) {
 }
 
 std::vector<simd::Level> levels() {
-  std::vector<simd::Level> out = {simd::Level::portable};
-  if (simd::best_level() == simd::Level::avx2) {
-    out.push_back(simd::Level::avx2);
-  }
-  return out;
+  return testing::simd_levels();
 }
-
-// Pins a level for one scope.
-struct Pinned {
-  explicit Pinned(simd::Level level) { simd::pin_level(level); }
-  ~Pinned() { simd::unpin_level(); }
-  Pinned(const Pinned&) = delete;
-  Pinned& operator=(const Pinned&) = delete;
-};
+using Pinned = testing::PinnedLevel;
 
 TEST(Escape, MatchesTheReferenceOnRandomStrings) {
   std::mt19937 rng(20261121);

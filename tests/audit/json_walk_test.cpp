@@ -7,6 +7,7 @@
 
 #include "audit/body_scan_simd.hpp"
 #include "audit/redactor.hpp"
+#include "tests/audit/simd_levels.hpp"
 
 #include <gtest/gtest.h>
 #include <random>
@@ -19,11 +20,7 @@ namespace {
 using simd::Level;
 
 std::vector<Level> levels() {
-  std::vector<Level> out = {Level::portable};
-  if (simd::best_level() == Level::avx2) {
-    out.push_back(Level::avx2);
-  }
-  return out;
+  return testing::simd_levels();
 }
 
 // Redacts `json` on both paths at every level; returns whether anything was redacted.
