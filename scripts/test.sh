@@ -51,9 +51,17 @@ if [ "${SKIP_FUZZ:-0}" != 1 ] && [ -f fuzz/CMakeLists.txt ]; then
     seeds=()
     [ -d "fuzz/corpus/$name" ] && seeds=("fuzz/corpus/$name")
     echo "fuzz: $name"
-    "$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=0 \
-      -artifact_prefix="build/fuzz/$name-" "$corpus" "${seeds[@]}" 2>&1 | tail -n 3
-    test "${PIPESTATUS[0]}" -eq 0
+    # The whole output goes to a log; a failure prints its end (the sanitizer's report and
+    # stack), a pass only the last lines.
+    log=build/fuzz/$name.log
+    if ! "$target" -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
+      -print_final_stats=0 -artifact_prefix="build/fuzz/$name-" "$corpus" "${seeds[@]}" \
+      >"$log" 2>&1; then
+      grep -v -E '^[0-9T:.-]+Z (debug|info|warn) ' "$log" | tail -n 120
+      echo "fuzz: $name failed (full output: $log)"
+      exit 1
+    fi
+    tail -n 3 "$log"
   done
 fi
 
