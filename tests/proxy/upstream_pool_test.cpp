@@ -253,11 +253,17 @@ protected:
   }
 
   /// One request on a new agent connection (absolute-form), answered and then closed.
-  http::response<http::string_body> get(const std::string& host, std::uint16_t port,
-                                        const std::string& path) {
+  /// An agent connection to the proxy, with read/write timeouts so a hang fails the test.
+  tcp::socket agent() {
     tcp::socket s(client_ioc_);
     s.connect(server_->proxy_endpoint());
     set_timeouts(s);
+    return s;
+  }
+
+  http::response<http::string_body> get(const std::string& host, std::uint16_t port,
+                                        const std::string& path) {
+    tcp::socket s = agent();
     std::string authority = host + ":" + std::to_string(port);
     net::write(s, net::buffer("GET http://" + authority + path + " HTTP/1.1\r\nHost: " + authority +
                               "\r\n\r\n"));
@@ -449,9 +455,7 @@ TEST_F(PoolTest, ConnectionWhoseResponseWasCutOffIsNotReused) {
   CountingUpstream upstream;
   start({upstream.port()});
   {
-    tcp::socket s(client_ioc_);
-    s.connect(server_->proxy_endpoint());
-    set_timeouts(s);
+    tcp::socket s = agent();
     std::string up = "127.0.0.1:" + std::to_string(upstream.port());
     net::write(
         s, net::buffer("GET http://" + up + "/allowed/cut HTTP/1.1\r\nHost: " + up + "\r\n\r\n"));
@@ -472,9 +476,7 @@ TEST_F(PoolTest, ConnectionWhoseResponseWasCutOffIsNotReused) {
 TEST_F(PoolTest, LargeBodyToAnAgentThatReadsLateArrivesWholeAndBothConnectionsStayReusable) {
   CountingUpstream upstream;
   start({upstream.port()});
-  tcp::socket s(client_ioc_);
-  s.connect(server_->proxy_endpoint());
-  set_timeouts(s);
+  tcp::socket s = agent();
   std::string up = "127.0.0.1:" + std::to_string(upstream.port());
   auto request = [&](const std::string& path) {
     net::write(s, net::buffer("GET http://" + up + path + " HTTP/1.1\r\nHost: " + up + "\r\n\r\n"));
