@@ -321,8 +321,14 @@ void Server::accept(const std::shared_ptr<Listener>& listener) {
   };
   // The pending accept's peer socket belongs to the acceptor's own context: a pending
   // operation must never hold a socket of another context, which may be destroyed first
-  // (an abrupt stop destroyed the I/O contexts while ioc_ still held the accept).
-  listener->acceptor.async_accept(net::make_strand(ioc_), std::move(on_accept));
+  // (an abrupt stop destroyed the I/O contexts while ioc_ still held the accept). A
+  // connection that stays on ioc_ (admin, or no I/O threads) gets a strand of its own; one
+  // handed to an I/O thread needs none here, its descriptor moves on at once.
+  if (listener->admin || io_.empty()) {
+    listener->acceptor.async_accept(net::make_strand(ioc_), std::move(on_accept));
+    return;
+  }
+  listener->acceptor.async_accept(ioc_, std::move(on_accept));
 }
 
 tcp::socket Server::adopt_on_io_thread(tcp::socket socket) {
