@@ -107,7 +107,8 @@ public:
 
   /// The decision record, written before a request is forwarded (or the only record of
   /// a refused request when `final` is true). May return before `done` is called (see
-  /// Completion for the thread that calls it).
+  /// Completion for the thread that calls it), but never keeps a reference to `exchange`:
+  /// the proxy reuses it for its connection's next request as soon as this returns.
   virtual void record(const Exchange& exchange, bool final, Completion done) = 0;
   /// An event record: mode change, reload, run killed, recovery, ...
   virtual void event(std::string_view type, const nlohmann::json& fields, Completion done) = 0;

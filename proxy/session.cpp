@@ -1995,6 +1995,15 @@ private:
     resp_info_.headers.clear();          // moved from: made definite
     clear_response();
     ctx_->audit->record(ex, true, audit_failure_logger());
+    // Written: the bodies go now, so an idle keep-alive connection holds neither the agent's
+    // payload nor, after a large upload, its buffer until the next request (the reused
+    // record keeps string capacity, and inspected bodies reach limits.inspect_body_bytes).
+    if (ex.request.body.capacity() > ctx_->config->audit.body_bytes) {
+      std::string().swap(ex.request.body);
+    } else {
+      ex.request.body.clear();
+    }
+    ex.response->body.clear();
   }
 
   void response_done() {
