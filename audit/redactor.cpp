@@ -359,7 +359,89 @@ Redactor::Redactor(const RedactionRules& extra, Scan scan) : scan_(scan) {
 
 Redactor::~Redactor() = default;
 
+namespace {
+
+// Per-thread direct-mapped memo of name verdicts (JSON keys, header names), tagged with
+// the redactor's unique id (ids are never reused, so a verdict can not leak between
+// redactors with different configured names) and the whole raw name: the verdict is a
+// function of the raw bytes, so a hit is exact.
+constexpr std::size_t kMemoMaxSize = 16;
+
+struct MemoEntry {
+  std::uint64_t owner = 0; // 0: empty
+  std::uint64_t w0 = 0;
+  std::uint64_t w1 = 0;
+  std::uint32_t size = 0;
+  bool sensitive = false;
+};
+using VerdictMemo = std::array<MemoEntry, 256>;
+
+template <typename Compute>
+bool memoized_verdict(VerdictMemo& memo, std::uint64_t owner, std::string_view name,
+                      const Compute& compute) {
+  // The name as two words with its size: overlapping loads of the first and last bytes
+  // cover every byte, so (size, w0, w1) identifies a name of up to 16 bytes exactly.
+  const char* k = name.data();
+  const std::size_t size = name.size();
+  const auto load64 = [](const char* at) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, at, 8);
+    return v;
+  };
+  const auto load32 = [](const char* at) {
+    std::uint32_t v = 0;
+    std::memcpy(&v, at, 4);
+    return std::uint64_t{v};
+  };
+  std::uint64_t w0 = 0;
+  std::uint64_t w1 = 0;
+  if (size >= 8) {
+    w0 = load64(k);
+    w1 = load64(k + size - 8);
+  } else if (size >= 4) {
+    w0 = load32(k) | (load32(k + size - 4) << 32);
+  } else if (size > 0) {
+    w0 = static_cast<unsigned char>(k[0]) |
+         (std::uint64_t{static_cast<unsigned char>(k[size / 2])} << 8) |
+         (std::uint64_t{static_cast<unsigned char>(k[size - 1])} << 16);
+  }
+  const std::uint64_t h = (w0 * 0x9E3779B97F4A7C15ull) ^ (w1 * 0xC2B2AE3D27D4EB4Full) ^ size;
+  // Two candidate slots per name, so that two hot names rarely evict each other.
+  MemoEntry& first = memo[static_cast<std::size_t>(h >> 56)];
+  MemoEntry& second = memo[static_cast<std::size_t>((h >> 40) & 255u)];
+  const auto holds = [&](const MemoEntry& e) {
+    return e.owner == owner && e.w0 == w0 && e.w1 == w1 && e.size == size;
+  };
+  if (holds(first)) {
+    return first.sensitive;
+  }
+  if (holds(second)) {
+    return second.sensitive;
+  }
+  MemoEntry& e = first.owner != owner ? first : second.owner != owner ? second : first;
+  const bool sensitive = compute(name);
+  e.owner = owner;
+  e.size = static_cast<std::uint32_t>(size);
+  e.w0 = w0;
+  e.w1 = w1;
+  e.sensitive = sensitive;
+  return sensitive;
+}
+
+} // namespace
+
 bool Redactor::is_sensitive_header(std::string_view name) const {
+  // A record repeats the same few header names (Host, Content-Type, User-Agent, ...), and
+  // so does every record after it: a hit costs no lower-casing and no name scan.
+  if (name.size() <= kMemoMaxSize) {
+    thread_local VerdictMemo memo;
+    return memoized_verdict(memo, id_, name,
+                            [this](std::string_view n) { return sensitive_header_uncached(n); });
+  }
+  return sensitive_header_uncached(name);
+}
+
+bool Redactor::sensitive_header_uncached(std::string_view name) const {
   char buf[64];
   std::string long_name;
   std::string_view n;
@@ -439,73 +521,19 @@ bool equals(std::string_view a, std::string_view b) {
 } // namespace
 
 bool Redactor::is_sensitive_key(std::string_view name) const {
-  // JSON bodies repeat the same few keys: a per-thread direct-mapped memo of verdicts,
-  // tagged with this redactor's unique id (ids are never reused, so a verdict can not
-  // leak between redactors with different configured keys) and the whole raw key. The
-  // verdict is a function of the raw bytes, so a hit costs no normalization at all.
-  if (name.size() <= 16) {
-    // The key as two words with its size: overlapping loads of the first and last bytes
-    // cover every byte, so (size, w0, w1) identifies the key exactly.
-    const char* k = name.data();
-    const std::size_t size = name.size();
-    const auto load64 = [](const char* at) {
-      std::uint64_t v = 0;
-      std::memcpy(&v, at, 8);
-      return v;
-    };
-    const auto load32 = [](const char* at) {
-      std::uint32_t v = 0;
-      std::memcpy(&v, at, 4);
-      return std::uint64_t{v};
-    };
-    std::uint64_t w0 = 0;
-    std::uint64_t w1 = 0;
-    if (size >= 8) {
-      w0 = load64(k);
-      w1 = load64(k + size - 8);
-    } else if (size >= 4) {
-      w0 = load32(k) | (load32(k + size - 4) << 32);
-    } else if (size > 0) {
-      w0 = static_cast<unsigned char>(k[0]) |
-           (std::uint64_t{static_cast<unsigned char>(k[size / 2])} << 8) |
-           (std::uint64_t{static_cast<unsigned char>(k[size - 1])} << 16);
-    }
-    const std::uint64_t h = (w0 * 0x9E3779B97F4A7C15ull) ^ (w1 * 0xC2B2AE3D27D4EB4Full) ^ size;
-    struct Entry {
-      std::uint64_t owner = 0; // 0: empty
-      std::uint64_t w0 = 0;
-      std::uint64_t w1 = 0;
-      std::uint32_t size = 0;
-      bool sensitive = false;
-    };
-    thread_local std::array<Entry, 256> memo;
-    // Two candidate slots per key, so that two hot keys of one body rarely evict each other.
-    Entry& first = memo[static_cast<std::size_t>(h >> 56)];
-    Entry& second = memo[static_cast<std::size_t>((h >> 40) & 255u)];
-    const auto holds = [&](const Entry& e) {
-      return e.owner == id_ && e.w0 == w0 && e.w1 == w1 && e.size == size;
-    };
-    if (holds(first)) {
-      return first.sensitive;
-    }
-    if (holds(second)) {
-      return second.sensitive;
-    }
-    Entry& e = first.owner != id_ ? first : second.owner != id_ ? second : first;
-    char buf[16];
-    std::size_t n = 0;
-    for (char c : name) {
-      if (c != '_' && c != '-' && c != '.' && c != ' ') {
-        buf[n++] = ascii_lower(c);
+  // JSON bodies repeat the same few keys: a hit costs no normalization at all.
+  if (name.size() <= kMemoMaxSize) {
+    thread_local VerdictMemo memo;
+    return memoized_verdict(memo, id_, name, [this](std::string_view key) {
+      char buf[kMemoMaxSize];
+      std::size_t n = 0;
+      for (char c : key) {
+        if (c != '_' && c != '-' && c != '.' && c != ' ') {
+          buf[n++] = ascii_lower(c);
+        }
       }
-    }
-    const bool sensitive = sensitive_normalized(std::string_view(buf, n));
-    e.owner = id_;
-    e.size = static_cast<std::uint32_t>(size);
-    e.w0 = w0;
-    e.w1 = w1;
-    e.sensitive = sensitive;
-    return sensitive;
+      return sensitive_normalized(std::string_view(buf, n));
+    });
   }
   return sensitive_normalized(normalize_key(name));
 }

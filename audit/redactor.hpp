@@ -103,6 +103,7 @@ private:
   void form_spans(std::string_view text, std::size_t offset, std::vector<Span>& spans) const;
   static std::string apply(std::string_view text, std::vector<Span>& spans);
   bool sensitive_normalized(std::string_view normalized) const;
+  bool sensitive_header_uncached(std::string_view name) const;
 
   struct Alternative {
     int group = 0;       // submatch index of the alternative
@@ -118,7 +119,7 @@ private:
   Compiled combined_; // built-in alternatives first, then the configured ones
   Compiled extras_;   // the configured ones alone (regex null when there are none)
   Scan scan_;
-  std::uint64_t id_ = 0; // unique per redactor in the process: tags memoized key verdicts
+  std::uint64_t id_ = 0; // unique per redactor in the process: tags memoized verdicts
   std::vector<std::string> extra_headers_; // lower-case
   std::vector<std::string> extra_keys_;    // normalized
 };

@@ -1,10 +1,12 @@
-// The per-thread memo of key verdicts is keyed on the raw key bytes (size up to 16, read
-// as overlapping words): keys that differ in any one byte, at any length, must never
-// share a verdict, however the calls interleave.
+// The per-thread memos of key and header-name verdicts are keyed on the raw name bytes
+// (size up to 16, read as overlapping words): names that differ in any one byte, at any
+// length, must never share a verdict, however the calls interleave, and a verdict never
+// carries over to a redactor with other configured names.
 
 #include "audit/redactor.hpp"
 
 #include <gtest/gtest.h>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -62,6 +64,85 @@ TEST(KeyMemo, OneByteApartNeverShareAVerdict) {
   for (const Case& c : cases) {
     ASSERT_EQ(other.is_sensitive_key(c.key), c.sensitive) << c.key;
   }
+}
+
+TEST(HeaderMemo, OneByteApartNeverShareAVerdict) {
+  const Redactor redactor;
+  struct Case {
+    std::string name;
+    bool sensitive;
+  };
+  std::vector<Case> cases;
+  // Every rule of a header name, padded on both sides to every length up to 20 (past the
+  // memo's 16), next to a near miss that differs in exactly one byte, in mixed case.
+  for (const std::string word : {"Token", "Secret", "Session", "Key", "Auth", "Password", "Passwd",
+                                 "Cookie", "Credential"}) {
+    for (std::size_t left = 0; left + word.size() <= 20; ++left) {
+      const std::string name = std::string(left, 'X') + word;
+      std::string miss = name;
+      miss[left] = 'Q'; // the word loses its first letter: no rule matches what is left
+      cases.push_back({name, true});
+      cases.push_back({miss, false});
+      EXPECT_TRUE(redactor.is_sensitive_header(name)) << name;
+      EXPECT_FALSE(redactor.is_sensitive_header(miss)) << miss;
+    }
+  }
+  for (const std::string name : {"Authorization", "PROXY-AUTHORIZATION", "cookie", "Set-Cookie",
+                                 "X-Api-Key", "X-Auth-Token"}) {
+    cases.push_back({name, true});
+    EXPECT_TRUE(redactor.is_sensitive_header(name)) << name;
+  }
+  for (const std::string name : {"Host", "Content-Type", "User-Agent", "Accept", "traceparent",
+                                 "Content-Length", "Request-Id", "a", "ab", "abc"}) {
+    cases.push_back({name, false});
+    EXPECT_FALSE(redactor.is_sensitive_header(name)) << name;
+  }
+  // Short names of every size that differ only in their middle byte.
+  for (std::size_t size = 1; size <= 16; ++size) {
+    std::string a(size, 'm');
+    std::string b = a;
+    b[size / 2] = 'n';
+    cases.push_back({a, false});
+    cases.push_back({b, false});
+    EXPECT_FALSE(redactor.is_sensitive_header(a)) << a;
+    EXPECT_FALSE(redactor.is_sensitive_header(b)) << b;
+  }
+  EXPECT_TRUE(redactor.is_sensitive_header("key"));
+  EXPECT_FALSE(redactor.is_sensitive_header("kez"));
+  for (int round = 0; round < 3; ++round) {
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      const Case& c = cases[(i * 7 + static_cast<std::size_t>(round)) % cases.size()];
+      ASSERT_EQ(redactor.is_sensitive_header(c.name), c.sensitive) << c.name;
+      // The key memo is a separate table: the same bytes asked as a key do not disturb it.
+      (void)redactor.is_sensitive_key(c.name);
+    }
+  }
+}
+
+TEST(HeaderMemo, VerdictsStayWithTheirRedactor) {
+  const Redactor plain;
+  const Redactor with_extra(RedactionRules{{"X-Tenant"}, {}, {}});
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_FALSE(plain.is_sensitive_header("X-Tenant"));
+    EXPECT_TRUE(with_extra.is_sensitive_header("X-Tenant"));
+    EXPECT_TRUE(with_extra.is_sensitive_header("x-tenant"));
+    EXPECT_FALSE(plain.is_sensitive_header("x-tenant"));
+    EXPECT_EQ(plain.redact_header("X-Tenant", "acme"), "acme");
+    EXPECT_NE(with_extra.redact_header("X-Tenant", "acme"), "acme");
+  }
+  // Built and destroyed in turn, so a new redactor may live where the last one did.
+  for (int round = 0; round < 4; ++round) {
+    const bool extra = round % 2 == 0;
+    const auto r = extra ? std::make_unique<Redactor>(RedactionRules{{"X-Nick"}, {}, {}})
+                         : std::make_unique<Redactor>();
+    EXPECT_EQ(r->is_sensitive_header("X-Nick"), extra) << round;
+    EXPECT_EQ(r->redact_header("x-nick", "zed") == "zed", !extra) << round;
+  }
+  // Names longer than the memo's slots take the direct path with the same verdicts.
+  EXPECT_TRUE(plain.is_sensitive_header("X-Very-Long-Vendor-Session-Name"));
+  EXPECT_FALSE(plain.is_sensitive_header("X-Very-Long-Vendor-Header-Name"));
+  const Redactor long_extra(RedactionRules{{"X-Very-Long-Vendor-Header-Name"}, {}, {}});
+  EXPECT_TRUE(long_extra.is_sensitive_header("x-very-long-vendor-header-name"));
 }
 
 } // namespace
