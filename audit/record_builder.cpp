@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <utility>
 #include <vector>
 #if defined(__SSE2__)
@@ -98,42 +99,155 @@ std::size_t plain_prefix(std::string_view s) {
   return n;
 }
 
+} // namespace
+
+// A raw cursor over a per-thread buffer that is reused from record to record and never
+// zero-filled: each piece checks the room once and is copied inline (fixed pieces with
+// constant sizes, short strings with overlapping word moves), instead of one
+// std::string::append, a capacity check and a libc memcpy call per piece.
+struct RawBuffer {
+  std::unique_ptr<char[]> data;
+  std::size_t size = 0;
+};
+
+class RawWriter {
+public:
+  explicit RawWriter(RawBuffer& buffer) : buffer_(buffer) {
+    if (buffer_.size == 0) {
+      buffer_.data = std::make_unique_for_overwrite<char[]>(kInitial);
+      buffer_.size = kInitial;
+    }
+    base_ = buffer_.data.get();
+    p_ = base_;
+    end_ = base_ + buffer_.size;
+  }
+  RawWriter(const RawWriter&) = delete;
+  RawWriter& operator=(const RawWriter&) = delete;
+
+  /// At least `n` writable bytes at the cursor.
+  void room(std::size_t n) {
+    if (static_cast<std::size_t>(end_ - p_) < n) {
+      grow(n);
+    }
+  }
+  char* cursor() { return p_; }
+  /// After writing through cursor() (within the room asked for).
+  void advance_to(char* p) { p_ = p; }
+
+  void put(char c) {
+    room(1);
+    *p_++ = c;
+  }
+  /// A string literal: its size is a constant, so the copy is a few moves.
+  template <std::size_t N> void lit(const char (&s)[N]) {
+    room(N - 1);
+    std::memcpy(p_, s, N - 1);
+    p_ += N - 1;
+  }
+  void copy(std::string_view s) {
+    room(s.size());
+    copy_unchecked(s);
+  }
+  /// Requires room(s.size()).
+  void copy_unchecked(std::string_view s) {
+    const std::size_t n = s.size();
+    const char* src = s.data();
+    // Overlapping moves of the first and last bytes: exact, no read past the source.
+    if (n >= 8 && n <= 16) {
+      std::uint64_t a = 0;
+      std::uint64_t b = 0;
+      std::memcpy(&a, src, 8);
+      std::memcpy(&b, src + n - 8, 8);
+      std::memcpy(p_, &a, 8);
+      std::memcpy(p_ + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+      std::uint32_t a = 0;
+      std::uint32_t b = 0;
+      std::memcpy(&a, src, 4);
+      std::memcpy(&b, src + n - 4, 4);
+      std::memcpy(p_, &a, 4);
+      std::memcpy(p_ + n - 4, &b, 4);
+    } else if (n > 0 && n < 4) {
+      p_[0] = src[0];
+      p_[n / 2] = src[n / 2];
+      p_[n - 1] = src[n - 1];
+#if defined(__SSE2__)
+    } else if (n > 16 && n <= 32) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + n - 16));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p_), a);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p_ + n - 16), b);
+#endif
+    } else if (n > 0) {
+      std::memcpy(p_, src, n);
+    }
+    p_ += n;
+  }
+  std::string_view view() const {
+    return std::string_view(base_, static_cast<std::size_t>(p_ - base_));
+  }
+
+private:
+  static constexpr std::size_t kInitial = 8 * 1024;
+
+  void grow(std::size_t n) {
+    const auto used = static_cast<std::size_t>(p_ - base_);
+    const std::size_t size = std::max(2 * buffer_.size, used + n + 1024);
+    auto bigger = std::make_unique_for_overwrite<char[]>(size);
+    if (used != 0) {
+      std::memcpy(bigger.get(), base_, used);
+    }
+    buffer_.data = std::move(bigger);
+    buffer_.size = size;
+    base_ = buffer_.data.get();
+    p_ = base_ + used;
+    end_ = base_ + size;
+  }
+
+  RawBuffer& buffer_;
+  char* base_ = nullptr;
+  char* p_ = nullptr;
+  char* end_ = nullptr;
+};
+
+namespace {
+
+// A buffer that grew past this for one large record is released after it.
+constexpr std::size_t kKeptBufferBytes = std::size_t{1} << 20;
+
+void release_if_large(RawBuffer& buffer) {
+  if (buffer.size > kKeptBufferBytes) {
+    buffer.data.reset();
+    buffer.size = 0;
+  }
+}
+
 // JSON string escaper with the guarantees of dump(ensure_ascii, replace): the output is
 // printable ASCII only; valid UTF-8 becomes \uXXXX (surrogate pairs above U+FFFF); each
 // byte of an invalid sequence becomes \ufffd. Runs of plain ASCII are copied in bulk.
-void append_escaped(std::string& out, std::string_view s) {
+void append_escaped(RawWriter& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
-  // The leading plain run goes straight to `out`: most strings of a record (ids, names,
-  // header values, URLs) are plain throughout and need nothing else, and a JSON body's
-  // run ends at its first quote.
+  // The leading plain run goes straight to the cursor: most strings of a record (ids,
+  // names, header values, URLs) are plain throughout and need nothing else, and a JSON
+  // body's run ends at its first quote.
   if (s.empty()) { // an empty view may hold no pointer at all: nothing to copy from it
-    out.append("\"\"", 2);
+    out.lit("\"\"");
     return;
   }
   const std::size_t lead = plain_prefix(s);
   if (lead == s.size()) {
-    if (s.size() <= 128) { // quoted on the stack: one append
-      char quoted[130];
-      quoted[0] = '"';
-      std::memcpy(quoted + 1, s.data(), s.size());
-      quoted[s.size() + 1] = '"';
-      out.append(quoted, s.size() + 2);
-      return;
-    }
-    out.reserve(out.size() + s.size() + 2);
-    out += '"';
-    out.append(s);
-    out += '"';
+    out.room(s.size() + 2);
+    *out.cursor() = '"';
+    out.advance_to(out.cursor() + 1);
+    out.copy_unchecked(s);
+    *out.cursor() = '"';
+    out.advance_to(out.cursor() + 1);
     return;
   }
-  // The rest is written through a raw cursor into a per-thread scratch sized for the worst
-  // case (6 output bytes per input byte), then appended once: no capacity check per byte.
-  thread_local std::string scratch;
-  if (scratch.size() < 6 * s.size() + 2) {
-    scratch.resize(6 * s.size() + 2);
-  }
-  char* const start = scratch.data();
-  char* p = start;
+  // The rest is written through the raw cursor with room for the worst case (6 output
+  // bytes per input byte): no capacity check per byte.
+  out.room(6 * s.size() + 2);
+  char* p = out.cursor();
   *p++ = '"';
   std::memcpy(p, s.data(), lead);
   p += lead;
@@ -158,7 +272,7 @@ void append_escaped(std::string& out, std::string_view s) {
     bool at_flagged = false; // s[i] is known to need escaping
     if (wide) {
       // Output bound: at most six bytes per consumed byte plus a 32-byte store, within the
-      // 6n + 2 scratch bytes while 64 input bytes remain.
+      // 6n + 2 reserved bytes while 64 input bytes remain.
       i = simd::escape_quote_chunks_avx2(s.data(), i, n, p);
     }
 #if defined(__SSE2__)
@@ -166,7 +280,7 @@ void append_escaped(std::string& out, std::string_view s) {
     // case in JSON bodies: each piece between two of them is copied with one 16-byte load
     // and store taken at its start, so the quotes of a chunk cost no serial reload. The
     // loads read at most 16 bytes past the chunk, hence i + 32 <= n; the stores stay
-    // within the 6n + 2 scratch bytes since at least 16 input bytes remain after each.
+    // within the 6n + 2 reserved bytes since at least 16 input bytes remain after each.
     while (i + 32 <= n) {
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i));
       const __m128i quotes = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
@@ -203,7 +317,7 @@ void append_escaped(std::string& out, std::string_view s) {
       i += 16;
     }
     // Sixteen bytes at a time (SSE2 is part of x86-64): the chunk is stored whole before
-    // its mask is known, which the 6n + 2 scratch bytes allow while 16 input bytes
+    // its mask is known, which the 6n + 2 reserved bytes allow while 16 input bytes
     // remain. A signed compare with 0x20 flags control characters and every byte >= 0x80.
     while (i + 16 <= n) {
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s.data() + i));
@@ -236,7 +350,7 @@ void append_escaped(std::string& out, std::string_view s) {
 #endif
     // Eight bytes at a time up to the first byte that needs escaping (SWAR). Each word is
     // stored whole before its mask is known: with at most 6 output bytes per consumed
-    // byte, p + 8 stays within the 6n + 2 scratch bytes while 8 input bytes remain.
+    // byte, p + 8 stays within the 6n + 2 reserved bytes while 8 input bytes remain.
     while (!at_flagged && i + 8 <= n) {
       std::uint64_t w = 0;
       std::memcpy(&w, s.data() + i, 8);
@@ -320,109 +434,90 @@ void append_escaped(std::string& out, std::string_view s) {
     i += len;
   }
   put('"');
-  out.append(start, static_cast<std::size_t>(p - start));
+  out.advance_to(p);
 }
 
-void append_json(std::string& out, const nlohmann::ordered_json& v) {
+void append_json(RawWriter& w, const nlohmann::ordered_json& v) {
   switch (v.type()) {
   case nlohmann::json::value_t::object: {
-    out += '{';
+    w.put('{');
     bool first = true;
     for (const auto& [key, member] : v.items()) {
       if (!first) {
-        out += ',';
+        w.put(',');
       }
       first = false;
-      append_escaped(out, key);
-      out += ':';
-      append_json(out, member);
+      append_escaped(w, key);
+      w.put(':');
+      append_json(w, member);
     }
-    out += '}';
+    w.put('}');
     break;
   }
   case nlohmann::json::value_t::array: {
-    out += '[';
+    w.put('[');
     bool first = true;
     for (const auto& element : v) {
       if (!first) {
-        out += ',';
+        w.put(',');
       }
       first = false;
-      append_json(out, element);
+      append_json(w, element);
     }
-    out += ']';
+    w.put(']');
     break;
   }
   case nlohmann::json::value_t::string:
-    append_escaped(out, v.get_ref<const std::string&>());
+    append_escaped(w, v.get_ref<const std::string&>());
     break;
   default:
-    out += v.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+    w.copy(v.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace));
   }
 }
 
 } // namespace
 
 std::string RecordBuilder::dump(const nlohmann::ordered_json& value) {
+  thread_local RawBuffer buffer;
   std::string out;
-  out.reserve(1024);
-  append_json(out, value);
+  {
+    RawWriter w(buffer);
+    append_json(w, value);
+    out.assign(w.view());
+  }
+  release_if_large(buffer);
   return out;
 }
 
 namespace {
 
-void append_key(std::string& out, std::string_view key) {
-  // Keys below are short plain ASCII literals: quoted on the stack, one append.
-  char quoted[32];
-  if (key.size() + 3 > sizeof quoted) {
-    out += '"';
-    out += key;
-    out += "\":";
-    return;
-  }
-  quoted[0] = '"';
-  std::memcpy(quoted + 1, key.data(), key.size());
-  quoted[key.size() + 1] = '"';
-  quoted[key.size() + 2] = ':';
-  out.append(quoted, key.size() + 3);
+void append_uint(RawWriter& w, std::uint64_t v) {
+  w.room(24);
+  w.advance_to(std::to_chars(w.cursor(), w.cursor() + 24, v).ptr);
 }
 
-void append_string_member(std::string& out, std::string_view key, std::string_view value) {
-  append_key(out, key);
-  append_escaped(out, value);
-  out += ',';
-}
-
-void append_uint(std::string& out, std::uint64_t v) {
-  char buf[24];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
-}
-
-void append_int(std::string& out, std::int64_t v) {
-  char buf[24];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out.append(buf, r.ptr);
+void append_int(RawWriter& w, std::int64_t v) {
+  w.room(24);
+  w.advance_to(std::to_chars(w.cursor(), w.cursor() + 24, v).ptr);
 }
 
 // nlohmann's number format (shortest round trip, "0.0", null for non-finite) is part of
 // the pinned line bytes, so doubles keep going through its formatter: the same call its
 // serializer makes (dump_float), without a json value and a string per number.
-void append_double(std::string& out, double v) {
+void append_double(RawWriter& w, double v) {
   if (!std::isfinite(v)) {
-    out += "null";
+    w.lit("null");
     return;
   }
-  std::array<char, 64> buf{};
-  const char* end = nlohmann::detail::to_chars(buf.data(), buf.data() + buf.size(), v);
-  out.append(buf.data(), static_cast<std::size_t>(end - buf.data()));
+  constexpr std::size_t kRoom = 64;
+  w.room(kRoom);
+  w.advance_to(nlohmann::detail::to_chars(w.cursor(), w.cursor() + kRoom, v));
 }
 
 } // namespace
 
-void RecordBuilder::append_headers(std::string& out, const HeaderList& list) const {
-  out += "\"headers\":{";
+void RecordBuilder::append_headers(RawWriter& w, const HeaderList& list) const {
+  w.lit("\"headers\":{");
   std::string storage;
   std::string lowered_long;
   bool first = true;
@@ -451,17 +546,17 @@ void RecordBuilder::append_headers(std::string& out, const HeaderList& list) con
       lowered = lowered_long;
     }
     if (!first) {
-      out += ',';
+      w.put(',');
     }
     first = false;
-    append_escaped(out, lowered);
-    out += ':';
+    append_escaped(w, lowered);
+    w.put(':');
     bool repeated = false;
     for (std::size_t e = k + 1; e < list.size() && !repeated; ++e) {
       repeated = iequals(list[e].first, name);
     }
     if (!repeated) {
-      append_escaped(out, redactor_.redact_header_view(name, value, storage));
+      append_escaped(w, redactor_.redact_header_view(name, value, storage));
       continue;
     }
     // Repeated fields are combined as RFC 9110 section 5.3 allows, each value redacted
@@ -473,23 +568,29 @@ void RecordBuilder::append_headers(std::string& out, const HeaderList& list) con
         combined += redactor_.redact_header_view(list[e].first, list[e].second, storage);
       }
     }
-    append_escaped(out, combined);
+    append_escaped(w, combined);
   }
-  out += "},";
+  w.lit("},");
 }
 
-void RecordBuilder::append_body(std::string& out, std::string_view text, const HeaderList& hdrs,
+void RecordBuilder::append_body(RawWriter& w, std::string_view text, const HeaderList& hdrs,
                                 bool complete) const {
   thread_local RedactedBody meta;
   thread_local std::string storage;
   const std::string_view excerpt =
       redactor_.redact_body_view(text, content_type(hdrs), body_bytes_, meta, storage);
-  append_string_member(out, "body", excerpt);
-  append_string_member(out, "body_sha256", meta.sha256);
-  append_key(out, "truncated");
-  out += (meta.truncated || !complete) ? "true," : "false,";
+  w.lit("\"body\":");
+  append_escaped(w, excerpt);
+  w.lit(",\"body_sha256\":");
+  append_escaped(w, meta.sha256);
+  w.lit(",\"truncated\":");
+  if (meta.truncated || !complete) {
+    w.lit("true,");
+  } else {
+    w.lit("false,");
+  }
   if (meta.binary) {
-    out += "\"binary\":true,";
+    w.lit("\"binary\":true,");
   }
 }
 
@@ -500,65 +601,83 @@ std::string RecordBuilder::exchange_members(const Exchange& ex, bool final) cons
 }
 
 void RecordBuilder::exchange_members(const Exchange& ex, bool final, std::string& out) const {
-  // Appended directly in the member order of the format (docs/audit.md); no JSON tree.
-  // JSON bodies grow by about a fifth when escaped (every quote gains a backslash): room
-  // for twice the bodies keeps the common record to one allocation (none when `out` is a
-  // reused buffer).
-  out.reserve(out.size() + 1024 +
-              2 * (ex.request.body.size() + (ex.response ? ex.response->body.size() : 0)) +
-              ex.request.url.size());
+  // Written in the member order of the format (docs/audit.md), no JSON tree, through a
+  // raw cursor over a per-thread buffer, then appended to `out` in one copy.
+  thread_local RawBuffer buffer;
+  {
+    RawWriter w(buffer);
+    write_exchange(w, ex, final);
+    out.append(w.view());
+  }
+  release_if_large(buffer);
+}
+
+void RecordBuilder::write_exchange(RawWriter& w, const Exchange& ex, bool final) const {
   std::string storage;
-  append_string_member(out, "type", final ? "exchange" : "decision");
-  append_string_member(out, "id", ex.id);
-  append_string_member(out, "run", ex.run);
-  append_string_member(out, "agent", ex.agent);
-  append_string_member(out, "runbook", ex.runbook);
-  append_string_member(out, "runbook_sha256", ex.runbook_sha256);
-  append_string_member(out, "action", ex.action);
-  append_string_member(out, "class", ex.cls);
-  append_string_member(out, "outcome", ex.outcome);
-  append_string_member(out, "code", ex.code);
-  append_string_member(out, "reason", redactor_.redact_text_view(ex.reason, storage));
+  if (final) {
+    w.lit("\"type\":\"exchange\",\"id\":");
+  } else {
+    w.lit("\"type\":\"decision\",\"id\":");
+  }
+  append_escaped(w, ex.id);
+  w.lit(",\"run\":");
+  append_escaped(w, ex.run);
+  w.lit(",\"agent\":");
+  append_escaped(w, ex.agent);
+  w.lit(",\"runbook\":");
+  append_escaped(w, ex.runbook);
+  w.lit(",\"runbook_sha256\":");
+  append_escaped(w, ex.runbook_sha256);
+  w.lit(",\"action\":");
+  append_escaped(w, ex.action);
+  w.lit(",\"class\":");
+  append_escaped(w, ex.cls);
+  w.lit(",\"outcome\":");
+  append_escaped(w, ex.outcome);
+  w.lit(",\"code\":");
+  append_escaped(w, ex.code);
+  w.lit(",\"reason\":");
+  append_escaped(w, redactor_.redact_text_view(ex.reason, storage));
+  w.put(',');
   if (ex.approval) {
-    out += "\"approval\":{";
-    append_string_member(out, "id", ex.approval->id);
-    append_string_member(out, "by", redactor_.redact_text_view(ex.approval->by, storage));
-    append_key(out, "wait_ms");
-    append_int(out, ex.approval->wait_ms);
-    out += "},";
+    w.lit("\"approval\":{\"id\":");
+    append_escaped(w, ex.approval->id);
+    w.lit(",\"by\":");
+    append_escaped(w, redactor_.redact_text_view(ex.approval->by, storage));
+    w.lit(",\"wait_ms\":");
+    append_int(w, ex.approval->wait_ms);
+    w.lit("},");
   }
-  out += "\"request\":{";
-  append_string_member(out, "method", ex.request.method);
-  append_string_member(out, "url", redactor_.redact_url_view(ex.request.url, storage));
-  append_headers(out, ex.request.headers);
-  append_body(out, ex.request.body, ex.request.headers, ex.request.body_complete);
-  append_key(out, "bytes");
-  append_uint(out, ex.request.body_bytes);
-  out += "},";
+  w.lit("\"request\":{\"method\":");
+  append_escaped(w, ex.request.method);
+  w.lit(",\"url\":");
+  append_escaped(w, redactor_.redact_url_view(ex.request.url, storage));
+  w.put(',');
+  append_headers(w, ex.request.headers);
+  append_body(w, ex.request.body, ex.request.headers, ex.request.body_complete);
+  w.lit("\"bytes\":");
+  append_uint(w, ex.request.body_bytes);
+  w.lit("},");
   if (final && ex.response) {
-    out += "\"response\":{";
-    append_key(out, "status");
-    append_int(out, ex.response->status);
-    out += ',';
-    append_headers(out, ex.response->headers);
-    append_body(out, ex.response->body, ex.response->headers, ex.response->body_complete);
-    append_key(out, "bytes");
-    append_uint(out, ex.response->bytes);
-    out += "},";
+    w.lit("\"response\":{\"status\":");
+    append_int(w, ex.response->status);
+    w.put(',');
+    append_headers(w, ex.response->headers);
+    append_body(w, ex.response->body, ex.response->headers, ex.response->body_complete);
+    w.lit("\"bytes\":");
+    append_uint(w, ex.response->bytes);
+    w.lit("},");
   }
-  out += "\"timing\":{";
-  append_key(out, "total_ms");
-  append_double(out, ex.timing.total_ms);
-  out += ',';
-  append_key(out, "upstream_ms");
-  append_double(out, ex.timing.upstream_ms);
-  out += ',';
-  append_key(out, "hold_ms");
-  append_double(out, ex.timing.hold_ms);
-  out += "},";
-  append_string_member(out, "traceparent", redactor_.redact_text_view(ex.traceparent, storage));
-  append_key(out, "client");
-  append_escaped(out, ex.client);
+  w.lit("\"timing\":{\"total_ms\":");
+  append_double(w, ex.timing.total_ms);
+  w.lit(",\"upstream_ms\":");
+  append_double(w, ex.timing.upstream_ms);
+  w.lit(",\"hold_ms\":");
+  append_double(w, ex.timing.hold_ms);
+  w.lit("},\"traceparent\":");
+  append_escaped(w, redactor_.redact_text_view(ex.traceparent, storage));
+  w.lit(",\"client\":");
+  append_escaped(w, ex.client);
 }
 
 nlohmann::json RecordBuilder::redact_json(const nlohmann::json& value) const {

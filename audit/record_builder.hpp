@@ -12,6 +12,8 @@
 
 namespace runwarden::audit {
 
+class RawWriter; // record_builder.cpp: the raw cursor the members are written through
+
 class RecordBuilder {
 public:
   RecordBuilder(const RedactionRules& rules, std::size_t body_bytes);
@@ -30,8 +32,9 @@ public:
   static std::string dump(const nlohmann::ordered_json& value);
 
 private:
-  void append_headers(std::string& out, const HeaderList& list) const;
-  void append_body(std::string& out, std::string_view text, const HeaderList& headers,
+  void write_exchange(RawWriter& w, const Exchange& exchange, bool final) const;
+  void append_headers(RawWriter& w, const HeaderList& list) const;
+  void append_body(RawWriter& w, std::string_view text, const HeaderList& headers,
                    bool complete) const;
   nlohmann::json redact_json(const nlohmann::json& value) const;
 
