@@ -55,8 +55,8 @@ template <class Stream> struct UpstreamConn {
 ///
 /// Why flat: a put and a take per forwarded request. A multimap cost a node and a key copy
 /// per put (two allocations) and their frees per take; here each key keeps a vector of its
-/// idle connections, oldest first, whose storage stays with the key, so a keep-alive
-/// exchange to a known upstream allocates nothing in the pool. Expired connections are
+/// idle connections in the order they were returned, whose storage stays with the key, so a
+/// keep-alive exchange to a known upstream allocates nothing in the pool. Expired connections are
 /// looked for only once the earliest expiry has passed, not on every call.
 template <class Stream> class UpstreamPool {
 public:
@@ -77,8 +77,12 @@ public:
     }
     auto& conns = it->second;
     while (!conns.empty()) {
-      auto conn = std::move(conns.front()); // the oldest first, as it was returned
-      conns.erase(conns.begin());
+      // The newest first, as nginx and Envoy do: the connection most recently proven live,
+      // least likely to have met the upstream's own keep-alive timeout (a close racing the
+      // reuse is a 502 for the agent). Under light load the rest stay unused and expire,
+      // so the pool shrinks to what the traffic needs.
+      auto conn = std::move(conns.back());
+      conns.pop_back();
       --size_;
       if (upstream_idle_and_open(boost::beast::get_lowest_layer(conn->stream).socket())) {
         return conn;

@@ -568,17 +568,18 @@ TEST_F(PoolUnitTest, ExpiredAndClosedConnectionsAreNeverHandedOut) {
   EXPECT_EQ(pool.size(), 0u);
 }
 
-// Connections of a key come back oldest first; a key that emptied takes connections again;
-// an expired connection goes while live ones of other keys stay.
-TEST_F(PoolUnitTest, OldestFirstPerKeyAndExpiryLeavesLiveOnesOfOtherKeys) {
+// Connections of a key come back newest first (the one most recently proven live; the
+// older ones are left to expire); a key that emptied takes connections again; an expired
+// connection goes while live ones of other keys stay.
+TEST_F(PoolUnitTest, NewestFirstPerKeyAndExpiryLeavesLiveOnesOfOtherKeys) {
   PlainUpstreamPool pool;
   const std::chrono::milliseconds idle(60000);
-  auto first = conn("http://a:80");
-  auto* first_ptr = first.get();
-  pool.put(std::move(first), idle);
   pool.put(conn("http://a:80"), idle);
+  auto second = conn("http://a:80");
+  auto* second_ptr = second.get();
+  pool.put(std::move(second), idle);
   auto taken = pool.take("http://a:80");
-  EXPECT_EQ(taken.get(), first_ptr);
+  EXPECT_EQ(taken.get(), second_ptr);
   EXPECT_NE(pool.take("http://a:80"), nullptr);
   EXPECT_EQ(pool.take("http://a:80"), nullptr);
   EXPECT_EQ(pool.size(), 0u);
