@@ -1011,9 +1011,11 @@ std::string_view Redactor::redact_url_view(std::string_view url, std::string& st
   const std::size_t scheme = url.find("://");
   if (scheme != std::string_view::npos) {
     const std::size_t authority = scheme + 3;
-    authority_end = url.find_first_of("/?#", authority);
-    if (authority_end == std::string_view::npos) {
-      authority_end = url.size();
+    // One pass (find_first_of runs a memchr over the set for every byte).
+    authority_end = authority;
+    while (authority_end < url.size() && url[authority_end] != '/' && url[authority_end] != '?' &&
+           url[authority_end] != '#') {
+      ++authority_end;
     }
     const std::size_t at = url.substr(authority, authority_end - authority).rfind('@');
     if (at != std::string_view::npos && at > 0) {
