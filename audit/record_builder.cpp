@@ -61,6 +61,53 @@ constexpr std::uint64_t escape_mask(std::uint64_t w) {
          has_byte(w, '\\');
 }
 
+// True when no byte of `s` needs escaping, the common case for the short strings of a
+// record: overlapping loads of its first and last bytes cover it with no byte loop (the
+// masks above flag every such byte, so a zero mask is exact).
+bool all_plain(std::string_view s) {
+  const std::size_t n = s.size();
+  const char* d = s.data();
+#if defined(__SSE2__)
+  const auto flagged = [](const char* at) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+    return _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                                       _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f))),
+                                          _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                                       _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')))));
+  };
+  if (n >= 16) {
+    std::size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      if (flagged(d + i) != 0) {
+        return false;
+      }
+    }
+    return i == n || flagged(d + n - 16) == 0;
+  }
+#endif
+  if (n >= 8) {
+    std::uint64_t a = 0;
+    std::uint64_t b = 0;
+    std::memcpy(&a, d, 8);
+    std::memcpy(&b, d + n - 8, 8);
+    return (escape_mask(a) | escape_mask(b)) == 0;
+  }
+  if (n >= 4) {
+    std::uint32_t a = 0;
+    std::uint32_t b = 0;
+    std::memcpy(&a, d, 4);
+    std::memcpy(&b, d + n - 4, 4);
+    return escape_mask(std::uint64_t{a} | (std::uint64_t{b} << 32)) == 0;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto c = static_cast<unsigned char>(d[i]);
+    if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Length of the leading run of `s` that needs no escaping (printable ASCII other than
 // '"' and '\\').
 std::size_t plain_prefix(std::string_view s) {
@@ -234,8 +281,7 @@ void append_escaped(RawWriter& out, std::string_view s) {
     out.lit("\"\"");
     return;
   }
-  const std::size_t lead = plain_prefix(s);
-  if (lead == s.size()) {
+  if (all_plain(s)) {
     out.room(s.size() + 2);
     *out.cursor() = '"';
     out.advance_to(out.cursor() + 1);
@@ -244,6 +290,7 @@ void append_escaped(RawWriter& out, std::string_view s) {
     out.advance_to(out.cursor() + 1);
     return;
   }
+  const std::size_t lead = plain_prefix(s);
   // The rest is written through the raw cursor with room for the worst case (6 output
   // bytes per input byte): no capacity check per byte.
   out.room(6 * s.size() + 2);

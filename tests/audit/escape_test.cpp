@@ -148,9 +148,17 @@ TEST(Escape, EveryOffsetOfEveryChunk) {
   for (simd::Level level : levels()) {
     const Pinned pinned(level);
     for (const std::string& special : specials) {
-      // Runs of 64 (one wide chunk at most) and 160 bytes (several, then the tails).
-      for (std::size_t size : {std::size_t{64}, std::size_t{160}}) {
-        for (std::size_t at = 0; at < size; ++at) {
+      // Runs of 0-40 bytes (the overlapping-word plain check of short strings, each side
+      // of 4, 8, 16 and 32), 64 (one wide chunk at most) and 160 bytes (several, then the
+      // tails).
+      std::vector<std::size_t> sizes;
+      for (std::size_t size = 0; size <= 40; ++size) {
+        sizes.push_back(size);
+      }
+      sizes.push_back(64);
+      sizes.push_back(160);
+      for (std::size_t size : sizes) {
+        for (std::size_t at = 0; at <= size; ++at) {
           std::string s(size, 'x');
           s.insert(at, special);
           ASSERT_EQ(dump_string(s), reference(s)) << "offset " << at;
