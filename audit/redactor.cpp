@@ -376,9 +376,11 @@ struct MemoEntry {
 };
 using VerdictMemo = std::array<MemoEntry, 256>;
 
-template <typename Compute>
-bool memoized_verdict(VerdictMemo& memo, std::uint64_t owner, std::string_view name,
-                      const Compute& compute) {
+// The entry holding `name`'s verdict for `owner`, or null. Inlined into the JSON walk, so
+// that a hit (nearly every key of a body) costs no call.
+[[gnu::always_inline]] inline const MemoEntry*
+memo_find(const VerdictMemo& memo, std::uint64_t owner, std::string_view name,
+          std::size_t& first_slot, std::size_t& second_slot, std::uint64_t& w0, std::uint64_t& w1) {
   // The name as two words with its size: overlapping loads of the first and last bytes
   // cover every byte, so (size, w0, w1) identifies a name of up to 16 bytes exactly.
   const char* k = name.data();
@@ -393,8 +395,8 @@ bool memoized_verdict(VerdictMemo& memo, std::uint64_t owner, std::string_view n
     std::memcpy(&v, at, 4);
     return std::uint64_t{v};
   };
-  std::uint64_t w0 = 0;
-  std::uint64_t w1 = 0;
+  w0 = 0;
+  w1 = 0;
   if (size >= 8) {
     w0 = load64(k);
     w1 = load64(k + size - 8);
@@ -407,26 +409,44 @@ bool memoized_verdict(VerdictMemo& memo, std::uint64_t owner, std::string_view n
   }
   const std::uint64_t h = (w0 * 0x9E3779B97F4A7C15ull) ^ (w1 * 0xC2B2AE3D27D4EB4Full) ^ size;
   // Two candidate slots per name, so that two hot names rarely evict each other.
-  MemoEntry& first = memo[static_cast<std::size_t>(h >> 56)];
-  MemoEntry& second = memo[static_cast<std::size_t>((h >> 40) & 255u)];
+  first_slot = static_cast<std::size_t>(h >> 56);
+  second_slot = static_cast<std::size_t>((h >> 40) & 255u);
   const auto holds = [&](const MemoEntry& e) {
     return e.owner == owner && e.w0 == w0 && e.w1 == w1 && e.size == size;
   };
-  if (holds(first)) {
-    return first.sensitive;
+  if (holds(memo[first_slot])) {
+    return &memo[first_slot];
   }
-  if (holds(second)) {
-    return second.sensitive;
+  if (holds(memo[second_slot])) {
+    return &memo[second_slot];
   }
+  return nullptr;
+}
+
+template <typename Compute>
+bool memoized_verdict(VerdictMemo& memo, std::uint64_t owner, std::string_view name,
+                      const Compute& compute) {
+  std::size_t first_slot = 0;
+  std::size_t second_slot = 0;
+  std::uint64_t w0 = 0;
+  std::uint64_t w1 = 0;
+  if (const MemoEntry* hit = memo_find(memo, owner, name, first_slot, second_slot, w0, w1)) {
+    return hit->sensitive;
+  }
+  MemoEntry& first = memo[first_slot];
+  MemoEntry& second = memo[second_slot];
   MemoEntry& e = first.owner != owner ? first : second.owner != owner ? second : first;
   const bool sensitive = compute(name);
   e.owner = owner;
-  e.size = static_cast<std::uint32_t>(size);
+  e.size = static_cast<std::uint32_t>(name.size());
   e.w0 = w0;
   e.w1 = w1;
   e.sensitive = sensitive;
   return sensitive;
 }
+
+// The key memo of this thread (the header memo lives in is_sensitive_header).
+thread_local VerdictMemo key_memo;
 
 } // namespace
 
@@ -523,8 +543,7 @@ bool equals(std::string_view a, std::string_view b) {
 bool Redactor::is_sensitive_key(std::string_view name) const {
   // JSON bodies repeat the same few keys: a hit costs no normalization at all.
   if (name.size() <= kMemoMaxSize) {
-    thread_local VerdictMemo memo;
-    return memoized_verdict(memo, id_, name, [this](std::string_view key) {
+    return memoized_verdict(key_memo, id_, name, [this](std::string_view key) {
       char buf[kMemoMaxSize];
       std::size_t n = 0;
       for (char c : key) {
@@ -839,8 +858,18 @@ void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
       if (i >= n) {
         continue;
       }
-      const bool sensitive =
-          escaped ? is_sensitive_key(decode_json_key(raw_key)) : is_sensitive_key(raw_key);
+      // A memo hit is read here; a miss (and an escaped key) takes the call.
+      const MemoEntry* hit = nullptr;
+      if (!escaped && raw_key.size() <= kMemoMaxSize) {
+        std::size_t first_slot = 0;
+        std::size_t second_slot = 0;
+        std::uint64_t w0 = 0;
+        std::uint64_t w1 = 0;
+        hit = memo_find(key_memo, id_, raw_key, first_slot, second_slot, w0, w1);
+      }
+      const bool sensitive = hit != nullptr ? hit->sensitive
+                             : escaped      ? is_sensitive_key(decode_json_key(raw_key))
+                                            : is_sensitive_key(raw_key);
       if (sensitive) {
         const std::size_t end = skip_value(s, i);
         if (s[i] == '"') {
