@@ -183,20 +183,25 @@ public:
 
   void put(char c) {
     room(1);
-    *p_++ = c;
+    char* const p = p_;
+    *p = c;
+    p_ = p + 1;
   }
   /// A string literal: its size is a constant, so the copy is a few moves.
+  // The cursor is read into a local before each write and stored after it: a store
+  // through a char pointer may alias p_ itself, which would otherwise be reloaded.
   template <std::size_t N> void lit(const char (&s)[N]) {
     room(N - 1);
-    std::memcpy(p_, s, N - 1);
-    p_ += N - 1;
+    char* const p = p_;
+    std::memcpy(p, s, N - 1);
+    p_ = p + (N - 1);
   }
   void copy(std::string_view s) {
     room(s.size());
-    copy_unchecked(s);
+    p_ = copy_to(p_, s);
   }
-  /// Requires room(s.size()).
-  void copy_unchecked(std::string_view s) {
+  /// `s` at `p`, which has room for it; returns its end.
+  static char* copy_to(char* p, std::string_view s) {
     const std::size_t n = s.size();
     const char* src = s.data();
     // Overlapping moves of the first and last bytes: exact, no read past the source.
@@ -205,30 +210,30 @@ public:
       std::uint64_t b = 0;
       std::memcpy(&a, src, 8);
       std::memcpy(&b, src + n - 8, 8);
-      std::memcpy(p_, &a, 8);
-      std::memcpy(p_ + n - 8, &b, 8);
+      std::memcpy(p, &a, 8);
+      std::memcpy(p + n - 8, &b, 8);
     } else if (n >= 4 && n < 8) {
       std::uint32_t a = 0;
       std::uint32_t b = 0;
       std::memcpy(&a, src, 4);
       std::memcpy(&b, src + n - 4, 4);
-      std::memcpy(p_, &a, 4);
-      std::memcpy(p_ + n - 4, &b, 4);
+      std::memcpy(p, &a, 4);
+      std::memcpy(p + n - 4, &b, 4);
     } else if (n > 0 && n < 4) {
-      p_[0] = src[0];
-      p_[n / 2] = src[n / 2];
-      p_[n - 1] = src[n - 1];
+      p[0] = src[0];
+      p[n / 2] = src[n / 2];
+      p[n - 1] = src[n - 1];
 #if defined(__SSE2__)
     } else if (n > 16 && n <= 32) {
       const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
       const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + n - 16));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(p_), a);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(p_ + n - 16), b);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), a);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p + n - 16), b);
 #endif
     } else if (n > 0) {
-      std::memcpy(p_, src, n);
+      std::memcpy(p, src, n);
     }
-    p_ += n;
+    return p + n;
   }
   std::string_view view() const {
     return std::string_view(base_, static_cast<std::size_t>(p_ - base_));
@@ -283,11 +288,11 @@ void append_escaped(RawWriter& out, std::string_view s) {
   }
   if (all_plain(s)) {
     out.room(s.size() + 2);
-    *out.cursor() = '"';
-    out.advance_to(out.cursor() + 1);
-    out.copy_unchecked(s);
-    *out.cursor() = '"';
-    out.advance_to(out.cursor() + 1);
+    char* const p = out.cursor();
+    *p = '"';
+    char* const end = RawWriter::copy_to(p + 1, s);
+    *end = '"';
+    out.advance_to(end + 1);
     return;
   }
   const std::size_t lead = plain_prefix(s);
