@@ -570,7 +570,7 @@ void append_double(RawWriter& w, double v) {
 
 void RecordBuilder::append_headers(RawWriter& w, const HeaderList& list) const {
   w.lit("\"headers\":{");
-  std::string storage;
+  thread_local std::string storage; // a credential's marker: its capacity is kept
   std::string lowered_long;
   bool first = true;
   for (std::size_t k = 0; k < list.size(); ++k) {

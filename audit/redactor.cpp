@@ -1021,7 +1021,18 @@ std::string Redactor::redact_header(std::string_view name, std::string_view valu
 std::string_view Redactor::redact_header_view(std::string_view name, std::string_view value,
                                               std::string& storage) const {
   if (is_sensitive_header(name)) {
-    storage = value.empty() ? std::string() : redaction_marker(value);
+    storage.clear();
+    if (!value.empty()) {
+      // redaction_marker(value) written into the caller's reused storage (no allocation).
+      static constexpr char kDigits[] = "0123456789abcdef";
+      const Sha256 digest = sha256(value);
+      storage.append("[REDACTED:", 10);
+      for (std::size_t k = 0; k < 4; ++k) {
+        storage += kDigits[digest[k] >> 4];
+        storage += kDigits[digest[k] & 0x0f];
+      }
+      storage += ']';
+    }
     return storage;
   }
   return redact_text_view(value, storage);

@@ -3,6 +3,7 @@
 // length, must never share a verdict, however the calls interleave, and a verdict never
 // carries over to a redactor with other configured names.
 
+#include "audit/digest.hpp"
 #include "audit/redactor.hpp"
 
 #include <gtest/gtest.h>
@@ -137,6 +138,14 @@ TEST(HeaderMemo, VerdictsStayWithTheirRedactor) {
                          : std::make_unique<Redactor>();
     EXPECT_EQ(r->is_sensitive_header("X-Nick"), extra) << round;
     EXPECT_EQ(r->redact_header("x-nick", "zed") == "zed", !extra) << round;
+  }
+  // A credential's marker is written into reused storage: each equals the defined marker
+  // of its own value, an empty value stays empty.
+  for (const std::string value : {"a much longer secret value than the others", "s1", "",
+                                  "Bearer sk_live_abcdefghijklmnopqrstuvwx", "s1"}) {
+    EXPECT_EQ(plain.redact_header("Authorization", value),
+              value.empty() ? std::string() : redaction_marker(value))
+        << value;
   }
   // Names longer than the memo's slots take the direct path with the same verdicts.
   EXPECT_TRUE(plain.is_sensitive_header("X-Very-Long-Vendor-Session-Name"));
