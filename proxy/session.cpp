@@ -892,10 +892,15 @@ private:
         }
         continue;
       }
-      if (iequals(name, "traceparent")) {
-        traceparent_.assign(value);
-      }
       req_.headers.push_back({std::string(name), std::string(value)});
+    }
+    // Judged, recorded and forwarded are the same fields: nothing hop-by-hop or named in
+    // Connection reaches the policy (it would match on a field the upstream never sees).
+    drop_unforwarded(req_.headers, conn_tokens_);
+    for (const auto& hdr : req_.headers) {
+      if (iequals(hdr.name, "traceparent")) {
+        traceparent_.assign(hdr.value);
+      }
     }
     if (runbook_given) {
       const auto& selectable = policy_->selectable_runbooks;

@@ -62,6 +62,18 @@ bool named_in(std::string_view name, const std::vector<std::string>& tokens) {
   return false;
 }
 
+void drop_unforwarded(std::vector<policy::Header>& headers, std::vector<std::string>& tokens) {
+  tokens.clear();
+  for (const auto& hdr : headers) {
+    if (iequals(hdr.name, "connection") || iequals(hdr.name, "proxy-connection")) {
+      connection_tokens(hdr.value, tokens);
+    }
+  }
+  std::erase_if(headers, [&](const policy::Header& hdr) {
+    return is_hop_by_hop(hdr.name) || named_in(hdr.name, tokens);
+  });
+}
+
 void build_request_head(std::string& out, const policy::Request& req,
                         std::vector<std::string>& tokens) {
   out.clear();

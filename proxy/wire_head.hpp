@@ -25,6 +25,13 @@ void connection_tokens(std::string_view value, std::vector<std::string>& out);
 /// True when name is one of tokens (case-insensitive).
 bool named_in(std::string_view name, const std::vector<std::string>& tokens);
 
+/// Removes from headers, in place and keeping the order of the rest, every field that is
+/// not forwarded: hop-by-hop ones and those named in Connection or Proxy-Connection. The
+/// session calls it before the request is judged, so a rule never matches on a field the
+/// upstream will not receive (an agent could otherwise name a field a rule requires in
+/// Connection: judged with it, forwarded without it). tokens is scratch space.
+void drop_unforwarded(std::vector<policy::Header>& headers, std::vector<std::string>& tokens);
+
 /// Replaces out with the head of the request forwarded for req: "METHOD target HTTP/1.1",
 /// req's fields in order except hop-by-hop ones, those named in Connection or
 /// Proxy-Connection, Host, Content-Length and Expect; then Host from the canonical authority

@@ -256,6 +256,17 @@ std::shared_ptr<config::Config> make_config(std::uint16_t upstream_port,
     a.matchers.push_back(std::move(m));
     catalogue->actions.emplace(a.name, std::move(a));
   }
+  {
+    // A delete that is read-only only as a dry run (the header says so).
+    policy::Action a;
+    a.name = "dry_run_delete";
+    auto m = matcher("DELETE", "/items/*", upstream_port);
+    policy::Predicate is_true;
+    is_true.operand = "true";
+    m.headers.push_back(policy::NamedPredicates{"x-dry-run", {is_true}, {}});
+    a.matchers.push_back(std::move(m));
+    catalogue->actions.emplace(a.name, std::move(a));
+  }
   auto rb = std::make_shared<policy::Runbook>();
   rb->name = "rb";
   rb->sha256 = "abc";
@@ -273,6 +284,7 @@ std::shared_ptr<config::Config> make_config(std::uint16_t upstream_port,
   cls("tunnel_upstream", policy::ActionClass::allowed);
   cls("head_things", policy::ActionClass::read_only);
   cls("trace_things", policy::ActionClass::allowed);
+  cls("dry_run_delete", policy::ActionClass::read_only);
   cfg->catalogue = catalogue;
   cfg->runbooks = {rb};
   cfg->engine = std::make_shared<policy::Engine>(cfg->catalogue, cfg->runbooks);
@@ -667,6 +679,42 @@ TEST_F(ProxyTest, UnmatchedRequestIsDenied) {
   auto records = audit_->records();
   ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].first.code, "unmatched");
+}
+
+// A field named in Connection is hop-by-hop (RFC 9110 §7.6.1): it is not forwarded, so it
+// must not be judged either. Here the agent names the very field a rule requires: judged
+// with it the request was a read-only dry run, and the upstream got a real DELETE.
+TEST_F(ProxyTest, FieldsNamedInConnectionAreNeitherJudgedNorForwarded) {
+  auto s = connect();
+  auto res = exchange(s, "DELETE http://" + up() + "/items/7 HTTP/1.1\r\nHost: " + up() +
+                             "\r\nX-Dry-Run: true\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200u); // the rule's own case still matches
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 1u);
+  bool dry_run_seen = false;
+  for (const auto& [name, value] : seen[0].headers) {
+    dry_run_seen = dry_run_seen || (beast::iequals(name, "x-dry-run") && value == "true");
+  }
+  EXPECT_TRUE(dry_run_seen);
+
+  for (const char* connection : {"X-Dry-Run", "keep-alive, x-dry-run"}) {
+    auto s2 = connect();
+    res = exchange(s2, "DELETE http://" + up() + "/items/8 HTTP/1.1\r\nHost: " + up() +
+                           "\r\nX-Dry-Run: true\r\nConnection: " + connection + "\r\n\r\n");
+    EXPECT_EQ(res.result_int(), 403u) << connection;
+    EXPECT_EQ(json(res).value("code", ""), "unmatched") << connection;
+  }
+  EXPECT_EQ(upstream_->seen().size(), 1u); // neither delete reached the upstream
+  // Nor does the audit record show a field the upstream never got.
+  for (const auto& [ex, final] : audit_->records()) {
+    if (ex.request.url.find("/items/8") == std::string::npos) {
+      continue;
+    }
+    for (const auto& [name, value] : ex.request.headers) {
+      EXPECT_FALSE(beast::iequals(name, "x-dry-run")) << value;
+      EXPECT_FALSE(beast::iequals(name, "connection")) << value;
+    }
+  }
 }
 
 TEST_F(ProxyTest, ApprovalRequiredIsRefusedUntilHoldsExist) {

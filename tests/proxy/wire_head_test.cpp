@@ -194,5 +194,37 @@ TEST(WireHead, ConnectionTokensAreLowerCasedAndTrimmed) {
   EXPECT_FALSE(is_hop_by_hop("traceparent"));
 }
 
+// What the session judges is what it forwards: hop-by-hop fields and every field named in
+// Connection or Proxy-Connection (any case, any of several fields) go; the rest keep order.
+TEST(WireHead, DropUnforwardedLeavesExactlyTheForwardedFieldsInOrder) {
+  std::vector<policy::Header> headers{{"Accept", "*/*"},
+                                      {"X-Dry-Run", "true"},
+                                      {"Connection", "x-DRY-run"},
+                                      {"TE", "trailers"},
+                                      {"X-Other", "1"},
+                                      {"Proxy-Connection", "X-Other"},
+                                      {"Authorization", "Bearer a"},
+                                      {"Keep-Alive", "timeout=5"},
+                                      {"traceparent", "00-1-2-01"}};
+  std::vector<std::string> tokens{"stale"};
+  drop_unforwarded(headers, tokens);
+  ASSERT_EQ(headers.size(), 3u);
+  EXPECT_EQ(headers[0].name, "Accept");
+  EXPECT_EQ(headers[1].name, "Authorization");
+  EXPECT_EQ(headers[2].name, "traceparent");
+  // The forwarded head built from what is left is the one built from the original.
+  policy::Request req;
+  req.method = "GET";
+  req.scheme = "http";
+  req.host = "h";
+  req.port = 80;
+  req.path = "/";
+  req.headers = headers;
+  std::string head;
+  build_request_head(head, req, tokens);
+  EXPECT_EQ(head, "GET / HTTP/1.1\r\nAccept: */*\r\nAuthorization: Bearer a\r\n"
+                  "traceparent: 00-1-2-01\r\nHost: h\r\n\r\n");
+}
+
 } // namespace
 } // namespace runwarden::proxy
