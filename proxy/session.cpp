@@ -60,6 +60,7 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kRelayBuffer = 16 * 1024;
+constexpr std::size_t kKeptAgentBuffer = 4 * 1024; // what an agent connection keeps after a body
 constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 constexpr int kMaxInterimResponses = 8;
 constexpr std::chrono::seconds kLingerTimeout{2};
@@ -916,6 +917,15 @@ private:
   }
 
   void read_body() {
+    // Beast reads at most the buffer's free capacity, which the head's read left at about
+    // 512 bytes: an upload came in 512-byte reads. Room for up to one relay buffer of body
+    // is reserved here and given back in on_body.
+    std::size_t room = kRelayBuffer;
+    if (auto left = parser_->content_length_remaining(); left && *left < room) {
+      room = static_cast<std::size_t>(*left);
+    }
+    buffer_.reserve(buffer_.size() + room);
+    body_room_ = true;
     arm(Watch::client, limits().idle_timeout);
     http::async_read(stream_, buffer_, *parser_, bind(&Self::on_body));
   }
@@ -923,6 +933,12 @@ private:
   void on_body(beast::error_code ec, std::size_t) {
     ec = timed_out(ec);
     disarm();
+    // An idle keep-alive connection keeps a head-sized buffer, not the body's (10,000 of
+    // them would otherwise hold 160 MiB); pipelined bytes already read stay.
+    if (body_room_ && buffer_.capacity() > kKeptAgentBuffer) {
+      buffer_.shrink_to_fit();
+    }
+    body_room_ = false;
     if (ec) {
       on_read_error(ec, false);
       return;
@@ -2131,6 +2147,7 @@ private:
   bool keep_alive_ = true;
   bool client_keep_ = true;
   bool expect_continue_ = false;
+  bool body_room_ = false; // read_body reserved room for the body: on_body gives it back
   bool head_ = false;
   bool tunnel_ = false;
   bool transparent_ = false; // plain HTTP on the transparent listener (target_ is fixed)
