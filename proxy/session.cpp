@@ -950,6 +950,23 @@ private:
 
   // --- deciding -----------------------------------------------------------------------
 
+  /// decision_.reason names the request's URL, whose query may carry a credential (an
+  /// access_token parameter): the log, which never carries one, shows it without the query.
+  /// The agent's 403 body and the audit record (redacted) keep the whole reason.
+  std::string loggable_reason() const {
+    std::string reason = decision_.reason;
+    if (req_.query.empty()) {
+      return reason;
+    }
+    const std::string url = req_.url();
+    const std::string shown = url.substr(0, url.find('?')) + "?...";
+    for (auto at = reason.find(url); at != std::string::npos; at = reason.find(url, at)) {
+      reason.replace(at, url.size(), shown);
+      at += shown.size();
+    }
+    return reason;
+  }
+
   void decide() {
     policy::Mode mode = ctx_->mode.load();
     const auto& kill_switch = ctx_->config->kill_switch_file;
@@ -971,7 +988,7 @@ private:
                {"verdict", policy::to_string(verdict)},
                {"code", decision_.code},
                {"action", decision_.action},
-               {"rule", decision_.reason}});
+               {"rule", loggable_reason()}});
     if (answered) {
       return;
     }

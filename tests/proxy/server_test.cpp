@@ -717,6 +717,28 @@ TEST_F(ProxyTest, FieldsNamedInConnectionAreNeitherJudgedNorForwarded) {
   }
 }
 
+// The decision's reason names the URL; its query may carry a credential, which the
+// stderr log never does (the 403 body goes to the agent that sent it, and the audit
+// record is redacted).
+TEST_F(ProxyTest, DecisionLogLineLeavesOutTheQuery) {
+  std::string text;
+  {
+    StderrCapture capture{"runwarden_server_test"};
+    auto s = connect();
+    auto res = exchange(s, "GET http://" + up() +
+                               "/other?access_token=SEKRET12345&x=1 HTTP/1.1"
+                               "\r\nHost: " +
+                               up() + "\r\n\r\n");
+    EXPECT_EQ(res.result_int(), 403u);
+    EXPECT_NE(res.body().find("SEKRET12345"), std::string::npos); // the agent's own URL
+    flush_log();
+    text = capture.text();
+  }
+  EXPECT_NE(text.find("code=unmatched"), std::string::npos) << text;
+  EXPECT_NE(text.find("/other?..."), std::string::npos) << text;
+  EXPECT_EQ(text.find("SEKRET12345"), std::string::npos) << text;
+}
+
 TEST_F(ProxyTest, ApprovalRequiredIsRefusedUntilHoldsExist) {
   auto s = connect();
   auto res = exchange(s, "POST http://" + up() + "/restart HTTP/1.1\r\nHost: " + up() +
