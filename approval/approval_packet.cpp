@@ -3,6 +3,9 @@
 #include "approval/approvers.hpp"
 #include "approval/crypto.hpp"
 #include "approval/display.hpp"
+#include "policy/ascii.hpp"
+
+#include <algorithm>
 
 namespace runwarden::approval {
 
@@ -25,14 +28,107 @@ std::size_t safe_cut(std::string_view text, std::size_t limit) {
   return cut;
 }
 
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), policy::ascii_lower);
+  return out;
+}
+
+/// The lower-cased tokens of a Connection or Proxy-Connection value (comma-separated).
+void connection_tokens(std::string_view value, std::vector<std::string>& out) {
+  while (!value.empty()) {
+    const auto comma = value.find(',');
+    const std::string_view token = policy::trim_ows(value.substr(0, comma));
+    if (!token.empty()) {
+      out.push_back(lower(token));
+    }
+    if (comma == std::string_view::npos) {
+      break;
+    }
+    value.remove_prefix(comma + 1);
+  }
+}
+
+/// "<decimal length>:<bytes>": no choice of bytes in one piece can be read as the next.
+void append_counted(std::string& out, std::string_view piece) {
+  out.append(std::to_string(piece.size())).push_back(':');
+  out.append(piece);
+}
+
+/// 256 random bits drawn once per process; nullopt if the CSPRNG failed.
+std::optional<std::string_view> digest_key() {
+  static const std::optional<std::string> key = []() -> std::optional<std::string> {
+    std::string k(32, '\0');
+    if (!random_bytes(reinterpret_cast<unsigned char*>(k.data()), k.size())) {
+      return std::nullopt;
+    }
+    return k;
+  }();
+  if (!key) {
+    return std::nullopt;
+  }
+  return std::string_view(*key);
+}
+
 } // namespace
 
-std::string request_digest(std::string_view method, std::string_view url,
-                           std::string_view body_sha256_hex) {
-  std::string line;
-  line.reserve(method.size() + url.size() + body_sha256_hex.size() + 2);
-  line.append(method).append(" ").append(url).append("\n").append(body_sha256_hex);
-  return sha256_hex(line);
+bool digest_covers_header(std::string_view name,
+                          const std::vector<std::string>& connection_tokens) {
+  static constexpr std::string_view kLeftOut[] = {
+      // hop-by-hop (RFC 9110 §7.6.1 and the proxy-specific ones proxy/wire_head drops)
+      "connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding",
+      "upgrade", "proxy-authorization", "proxy-authenticate",
+      // rebuilt or dropped by the proxy: the URL and the body digest cover what they carry
+      "host", "content-length", "expect",
+      // W3C trace context: new on every attempt
+      "traceparent", "tracestate"};
+  for (const auto n : kLeftOut) {
+    if (policy::iequals(name, n)) {
+      return false;
+    }
+  }
+  if (name.size() >= 10 && policy::iequals(name.substr(0, 10), "runwarden-")) {
+    return false;
+  }
+  for (const auto& t : connection_tokens) {
+    if (policy::iequals(name, t)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string request_digest(const policy::Request& request, std::string_view body_sha256_hex) {
+  std::vector<std::string> tokens;
+  for (const auto& h : request.headers) {
+    if (policy::iequals(h.name, "connection") || policy::iequals(h.name, "proxy-connection")) {
+      connection_tokens(h.value, tokens);
+    }
+  }
+  std::vector<std::pair<std::string, std::string_view>> fields; // lower-case name, value
+  fields.reserve(request.headers.size());
+  for (const auto& h : request.headers) {
+    if (digest_covers_header(h.name, tokens)) {
+      fields.emplace_back(lower(h.name), h.value);
+    }
+  }
+  // By name only: repeated values of one name keep the order they were sent in.
+  std::stable_sort(fields.begin(), fields.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string text = "runwarden-approval-digest-v2\n";
+  append_counted(text, request.method);
+  append_counted(text, request.url());
+  append_counted(text, body_sha256_hex);
+  for (const auto& [name, value] : fields) {
+    append_counted(text, name);
+    append_counted(text, value);
+  }
+  const std::optional<std::string_view> key = digest_key();
+  if (!key) {
+    return {};
+  }
+  const Sha256 mac = hmac_sha256(*key, text);
+  return to_hex(mac.data(), mac.size());
 }
 
 ApprovalPacket build_packet(const PacketInput& input, const PacketRedactor& redactor,
@@ -84,7 +180,7 @@ ApprovalPacket build_packet(const PacketInput& input, const PacketRedactor& reda
     p.request.body = escape_display(std::string_view(redacted).substr(0, cut), true);
     p.request.body_truncated =
         cut < redacted.size() || !r->body_complete || p.request.body_bytes > r->body.size();
-    p.digest = request_digest(r->method, url, p.request.body_sha256);
+    p.digest = request_digest(*r, p.request.body_sha256);
   }
   p.history = input.history;
   for (auto& call : p.history) {

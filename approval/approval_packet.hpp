@@ -51,7 +51,8 @@ struct ApprovalPacket {
   std::chrono::milliseconds timeout{0};
   std::optional<std::chrono::milliseconds> wait; // hold-then-defer
   PacketRequest request;
-  /// Grant key component: SHA-256 over method, canonical URL and body SHA-256.
+  /// Grant key component: `request_digest` (method, canonical URL, body SHA-256, the
+  /// forwarded headers).
   std::string digest;
   std::vector<CallRecord> history; // the run's earlier calls, oldest first
   WallTime created{};
@@ -82,10 +83,30 @@ struct PacketOptions {
 ApprovalPacket build_packet(const PacketInput& input, const PacketRedactor& redactor,
                             const PacketOptions& options, const Clock& clock);
 
-/// The key a single-use grant is stored under: hex SHA-256 of
-/// "METHOD SP canonical-url LF body-sha256-hex". The proxy computes the same digest for
-/// a request that comes back after an approval_pending answer.
-std::string request_digest(std::string_view method, std::string_view url,
-                           std::string_view body_sha256_hex);
+/// Whether a request field is part of the approval digest. An approval releases exactly
+/// the payload that was shown (DESIGN §5), so every field the proxy forwards is in: a
+/// grant for a read-only Authorization must not release the same body sent with an
+/// admin token or an X-HTTP-Method-Override. Out are only fields that are not forwarded
+/// or not the client's to fix: hop-by-hop fields (RFC 9110 §7.6.1, as proxy/wire_head),
+/// fields named in Connection or Proxy-Connection (`connection_tokens`, lower-case),
+/// Runwarden-* (consumed by the proxy), Host (rebuilt from the canonical URL, which the
+/// digest covers), Content-Length (follows the body) and Expect (not forwarded), and
+/// traceparent/tracestate (W3C trace context: a new span id on every attempt by design,
+/// so an identical retry would otherwise never match its grant).
+bool digest_covers_header(std::string_view name, const std::vector<std::string>& connection_tokens);
+
+/// The key a single-use grant is stored under, computed the same way at hold time
+/// (`build_packet`) and when a request comes back after an approval_pending answer.
+/// Covers the method, the canonical URL, `body_sha256_hex` (over the exact bytes an
+/// approval releases) and every field `digest_covers_header` keeps: names compared
+/// case-insensitively, fields ordered by name so the order of different names does not
+/// matter, while repeated values of one name keep their order (it can change their
+/// meaning). Keyed with a random per-process secret (HMAC-SHA256): the digest is shown in
+/// the packet, the audit log and webhooks, and it covers values the packet redacts
+/// (Authorization), so a plain hash would let anyone holding the log test guesses of a
+/// weak credential offline. Grants and deferred holds never outlive the process, so
+/// nothing needs the digest to be stable across restarts. Empty if the CSPRNG failed;
+/// an empty digest never matches a grant or a deferred hold.
+std::string request_digest(const policy::Request& request, std::string_view body_sha256_hex);
 
 } // namespace runwarden::approval

@@ -2,6 +2,7 @@
 
 #include "policy/hex.hpp"
 
+#include <limits>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -62,6 +63,11 @@ std::optional<Sha256> sha256_from_hex(std::string_view hex) {
 
 bool digest_equal(const Sha256& a, const Sha256& b) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool random_bytes(unsigned char* out, std::size_t size) {
+  return size <= static_cast<std::size_t>(std::numeric_limits<int>::max()) &&
+         RAND_bytes(out, static_cast<int>(size)) == 1;
 }
 
 std::string random_id(std::string_view prefix) {

@@ -33,4 +33,8 @@ bool digest_equal(const Sha256& a, const Sha256& b);
 /// fall back to a guessable id.
 std::string random_id(std::string_view prefix);
 
+/// Fills `size` bytes from the CSPRNG (RAND_bytes); false if it failed (out is then
+/// not to be used).
+bool random_bytes(unsigned char* out, std::size_t size);
+
 } // namespace runwarden::approval

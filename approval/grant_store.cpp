@@ -29,6 +29,9 @@ void erase_expiry(std::multimap<SteadyTime, std::string>& expiry, SteadyTime whe
 
 void GrantStore::add(std::string_view run, std::string_view digest, std::string approval_id,
                      std::string by, SteadyTime now) {
+  if (digest.empty()) {
+    return; // no digest (the CSPRNG failed): a grant under it would match anything
+  }
   std::lock_guard lock(mutex_);
   const std::string k = key(run, digest);
   const SteadyTime expires = now + ttl_;
@@ -49,6 +52,9 @@ void GrantStore::add(std::string_view run, std::string_view digest, std::string 
 
 std::optional<Grant> GrantStore::take(std::string_view run, std::string_view digest,
                                       SteadyTime now) {
+  if (digest.empty()) {
+    return std::nullopt;
+  }
   std::lock_guard lock(mutex_);
   const std::string k = key(run, digest);
   auto [lo, hi] = grants_.equal_range(k);

@@ -30,7 +30,8 @@ public:
   /// (the agent then asks again: fail closed).
   void add(std::string_view run, std::string_view digest, std::string approval_id, std::string by,
            SteadyTime now);
-  /// Consumes the grant for exactly this run and digest, if one is live at `now`.
+  /// Consumes the grant for exactly this run and digest, if one is live at `now`. An
+  /// empty digest (no digest could be made) is never stored and never matches.
   std::optional<Grant> take(std::string_view run, std::string_view digest, SteadyTime now);
   /// Drops expired grants.
   void purge(SteadyTime now);

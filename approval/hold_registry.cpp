@@ -383,6 +383,9 @@ std::optional<Grant> HoldRegistry::take_grant(std::string_view run, std::string_
 
 std::optional<HoldView> HoldRegistry::find_deferred(std::string_view run,
                                                     std::string_view digest) const {
+  if (digest.empty()) {
+    return std::nullopt; // no digest: it would match every other request without one
+  }
   std::lock_guard lock(mutex_);
   const auto it = deferred_by_key_.find(grant_key(escape_display(run), digest));
   if (it == deferred_by_key_.end()) {

@@ -216,8 +216,7 @@ void ApprovalGate::forget_request(const std::string& request_id) {
 void ApprovalGate::hold(HoldRequest request, HoldDone done) {
   const policy::Request& req = request.request;
   const std::string body_sha = approval::sha256_hex(req.body);
-  const std::string url = req.url();
-  const std::string digest = approval::request_digest(req.method, url, body_sha);
+  const std::string digest = approval::request_digest(req, body_sha);
 
   // A run that was told approval_pending comes back: an approval left a single-use grant.
   if (auto grant = registry_.take_grant(request.run, digest)) {

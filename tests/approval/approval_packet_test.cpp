@@ -93,8 +93,11 @@ TEST(ApprovalPacket, CarriesEverythingTheApproverMustSee) {
   EXPECT_TRUE(p.request.host_punycode);
   // The digest is over the exact, unredacted bytes that an approval releases.
   EXPECT_EQ(p.request.body_sha256, sha256_hex(f.request.body));
-  EXPECT_EQ(p.digest, request_digest("POST", "https://api.xn--strpe-9ua.com/v1/refunds",
-                                     sha256_hex(f.request.body)));
+  EXPECT_EQ(p.digest, request_digest(f.request, sha256_hex(f.request.body)));
+  // ... including the headers the packet shows redacted.
+  policy::Request other_token = f.request;
+  other_token.headers[0].value = "Bearer sk_live_other";
+  EXPECT_NE(p.digest, request_digest(other_token, sha256_hex(f.request.body)));
   EXPECT_EQ(p.request.body, R"({"amount":500,"card":"[REDACTED:card]"})");
   EXPECT_FALSE(p.request.body_truncated);
   ASSERT_EQ(p.request.headers.size(), 3u);
@@ -165,11 +168,25 @@ TEST(ApprovalPacket, UnmatchedEscalationHasNoActionButAReason) {
 }
 
 TEST(ApprovalPacket, DigestSeparatesMethodUrlAndBody) {
-  const auto a = request_digest("POST", "https://h/p", sha256_hex("x"));
-  EXPECT_NE(a, request_digest("PUT", "https://h/p", sha256_hex("x")));
-  EXPECT_NE(a, request_digest("POST", "https://h/q", sha256_hex("x")));
-  EXPECT_NE(a, request_digest("POST", "https://h/p", sha256_hex("y")));
-  EXPECT_EQ(a, request_digest("POST", "https://h/p", sha256_hex("x")));
+  policy::Request r;
+  r.scheme = "https";
+  r.host = "h";
+  r.port = 443;
+  r.method = "POST";
+  r.path = "/p";
+  const auto a = request_digest(r, sha256_hex("x"));
+  EXPECT_EQ(a.size(), 64u);
+  EXPECT_EQ(a, request_digest(r, sha256_hex("x")));
+  EXPECT_NE(a, request_digest(r, sha256_hex("y")));
+  policy::Request put = r;
+  put.method = "PUT";
+  EXPECT_NE(a, request_digest(put, sha256_hex("x")));
+  policy::Request q = r;
+  q.path = "/q";
+  EXPECT_NE(a, request_digest(q, sha256_hex("x")));
+  policy::Request query = r;
+  query.query = "a=1";
+  EXPECT_NE(a, request_digest(query, sha256_hex("x")));
 }
 
 } // namespace
