@@ -1953,6 +1953,47 @@ private:
       }
     }
     relay_last_ = last;
+    if (last) {
+      record_then_send(n);
+      return;
+    }
+    send_relay(n);
+  }
+
+  /// DESIGN §6: a request's record is written before its response completes to the agent.
+  /// The last piece (the whole response, when it came in one read) waits for the record;
+  /// if the audit log fails the agent never gets it (see abort_unrecorded). The pieces stay
+  /// in relay_bufs_, relay_buf_ and chunk_line_, which nothing touches until they are sent.
+  void record_then_send(std::size_t n) {
+    disarm();
+    record_final(outcome_, decision_.code, decision_.reason,
+                 [self = this->shared_from_this(), n](std::error_code ec) {
+                   self->on_session_thread([self, ec, n] {
+                     if (ec) {
+                       self->abort_unrecorded(ec);
+                       return;
+                     }
+                     self->send_relay(n);
+                   });
+                 });
+  }
+
+  /// The exchange's record could not be written: the response does not complete. The
+  /// connection is reset (not closed cleanly), so an agent reading a close-delimited body
+  /// sees an error, not its end; the upstream connection is not reused.
+  void abort_unrecorded(std::error_code ec) {
+    log_event(LogLevel::error, "audit_failed", conn_.id, req_id_,
+              {{"error", ec.message()}, {"effect", "response not completed"}});
+    rparser_.reset();
+    up_.reset();
+    release_in_flight();
+    beast::error_code ignored;
+    lowest().socket().set_option(net::socket_base::linger(true, 0), ignored);
+    lowest().socket().close(ignored);
+  }
+
+  void send_relay(std::size_t n) {
+    auto& bufs = relay_bufs_;
     if (n == 0) {
       on_relay_written({}, 0); // nothing left to send (a close-delimited body's end)
       return;
@@ -1972,7 +2013,7 @@ private:
   void on_relay_written(beast::error_code ec, std::size_t) {
     ec = timed_out(ec);
     if (ec) {
-      relay_failed("client_gone", ec);
+      relay_failed("client_gone", ec, relay_last_); // the last piece: already recorded
       return;
     }
     if (relay_last_) {
@@ -2010,8 +2051,8 @@ private:
     }
   }
 
-  void record_final(const std::string& outcome, const std::string& code,
-                    const std::string& reason) {
+  void record_final(const std::string& outcome, const std::string& code, const std::string& reason,
+                    audit::Completion done = {}) {
     if (exchange_ready_) {
       exchange_.outcome = outcome;
       exchange_.code = code;
@@ -2032,7 +2073,7 @@ private:
     ex.response = std::move(resp_info_); // comes back with its storage (audit_then_forward)
     resp_info_.headers.clear();          // moved from: made definite
     clear_response();
-    ctx_->audit->record(ex, true, audit_failure_logger());
+    ctx_->audit->record(ex, true, done ? std::move(done) : audit_failure_logger());
     // Written: the bodies go now, so an idle keep-alive connection holds neither the agent's
     // payload nor, after a large upload, its buffer until the next request (the reused
     // record keeps string capacity, and inspected bodies reach limits.inspect_body_bytes).
@@ -2057,11 +2098,13 @@ private:
     }
     up_.reset();
     rparser_.reset();
-    if (log_enabled(LogLevel::info)) {
+    if (log_enabled(LogLevel::info) && exchange_.response) {
+      // The record (record_then_send) holds the response's status and length now.
       char status[12];
       char bytes[24];
-      auto status_end = std::to_chars(status, status + sizeof status, resp_info_.status).ptr;
-      auto bytes_end = std::to_chars(bytes, bytes + sizeof bytes, resp_info_.bytes).ptr;
+      auto status_end =
+          std::to_chars(status, status + sizeof status, exchange_.response->status).ptr;
+      auto bytes_end = std::to_chars(bytes, bytes + sizeof bytes, exchange_.response->bytes).ptr;
       log_event(
           LogLevel::info, "response", conn_.id, req_id_,
           {{"run", run_},
@@ -2075,7 +2118,6 @@ private:
            {"reused", reusable ? "yes" : "no"},
            {"pooled_upstream", reused_ ? "yes" : "no"}});
     }
-    record_final(outcome_, decision_.code, decision_.reason);
     if (ctx_->metrics) {
       ctx_->metrics->upstream_seconds.observe({}, upstream_ms_ / 1000.0);
       ctx_->metrics->request_seconds.observe({outcome_}, ms_since(started_) / 1000.0);
@@ -2091,7 +2133,7 @@ private:
 
   /// Mid-stream failure: the status line is already out, so the only honest signal left
   /// is closing the connection.
-  void relay_failed(const std::string& outcome, beast::error_code ec) {
+  void relay_failed(const std::string& outcome, beast::error_code ec, bool recorded = false) {
     disarm();
     log_event(LogLevel::warn, "relay_failed", conn_.id, req_id_,
               {{"outcome", outcome}, {"error", ec.message()}});
@@ -2100,7 +2142,9 @@ private:
     }
     rparser_.reset();
     up_.reset();
-    record_final(outcome, outcome, "response relay failed: " + ec.message());
+    if (!recorded) {
+      record_final(outcome, outcome, "response relay failed: " + ec.message());
+    }
     release_in_flight();
     beast::error_code ignored;
     lowest().socket().close(ignored);
