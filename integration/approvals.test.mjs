@@ -366,6 +366,44 @@ describe("holds and approvals", () => {
     assert.equal(arrivals(run).length, 0);
   });
 
+  test("read_only entered while held: a later approval releases nothing (paused ends the hold at once)", async () => {
+    try {
+      const run = runId("mode-read-only");
+      const pending = agentPost("/restart", run, "{\"m\":1}");
+      const hold = await pendingOf(run);
+      const m = await admin("POST", "/v1/mode", { body: JSON.stringify({ mode: "read_only" }) });
+      assert.equal(m.status, 200, m.text);
+      const ok = await admin("POST", `/v1/approvals/${hold.id}/approve`);
+      assert.equal(ok.status, 200, ok.text);
+      const res = await pending;
+      assert.equal(res.status, 403, res.body);
+      const j = JSON.parse(res.body.slice(res.body.indexOf("{")));
+      assert.equal(j.error, "denied_by_runbook", res.body);
+      assert.equal(j.code, "read_only_mode", res.body);
+      assert.equal(j.approval_id, hold.id);
+      await sleep(100);
+      assert.equal(arrivals(run).length, 0, "nothing may be forwarded");
+      const ex = await waitExchange(run);
+      assert.equal(ex.length, 1);
+      assert.equal(ex[0].outcome, "denied");
+      assert.equal(ex[0].approval.id, hold.id);
+
+      // Paused: entering it ends the pending hold; approving afterwards changes nothing.
+      assert.equal((await admin("POST", "/v1/mode", { body: JSON.stringify({ mode: "normal" }) })).status, 200);
+      const run2 = runId("mode-paused");
+      const pending2 = agentPost("/restart", run2, "{\"m\":2}");
+      const hold2 = await pendingOf(run2);
+      assert.equal((await admin("POST", "/v1/mode", { body: JSON.stringify({ mode: "paused" }) })).status, 200);
+      assert.equal((await admin("POST", `/v1/approvals/${hold2.id}/approve`)).status, 409);
+      const res2 = await pending2;
+      assert.notEqual(res2.status, 200, res2.body);
+      await sleep(100);
+      assert.equal(arrivals(run2).length, 0, "nothing may be forwarded");
+    } finally {
+      await admin("POST", "/v1/mode", { body: JSON.stringify({ mode: "normal" }) }).catch(() => {});
+    }
+  });
+
   test("client disconnect abandons the hold: a later approve is 409 and nothing is forwarded", async () => {
     const run = runId("gone");
     const pending = agentPost("/restart", run, "{\"g\":1}", ["--max-time", "1"]);

@@ -967,14 +967,19 @@ private:
     return reason;
   }
 
-  void decide() {
+  /// The mode now: the admin's, or paused while the config's kill_switch_file exists.
+  policy::Mode effective_mode() const {
     policy::Mode mode = ctx_->mode.load();
     const auto& kill_switch = ctx_->config->kill_switch_file;
     std::error_code fs_ec;
     if (!kill_switch.empty() && std::filesystem::exists(kill_switch, fs_ec)) {
-      mode = policy::Mode::paused; // its presence means paused (config kill_switch_file)
+      mode = policy::Mode::paused;
     }
-    decision_ = policy_->engine->decide(req_, runbook_, mode);
+    return mode;
+  }
+
+  void decide() {
+    decision_ = policy_->engine->decide(req_, runbook_, effective_mode());
     policy::Verdict verdict = decision_.verdict;
     bool answered = enforce_operations(); // a killed run or a budget may refuse it
     // One info line per forwarded request: its "response" line (response_done) carries the
@@ -1190,6 +1195,27 @@ private:
       return;
     }
     if (result.approved) {
+      // The mode may have changed while the request waited: an approval given for normal
+      // operation does not override read_only, a pause or the kill switch that came since.
+      if (policy::Mode mode = effective_mode(); mode != policy::Mode::normal) {
+        policy::Decision now = policy_->engine->decide(req_, runbook_, mode);
+        if (now.verdict == policy::Verdict::paused) {
+          finish_refusal(http::status::service_unavailable,
+                         error_body("runwarden_paused", now.reason, req_id_), "paused",
+                         "runwarden_paused", now.reason, false);
+          return;
+        }
+        if (now.verdict == policy::Verdict::deny) {
+          // Answered as the same request sent now would be (error denied_by_runbook, code
+          // read_only_mode), with the approval id.
+          decision_.verdict = now.verdict;
+          decision_.code = now.code;
+          decision_.reason = now.reason;
+          approval_id_ = result.approval_id;
+          refuse_decision(now.code.empty() ? "denied_by_runbook" : now.code, now.reason, "denied");
+          return;
+        }
+      }
       audit_then_forward("approved_forwarded");
       return;
     }
