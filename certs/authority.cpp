@@ -37,7 +37,6 @@ using GenNamesPtr = Ptr<GENERAL_NAMES, GENERAL_NAMES_free>;
 using GenNamePtr = Ptr<GENERAL_NAME, GENERAL_NAME_free>;
 using Asn1OctetPtr = Ptr<ASN1_OCTET_STRING, ASN1_OCTET_STRING_free>;
 
-constexpr long leaf_lifetime_seconds = 7L * 24 * 3600;
 constexpr long backdate_seconds = 3600;
 constexpr int max_ca_days = 36500;
 
@@ -115,6 +114,38 @@ T* read_pem(const std::filesystem::path& path, Reader reader, const char* what) 
     throw std::runtime_error(path.string() + ": " + openssl_error(std::string("no PEM ") + what));
   }
   return obj;
+}
+
+/// An ASN.1 time as seconds since the epoch; false if OpenSSL cannot read it.
+bool to_time_t(const ASN1_TIME* t, std::time_t* out) {
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) {
+    ERR_clear_error();
+    return false;
+  }
+  *out = ::timegm(&tm);
+  return true;
+}
+
+/// "2026-11-22T07:13:15Z", for reasons an operator reads.
+std::string format_utc(std::time_t t) {
+  std::tm tm{};
+  char buf[32];
+  if (::gmtime_r(&t, &tm) == nullptr ||
+      std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    return std::to_string(t);
+  }
+  return buf;
+}
+
+/// The CA's common name (or its whole subject), to name it in an error.
+std::string subject_of(X509* cert) {
+  char cn[256] = {};
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0) {
+    return cn;
+  }
+  ERR_clear_error();
+  return "(no CN)";
 }
 
 enum class HostKind : std::uint8_t { dns, ip };
@@ -201,9 +232,11 @@ Leaf::~Leaf() {
   EVP_PKEY_free(key);
 }
 
-Authority::Authority(X509* ca_cert, EVP_PKEY* ca_key, EVP_PKEY* leaf_key, std::size_t capacity)
+Authority::Authority(X509* ca_cert, EVP_PKEY* ca_key, EVP_PKEY* leaf_key, std::size_t capacity,
+                     Clock clock, std::time_t ca_not_after)
     : ca_cert_(ca_cert), ca_key_(ca_key), leaf_key_(leaf_key),
-      capacity_(capacity == 0 ? 1 : capacity), stats_{} {}
+      capacity_(capacity == 0 ? 1 : capacity), clock_(std::move(clock)),
+      ca_not_after_(ca_not_after), stats_{} {}
 
 Authority::~Authority() {
   X509_free(ca_cert_);
@@ -215,6 +248,10 @@ X509* Authority::certificate() const {
   return ca_cert_;
 }
 
+std::time_t Authority::ca_not_after() const {
+  return ca_not_after_;
+}
+
 Authority::Stats Authority::stats() const {
   std::lock_guard lock{mutex_};
   return stats_;
@@ -222,7 +259,15 @@ Authority::Stats Authority::stats() const {
 
 std::shared_ptr<Authority> Authority::load(const std::filesystem::path& cert,
                                            const std::filesystem::path& key,
-                                           std::size_t cache_capacity) {
+                                           std::size_t cache_capacity, Clock clock) {
+  // An unset path would otherwise read ": cannot open certificate" with nothing to go on.
+  if (cert.empty()) {
+    throw std::runtime_error("no CA certificate given (tls.ca_cert is not set; "
+                             "`runwarden ca init DIR` creates DIR/ca.pem and DIR/ca.key)");
+  }
+  if (key.empty()) {
+    throw std::runtime_error("no CA private key given (tls.ca_key is not set)");
+  }
   X509Ptr ca{read_pem<X509>(
       cert, [](std::FILE* f) { return PEM_read_X509(f, nullptr, nullptr, nullptr); },
       "certificate")};
@@ -256,15 +301,22 @@ std::shared_ptr<Authority> Authority::load(const std::filesystem::path& cert,
     throw std::runtime_error(key.string() + ": private key does not match CA certificate " +
                              cert.string());
   }
-  if (X509_cmp_current_time(X509_get0_notAfter(ca.get())) <= 0) {
-    throw std::runtime_error(cert.string() + ": CA certificate has expired");
+  std::time_t not_after = 0;
+  if (!to_time_t(X509_get0_notAfter(ca.get()), &not_after)) {
+    throw std::runtime_error(cert.string() + ": cannot read the CA certificate's notAfter");
+  }
+  const std::time_t now = clock ? clock() : std::time(nullptr);
+  if (now >= not_after) {
+    throw std::runtime_error(cert.string() + ": CA certificate has expired (notAfter " +
+                             format_utc(not_after) + ")");
   }
   PkeyPtr leaf_key = generate_p256();
   if (!leaf_key) {
     throw std::runtime_error(openssl_error("cannot generate leaf key"));
   }
-  return std::shared_ptr<Authority>(
-      new Authority(ca.release(), ca_key.release(), leaf_key.release(), cache_capacity));
+  return std::shared_ptr<Authority>(new Authority(ca.release(), ca_key.release(),
+                                                  leaf_key.release(), cache_capacity,
+                                                  std::move(clock), not_after));
 }
 
 void Authority::create(const std::filesystem::path& dir, const std::string& common_name, int days) {
@@ -340,19 +392,28 @@ void Authority::create(const std::filesystem::path& dir, const std::string& comm
 
 std::shared_ptr<const Leaf> Authority::leaf(std::string_view host, std::string* error) {
   std::string key{host};
+  const std::time_t now = clock_ ? clock_() : std::time(nullptr);
+  Minted stale; // a cached leaf due for renewal
   {
     std::lock_guard lock{mutex_};
     auto it = index_.find(key);
     if (it != index_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second);
-      ++stats_.hits;
-      return it->second->second;
+      if (now < it->second->minted.renew_at) {
+        ++stats_.hits;
+        return it->second->minted.leaf;
+      }
+      stale = it->second->minted;
+      ++stats_.renewals;
     }
     ++stats_.misses;
   }
   std::string reason;
-  auto minted = mint(key, &reason);
-  if (!minted) {
+  Minted minted = mint(key, now, &reason);
+  if (!minted.leaf) {
+    if (stale.leaf && now < stale.not_after) {
+      return stale.leaf; // still valid: serve it, and try again on the next hit
+    }
     if (error != nullptr) {
       *error = reason;
     }
@@ -361,38 +422,54 @@ std::shared_ptr<const Leaf> Authority::leaf(std::string_view host, std::string* 
   std::lock_guard lock{mutex_};
   auto it = index_.find(key);
   if (it != index_.end()) {
-    // Another thread minted the same host meanwhile: serve one certificate per host.
     lru_.splice(lru_.begin(), lru_, it->second);
-    return it->second->second;
+    if (now < it->second->minted.renew_at) {
+      // Another thread minted or renewed the same host meanwhile: one certificate per host.
+      return it->second->minted.leaf;
+    }
+    it->second->minted = minted;
+    return minted.leaf;
   }
-  lru_.emplace_front(key, minted);
+  lru_.push_front(Entry{key, minted});
   index_.emplace(std::move(key), lru_.begin());
   while (lru_.size() > capacity_) {
-    index_.erase(lru_.back().first);
+    index_.erase(lru_.back().host);
     lru_.pop_back();
     ++stats_.evictions;
   }
-  return minted;
+  return minted.leaf;
 }
 
-std::shared_ptr<const Leaf> Authority::mint(const std::string& host, std::string* error) const {
+Authority::Minted Authority::mint(const std::string& host, std::time_t now,
+                                  std::string* error) const {
   HostKind kind = HostKind::dns;
   std::string name = classify_host(host, &kind, error);
   if (name.empty()) {
-    return nullptr;
+    return {};
+  }
+  if (now >= ca_not_after_) {
+    // Every leaf would be expired on arrival: say why interception stopped.
+    *error = "CA certificate \"" + subject_of(ca_cert_) + "\" expired at " +
+             format_utc(ca_not_after_) + "; cannot mint a certificate for " + host +
+             " (replace tls.ca_cert and tls.ca_key, e.g. `runwarden ca init`, and restart)";
+    return {};
   }
   X509Ptr cert{X509_new()};
   if (!cert) {
     *error = openssl_error("X509_new");
-    return nullptr;
+    return {};
   }
+  Minted out;
+  // Never outlive the issuer: a leaf past its CA's expiry would not verify anyway.
+  const bool cut_by_ca = now + leaf_lifetime_seconds >= ca_not_after_;
+  out.not_after = cut_by_ca ? ca_not_after_ : now + leaf_lifetime_seconds;
+  // A leaf cut short by the CA is not renewed early: a new one would end at the same time.
+  out.renew_at = cut_by_ca ? out.not_after : out.not_after - leaf_renew_before_seconds;
+  std::time_t at = now;
   bool ok = X509_set_version(cert.get(), X509_VERSION_3) == 1 && set_random_serial(cert.get());
-  ok = ok && X509_gmtime_adj(X509_getm_notBefore(cert.get()), -backdate_seconds) != nullptr;
-  ok = ok && X509_gmtime_adj(X509_getm_notAfter(cert.get()), leaf_lifetime_seconds) != nullptr;
-  if (ok && ASN1_TIME_compare(X509_get0_notAfter(cert.get()), X509_get0_notAfter(ca_cert_)) > 0) {
-    // Never outlive the issuer: a leaf past its CA's expiry would not verify anyway.
-    ok = X509_set1_notAfter(cert.get(), X509_get0_notAfter(ca_cert_)) == 1;
-  }
+  ok = ok && X509_time_adj(X509_getm_notBefore(cert.get()), -backdate_seconds, &at) != nullptr;
+  at = out.not_after;
+  ok = ok && X509_time_adj(X509_getm_notAfter(cert.get()), 0, &at) != nullptr;
   NamePtr subject{X509_NAME_new()};
   ok = ok && subject != nullptr;
   if (ok && host.size() <= 64) { // CN is limited to 64 characters (RFC 5280 ub-common-name)
@@ -442,16 +519,17 @@ std::shared_ptr<const Leaf> Authority::mint(const std::string& host, std::string
   ok = ok && X509_sign(cert.get(), ca_key_, digest_for(ca_key_)) > 0;
   if (!ok) {
     *error = openssl_error("cannot mint certificate for " + host);
-    return nullptr;
+    return {};
   }
   if (EVP_PKEY_up_ref(leaf_key_) != 1) {
     *error = openssl_error("EVP_PKEY_up_ref");
-    return nullptr;
+    return {};
   }
   auto leaf = std::make_shared<Leaf>();
   leaf->cert = cert.release();
   leaf->key = leaf_key_;
-  return leaf;
+  out.leaf = std::move(leaf);
+  return out;
 }
 
 } // namespace runwarden::certs

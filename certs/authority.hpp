@@ -4,7 +4,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <filesystem>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -31,11 +33,26 @@ struct Leaf {
 /// Holds the CA and mints leaves on demand; one instance is shared by every connection.
 class Authority {
 public:
-  /// Loads a CA cert and key (PEM). Throws std::runtime_error with the reason (missing file,
-  /// key does not match the certificate, not a CA, key file readable by group or others).
+  /// Seconds since the epoch. Injectable so tests can move time across a leaf's validity;
+  /// empty: std::time.
+  using Clock = std::function<std::time_t()>;
+
+  /// How long a minted leaf is valid (it is backdated one hour besides, for clients whose
+  /// clock runs behind), unless the CA expires first: a leaf never outlives its issuer.
+  static constexpr std::time_t leaf_lifetime_seconds = 7L * 24 * 3600;
+  /// A cache hit re-mints a leaf with less than this left (a quarter of its lifetime, 42 h).
+  /// More than a day, so a client whose clock runs up to a day ahead of ours never sees an
+  /// expired leaf, and a long-lived connection that handshook just before the renewal
+  /// still has more than a day; small enough that a busy host is re-minted only about
+  /// every 5 days (one ECDSA signature).
+  static constexpr std::time_t leaf_renew_before_seconds = leaf_lifetime_seconds / 4;
+
+  /// Loads a CA cert and key (PEM). Throws std::runtime_error with the reason (a path not
+  /// set, named by its config key; missing file, key does not match the certificate, not a
+  /// CA, CA expired, key file readable by group or others).
   static std::shared_ptr<Authority> load(const std::filesystem::path& cert,
                                          const std::filesystem::path& key,
-                                         std::size_t cache_capacity = 10000);
+                                         std::size_t cache_capacity = 10000, Clock clock = {});
 
   /// Creates DIR/ca.pem and DIR/ca.key (0600): ECDSA P-256, basicConstraints critical
   /// CA:TRUE pathlen:0, keyUsage critical keyCertSign+cRLSign, SKI. Refuses to overwrite.
@@ -48,9 +65,17 @@ public:
   ~Authority();
 
   /// The leaf for a canonical host (DNS name or IP literal, IPv6 in brackets) from an LRU
-  /// cache; mints on a miss. Thread-safe; minting happens outside the cache lock so one slow
-  /// mint never blocks other connections. Returns nullptr and sets *error on failure.
+  /// cache; mints on a miss, and re-mints on a hit when the cached leaf is due for renewal
+  /// (`leaf_renew_before_seconds`; a leaf cut short by the CA's own expiry is not renewed,
+  /// a new one could not live longer). Thread-safe; minting happens outside the cache lock
+  /// so one slow mint never blocks other connections. Returns nullptr and sets *error on
+  /// failure, e.g. "CA certificate ... expired at ...; replace tls.ca_cert" once the CA has
+  /// expired. A renewal that fails while the cached leaf is still valid serves that leaf.
   std::shared_ptr<const Leaf> leaf(std::string_view host, std::string* error);
+
+  /// When the CA certificate stops being valid (seconds since the epoch), so start-up and
+  /// `check` can warn before interception starts failing.
+  std::time_t ca_not_after() const;
 
   /// The CA certificate (owned by the Authority), e.g. to append to a served chain.
   X509* certificate() const;
@@ -59,21 +84,34 @@ public:
     std::uint64_t hits = 0;
     std::uint64_t misses = 0;
     std::uint64_t evictions = 0;
+    std::uint64_t renewals = 0; // hits that found the leaf due for renewal (also misses)
   };
   /// Cache counters since load, for metrics.
   Stats stats() const;
 
 private:
-  Authority(X509* ca_cert, EVP_PKEY* ca_key, EVP_PKEY* leaf_key, std::size_t capacity);
+  Authority(X509* ca_cert, EVP_PKEY* ca_key, EVP_PKEY* leaf_key, std::size_t capacity, Clock clock,
+            std::time_t ca_not_after);
 
-  std::shared_ptr<const Leaf> mint(const std::string& host, std::string* error) const;
+  struct Minted {
+    std::shared_ptr<const Leaf> leaf;
+    std::time_t not_after = 0;
+    std::time_t renew_at = 0; // a hit at or after this re-mints
+  };
+  Minted mint(const std::string& host, std::time_t now, std::string* error) const;
 
-  using LruList = std::list<std::pair<std::string, std::shared_ptr<const Leaf>>>;
+  struct Entry {
+    std::string host;
+    Minted minted;
+  };
+  using LruList = std::list<Entry>;
 
   X509* ca_cert_;
   EVP_PKEY* ca_key_;
   EVP_PKEY* leaf_key_;
   std::size_t capacity_;
+  Clock clock_;
+  std::time_t ca_not_after_;
 
   mutable std::mutex mutex_;
   LruList lru_; // front = most recently used

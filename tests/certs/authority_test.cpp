@@ -427,3 +427,127 @@ TEST(AuthorityConcurrency, ParallelLeafCallsAreSafeAndConsistent) {
   EXPECT_EQ(s.hits + s.misses, static_cast<std::uint64_t>(threads * iterations));
   EXPECT_GE(s.misses, 12u);
 }
+
+namespace {
+
+/// verify() at a given time instead of now.
+int verify_at(X509* ca, X509* leaf, const std::string& host, std::time_t at) {
+  X509_STORE* store = X509_STORE_new();
+  X509_STORE_add_cert(store, ca);
+  X509_STORE_CTX* ctx = X509_STORE_CTX_new();
+  X509_STORE_CTX_init(ctx, store, leaf, nullptr);
+  X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx);
+  X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_SSL_SERVER);
+  X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
+  X509_VERIFY_PARAM_set_time(param, at);
+  int ok = X509_verify_cert(ctx);
+  int err = ok == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
+  X509_STORE_CTX_free(ctx);
+  X509_STORE_free(store);
+  return err;
+}
+
+/// A CA valid `days` whose Authority reads the time from `now`.
+struct ClockedAuthority {
+  TempDir dir;
+  std::shared_ptr<std::atomic<std::time_t>> now =
+      std::make_shared<std::atomic<std::time_t>>(std::time(nullptr));
+  std::shared_ptr<Authority> ca;
+  explicit ClockedAuthority(int days) {
+    Authority::create(dir.path(), "clocked CA", days);
+    ca = Authority::load(dir.path() / "ca.pem", dir.path() / "ca.key", 4,
+                         [n = now] { return n->load(); });
+  }
+  void advance(std::time_t seconds) { now->fetch_add(seconds); }
+};
+
+} // namespace
+
+TEST(AuthorityRenewal, AHitReMintsALeafNearItsNotAfter) {
+  ClockedAuthority c(365);
+  std::string error;
+  auto first = c.ca->leaf("a.test", &error);
+  ASSERT_NE(first, nullptr) << error;
+  c.advance(Authority::leaf_lifetime_seconds - Authority::leaf_renew_before_seconds - 1);
+  EXPECT_EQ(c.ca->leaf("a.test", &error).get(), first.get()); // not yet due
+  EXPECT_EQ(c.ca->stats().renewals, 0u);
+
+  c.advance(1);
+  auto renewed = c.ca->leaf("a.test", &error);
+  ASSERT_NE(renewed, nullptr) << error;
+  EXPECT_NE(renewed.get(), first.get());
+  EXPECT_NE(serial_hex(renewed->cert), serial_hex(first->cert));
+  EXPECT_GT(ASN1_TIME_compare(X509_get0_notAfter(renewed->cert), X509_get0_notAfter(first->cert)),
+            0);
+  const auto s = c.ca->stats();
+  EXPECT_EQ(s.renewals, 1u);
+  EXPECT_EQ(s.hits, 1u);
+  EXPECT_EQ(s.misses, 2u);                                      // the first mint and the renewal
+  EXPECT_EQ(c.ca->leaf("a.test", &error).get(), renewed.get()); // cached again
+
+  // Where the old leaf would have failed, the renewed one verifies.
+  const std::time_t later = c.now->load() + Authority::leaf_renew_before_seconds;
+  EXPECT_EQ(verify_at(c.ca->certificate(), first->cert, "a.test", later),
+            X509_V_ERR_CERT_HAS_EXPIRED);
+  EXPECT_EQ(verify_at(c.ca->certificate(), renewed->cert, "a.test", later), X509_V_OK);
+}
+
+TEST(AuthorityRenewal, MonthsOfUptimeNeverServeAnExpiredLeaf) {
+  ClockedAuthority c(365);
+  std::string error;
+  // 120 days in 6-hour steps (480 calls), for two hosts that stay in the cache.
+  for (int step = 0; step < 480; ++step) {
+    for (const std::string host : {"a.test", "b.test"}) {
+      auto leaf = c.ca->leaf(host, &error);
+      ASSERT_NE(leaf, nullptr) << error;
+      ASSERT_EQ(verify_at(c.ca->certificate(), leaf->cert, host, c.now->load()), X509_V_OK)
+          << host << " at step " << step;
+    }
+    c.advance(6 * 3600);
+  }
+  // 120 days / (7 days - 42 h) is about 23 mints per host, not one per call.
+  const auto s = c.ca->stats();
+  EXPECT_GE(s.renewals, 40u);
+  EXPECT_LE(s.renewals, 50u);
+  EXPECT_EQ(s.evictions, 0u);
+}
+
+TEST(AuthorityRenewal, ALeafCutShortByTheCaIsNotReMintedAndAnExpiredCaSaysSo) {
+  ClockedAuthority c(1); // the CA expires before a 7-day leaf would
+  std::string error;
+  auto leaf = c.ca->leaf("a.test", &error);
+  ASSERT_NE(leaf, nullptr) << error;
+  EXPECT_EQ(
+      ASN1_TIME_compare(X509_get0_notAfter(leaf->cert), X509_get0_notAfter(c.ca->certificate())),
+      0);
+  // Within the renewal window, but a new leaf could not live longer: no pointless re-mint.
+  c.advance(20 * 3600);
+  EXPECT_EQ(c.ca->leaf("a.test", &error).get(), leaf.get());
+  EXPECT_EQ(c.ca->stats().renewals, 0u);
+
+  c.now->store(c.ca->ca_not_after());
+  error.clear();
+  EXPECT_EQ(c.ca->leaf("a.test", &error), nullptr);
+  EXPECT_NE(error.find("CA certificate \"clocked CA\" expired at"), std::string::npos) << error;
+  EXPECT_NE(error.find("tls.ca_cert"), std::string::npos) << error;
+  error.clear();
+  EXPECT_EQ(c.ca->leaf("new.test", &error), nullptr); // a miss says the same
+  EXPECT_NE(error.find("expired at"), std::string::npos) << error;
+
+  // Loading a CA that has expired by the clock's time is refused at start-up.
+  const std::time_t expired_at = c.ca->ca_not_after();
+  const std::string why = error_of([&] {
+    Authority::load(c.dir.path() / "ca.pem", c.dir.path() / "ca.key", 4,
+                    [expired_at] { return expired_at + 1; });
+  });
+  EXPECT_NE(why.find("CA certificate has expired (notAfter "), std::string::npos) << why;
+}
+
+TEST(AuthorityLoad, AnUnsetPathNamesTheConfigKey) {
+  TempDir dir;
+  Authority::create(dir.path(), "CA", 10);
+  const std::string no_cert = error_of([&] { Authority::load("", dir.path() / "ca.key"); });
+  EXPECT_NE(no_cert.find("tls.ca_cert is not set"), std::string::npos) << no_cert;
+  const std::string no_key = error_of([&] { Authority::load(dir.path() / "ca.pem", ""); });
+  EXPECT_NE(no_key.find("tls.ca_key is not set"), std::string::npos) << no_key;
+}
