@@ -62,6 +62,16 @@ int run_check(const CheckOptions& o) {
   if (!cfg) {
     return 1;
   }
+  // What serve would refuse at start-up is an error here too, named by its key.
+  const auto missing = config::serve_requirements(*cfg);
+  if (!missing.empty()) {
+    for (const auto& line : missing) {
+      std::cerr << line << "\n";
+    }
+    std::cerr << "runwarden: " << missing.size() << " error" << (missing.size() == 1 ? "" : "s")
+              << " in " << o.config << "\n";
+    return 1;
+  }
   const policy::Runbook* active = cfg->engine->runbook(cfg->active_runbook);
   std::cout << "ok: " << cfg->catalogue->actions.size() << " actions, " << cfg->runbooks.size()
             << " runbooks, active " << cfg->active_runbook;
@@ -339,7 +349,8 @@ void add_check_commands(CLI::App& root, Runner& run) {
   check->description("Validate runwarden.yaml, the action catalogue and every runbook.\n"
                      "Prints one summary line and exits 0, or prints every error as\n"
                      "file:line:col: path.to.key: message on stderr and exits 1.\n"
-                     "Files the server opens at start-up (CA certificate and key, tokens file,\n"
+                     "tls.ca_cert and tls.ca_key must be set (`serve` needs them), but the\n"
+                     "files the server opens at start-up (CA certificate and key, tokens file,\n"
                      "signing key) are not required to exist yet: `serve` checks them.");
   check->add_option("-c,--config", check_opts->config, "runwarden.yaml to validate")->required();
   check->callback([&run, check_opts] { run = [check_opts] { return run_check(*check_opts); }; });

@@ -601,4 +601,19 @@ std::shared_ptr<const Config> load_config(const std::filesystem::path& file) {
   return config;
 }
 
+std::vector<std::string> serve_requirements(const Config& config) {
+  std::vector<std::string> out;
+  for (const auto& [key, path] : {std::pair<std::string_view, const std::filesystem::path*>{
+                                      "tls.ca_cert", &config.tls.ca_cert},
+                                  {"tls.ca_key", &config.tls.ca_key}}) {
+    if (path->empty()) {
+      out.push_back(config.file.string() + ": " + std::string(key) +
+                    ": not set; `serve` intercepts TLS with this CA and does not start without "
+                    "it (set tls.ca_cert and tls.ca_key; `runwarden ca init DIR` creates "
+                    "DIR/ca.pem and DIR/ca.key)");
+    }
+  }
+  return out;
+}
+
 } // namespace runwarden::config

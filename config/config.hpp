@@ -113,4 +113,11 @@ private:
 /// Loads runwarden.yaml, the catalogue and every runbook. Throws ConfigError.
 std::shared_ptr<const Config> load_config(const std::filesystem::path& file);
 
+/// What `serve` cannot start without but the file may leave out: the loader accepts a config
+/// with no `tls` (tools, tests and `explain` load partial configs), while `serve` always
+/// loads the interception CA. One line per missing key, "<file>: tls.ca_cert: ...".
+/// `check` reports these as errors, so `check` and `serve` agree on what is missing (the
+/// files themselves are only opened by `serve`).
+std::vector<std::string> serve_requirements(const Config& config);
+
 } // namespace runwarden::config

@@ -7,6 +7,7 @@
 #include <cctype>
 #include <map>
 #include <openssl/evp.h>
+#include <optional>
 #include <stdexcept>
 
 namespace runwarden::config {
@@ -54,13 +55,13 @@ public:
                   } else if (key == "trigger") {
                     rb.trigger = r_.json(value).value_or(nullptr);
                   } else if (key == "diagnostics") {
-                    rb.diagnostics = r_.json(value).value_or(nullptr);
+                    parse_diagnostics(rb, value);
                   } else if (key == "verification") {
                     rb.verification = r_.json(value).value_or(nullptr);
                   } else if (key == "escalation") {
                     rb.escalation = r_.json(value).value_or(nullptr);
                   } else if (key == "rollback") {
-                    rb.rollback = r_.json(value).value_or(nullptr);
+                    parse_rollback(rb, value);
                   } else if (key == "allowed_actions") {
                     parse_classes(rb, value);
                   } else if (key == "unmatched") {
@@ -69,6 +70,7 @@ public:
                       rb.unmatched = policy::Unmatched::deny;
                     } else if (s == "approval") {
                       rb.unmatched = policy::Unmatched::approval;
+                      unmatched_approval_.emplace(value);
                     } else if (s) {
                       r_.error(value,
                                "unmatched must be \"deny\" or \"approval\", got \"" + *s + "\"");
@@ -80,9 +82,94 @@ public:
     r_.require(r_.root(), "runbook");
     r_.require(r_.root(), "allowed_actions");
     check_budget_actions(rb);
+    check_rollback_required(rb);
   }
 
 private:
+  /// `diagnostics: [action, ...]`: what the agent runs first. Each must be a catalogue
+  /// action, like every other action name in a runbook, so a typo is a load error rather
+  /// than a list that quietly names nothing.
+  void parse_diagnostics(policy::Runbook& rb, const Field& f) {
+    auto list = r_.elements(f);
+    if (!list) {
+      return;
+    }
+    nlohmann::json names = nlohmann::json::array();
+    for (const auto& element : *list) {
+      auto name = r_.string(element);
+      if (name && in_catalogue(*name, element.mark, element.path)) {
+        names.push_back(*name);
+      }
+    }
+    rb.diagnostics = std::move(names);
+  }
+
+  /// `rollback: {owner, required_before_execution}`. With required_before_execution: true,
+  /// nothing may be released by an approver without a stated way back: every
+  /// approval_required action must carry a non-empty `rollback` (shown in the approval
+  /// packet, DESIGN §5), and `unmatched: approval` (a packet with no action, hence no
+  /// rollback) is refused. Checked once the whole runbook is read.
+  void parse_rollback(policy::Runbook& rb, const Field& f) {
+    nlohmann::json out = nlohmann::json::object();
+    r_.for_each(f, {"owner", "required_before_execution"},
+                [&](const std::string& key, const YAML::Mark&, const Field& value) {
+                  if (key == "owner") {
+                    if (auto s = r_.string(value)) {
+                      out["owner"] = *s;
+                    }
+                  } else if (auto b = r_.boolean(value)) {
+                    out["required_before_execution"] = *b;
+                    if (*b) {
+                      rollback_required_.emplace(value);
+                    }
+                  }
+                });
+    rb.rollback = std::move(out);
+  }
+
+  void check_rollback_required(const policy::Runbook& rb) {
+    if (!rollback_required_) {
+      return;
+    }
+    const std::string why = " (rollback.required_before_execution: true, line " +
+                            std::to_string(rollback_required_->mark.line + 1) + ")";
+    for (const auto& [name, field] : approval_entries_) {
+      const auto it = rb.actions.find(name);
+      if (it == rb.actions.end()) {
+        continue; // reported already (unknown or listed twice)
+      }
+      const std::string& text = it->second.rollback;
+      if (text.find_first_not_of(" \t") == std::string::npos) {
+        r_.error(field.mark, field.path,
+                 "approval_required action \"" + name +
+                     "\" states no rollback, but this runbook requires one before execution" + why +
+                     "; add `rollback: \"...\"` to the entry");
+      }
+    }
+    if (unmatched_approval_) {
+      r_.error(*unmatched_approval_,
+               "unmatched: approval would let an approver release a request no action describes, "
+               "with no rollback, but this runbook requires one before execution" +
+                   why + "; use unmatched: deny");
+    }
+  }
+
+  /// True when `name` is a catalogue action; else reports it (with the closest name).
+  bool in_catalogue(const std::string& name, const YAML::Mark& mark, const std::string& path) {
+    if (catalogue_ == nullptr || catalogue_->actions.find(name) != catalogue_->actions.end()) {
+      return true;
+    }
+    std::string msg = "unknown action \"" + name + "\"";
+    const std::string hint = closest_key(name, action_names_);
+    if (!hint.empty()) {
+      msg += " (did you mean \"" + hint + "\"?)";
+    } else {
+      msg += " (not in the catalogue " + catalogue_->file + ")";
+    }
+    r_.error(mark, path, msg);
+    return false;
+  }
+
   void parse_budgets(policy::Budgets& b, const Field& f) {
     r_.for_each(f, {"calls", "denied", "per_minute", "actions", "sums", "on_exceed"},
                 [&](const std::string& key, const YAML::Mark&, const Field& value) {
@@ -289,16 +376,11 @@ private:
       }
       a.name = *s;
     }
-    if (catalogue_ != nullptr && catalogue_->actions.find(a.name) == catalogue_->actions.end()) {
-      std::string msg = "unknown action \"" + a.name + "\"";
-      const std::string hint = closest_key(a.name, action_names_);
-      if (!hint.empty()) {
-        msg += " (did you mean \"" + hint + "\"?)";
-      } else {
-        msg += " (not in the catalogue " + catalogue_->file + ")";
-      }
-      r_.error(name_mark, f.path, msg);
+    if (!in_catalogue(a.name, name_mark, f.path)) {
       return;
+    }
+    if (cls == policy::ActionClass::approval_required) {
+      approval_entries_.emplace_back(a.name, Field{f.node, name_mark, f.path});
     }
     const auto [it, inserted] = listed_.emplace(a.name, Listed{f.path, f.mark.line + 1});
     if (!inserted) {
@@ -315,6 +397,9 @@ private:
   std::vector<std::string> action_names_;
   std::map<std::string, Listed, std::less<>> listed_;
   std::vector<std::pair<std::string, Field>> budget_actions_;
+  std::vector<std::pair<std::string, Field>> approval_entries_;
+  std::optional<Field> rollback_required_;  // the `true` that asks for rollbacks
+  std::optional<Field> unmatched_approval_; // `unmatched: approval`
 };
 
 } // namespace

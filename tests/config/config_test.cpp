@@ -254,6 +254,110 @@ allowed_actions:
                       }));
 }
 
+TEST_F(ConfigTest, DiagnosticsMustNameCatalogueActions) {
+  write("runbooks/rb.yaml", R"(runbook: rb
+diagnostics: [read_logs, no_such_action_at_all, read_log]
+allowed_actions:
+  read_only: [read_logs]
+)");
+  EXPECT_EQ(errors(), (std::vector<std::string>{
+                          at("runbooks/rb.yaml") +
+                              "2:26: diagnostics[1]: unknown action "
+                              "\"no_such_action_at_all\" (not in the catalogue " +
+                              (dir_ / "actions.yaml").string() + ")",
+                          at("runbooks/rb.yaml") + "2:49: diagnostics[2]: unknown action "
+                                                   "\"read_log\" (did you mean \"read_logs\"?)",
+                      }));
+  write("runbooks/rb.yaml", R"(runbook: rb
+diagnostics: read_logs
+allowed_actions:
+  read_only: [read_logs]
+)");
+  EXPECT_EQ(errors(), one("runbooks/rb.yaml", "2:14: diagnostics: expected a list, got a scalar"));
+  write("runbooks/rb.yaml", R"(runbook: rb
+diagnostics: [read_logs]
+allowed_actions:
+  read_only: [read_logs]
+)");
+  ASSERT_EQ(errors(), std::vector<std::string>{});
+  EXPECT_EQ(config_->runbooks.at(0)->diagnostics, nlohmann::json::array({"read_logs"}));
+}
+
+TEST_F(ConfigTest, RollbackRequiredBeforeExecutionNeedsARollbackOnEveryApproval) {
+  write("runbooks/rb.yaml", R"(runbook: rb
+allowed_actions:
+  read_only: [read_logs]
+  approval_required:
+    - refund
+    - action: delete_all
+      rollback: "restore from the nightly snapshot"
+rollback: {owner: payments-on-call, required_before_execution: true}
+)");
+  EXPECT_EQ(errors(),
+            one("runbooks/rb.yaml",
+                "5:7: allowed_actions.approval_required[0]: approval_required action \"refund\" "
+                "states no rollback, but this runbook requires one before execution "
+                "(rollback.required_before_execution: true, line 8); add `rollback: \"...\"` to "
+                "the entry"));
+  write("runbooks/rb.yaml", R"(runbook: rb
+allowed_actions:
+  approval_required:
+    - {action: refund, rollback: "refund the refund"}
+unmatched: approval
+rollback: {required_before_execution: true}
+)");
+  EXPECT_EQ(errors(),
+            one("runbooks/rb.yaml",
+                "5:12: unmatched: unmatched: approval would let an approver release a request no "
+                "action describes, with no rollback, but this runbook requires one before "
+                "execution (rollback.required_before_execution: true, line 6); use unmatched: "
+                "deny"));
+  // Satisfied: every approval states its rollback.
+  write("runbooks/rb.yaml", R"(runbook: rb
+allowed_actions:
+  allowed: [read_logs]
+  approval_required:
+    - {action: refund, rollback: "refund the refund"}
+rollback: {owner: payments-on-call, required_before_execution: true}
+)");
+  ASSERT_EQ(errors(), std::vector<std::string>{});
+  EXPECT_EQ(config_->runbooks.at(0)->rollback,
+            (nlohmann::json{{"owner", "payments-on-call"}, {"required_before_execution", true}}));
+  // false asks for nothing; unknown keys and wrong types are errors, not ignored.
+  write("runbooks/rb.yaml", R"(runbook: rb
+allowed_actions:
+  approval_required: [refund]
+rollback: {owner: x, required_before_execution: false}
+)");
+  EXPECT_EQ(errors(), std::vector<std::string>{});
+  write("runbooks/rb.yaml", R"(runbook: rb
+allowed_actions:
+  approval_required: [refund]
+rollback: {owner: x, required_before_exec: true, required_before_execution: "yes"}
+)");
+  const auto errs = errors();
+  ASSERT_EQ(errs.size(), 2u) << ::testing::PrintToString(errs);
+  EXPECT_NE(errs[0].find("unknown key \"required_before_exec\""), std::string::npos) << errs[0];
+  EXPECT_NE(errs[1].find("rollback.required_before_execution"), std::string::npos) << errs[1];
+}
+
+TEST_F(ConfigTest, ServeRequirementsNameTheMissingTlsKeys) {
+  // kConfig has no tls: it loads (explain and tools need no CA), but serve could not start,
+  // and check says so by key.
+  ASSERT_EQ(errors(), std::vector<std::string>{});
+  const auto missing = serve_requirements(*config_);
+  ASSERT_EQ(missing.size(), 2u);
+  EXPECT_EQ(missing[0].rfind((dir_ / "runwarden.yaml").string() + ": tls.ca_cert: not set; ", 0),
+            0u)
+      << missing[0];
+  EXPECT_EQ(missing[1].rfind((dir_ / "runwarden.yaml").string() + ": tls.ca_key: not set; ", 0), 0u)
+      << missing[1];
+  write("runwarden.yaml",
+        std::string(kConfig) + "tls: {ca_cert: certs/ca.pem, ca_key: certs/ca.key}\n");
+  ASSERT_EQ(errors(), std::vector<std::string>{});
+  EXPECT_EQ(serve_requirements(*config_), std::vector<std::string>{});
+}
+
 TEST_F(ConfigTest, ActionInTwoClasses) {
   write("runbooks/rb.yaml", R"(runbook: rb
 allowed_actions:
