@@ -354,6 +354,17 @@ void add_ctl_commands(CLI::App& root, Runner& run) {
           rc != 0) {
         return rc;
       }
+      // An admin server that does not decode the id kills "a%3Ab" and says killed: the run
+      // named here would go on. Only the exact run counts as done.
+      const std::string killed = j.is_object() && j.contains("run") && j["run"].is_string()
+                                     ? j["run"].get<std::string>()
+                                     : std::string();
+      if (killed != *target) {
+        std::cerr << "runwarden: the admin server killed run \"" << escape_display(killed)
+                  << "\", not \"" << escape_display(*target)
+                  << "\" (a server that does not percent-decode run ids); the run is NOT killed\n";
+        return 1;
+      }
       return print(*opts, j, print_status);
     };
   });

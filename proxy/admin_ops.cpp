@@ -176,14 +176,23 @@ void add_ops_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx) {
     std::string_view rest = std::string_view(req.path).substr(std::string_view("/v1/runs/").size());
     const auto slash = rest.find('/');
     if (slash == std::string_view::npos || slash == 0 || rest.substr(slash + 1) != "kill") {
-      return error(404, "not_found", "expected POST /v1/runs/{run}/kill");
+      return error(404, "not_found",
+                   "expected POST /v1/runs/{run}/kill, the run id percent-encoded (a '/' in it "
+                   "as %2F)");
     }
     AdminResponse refusal;
     auto who = authorize(*ctx, req, refusal);
     if (!who) {
       return refusal;
     }
-    const std::string run(rest.substr(0, slash));
+    // Decoded as the approvals routes decode their ids (`ctl kill` encodes every byte
+    // outside the unreserved set), except that a run id may hold a '/': Runwarden-Run is
+    // free text. Killing the undecoded text would report success and stop nothing.
+    std::string run;
+    std::string why;
+    if (!decode_path_segment(rest.substr(0, slash), run, true, why)) {
+      return error(400, "bad_run_id", why);
+    }
     std::string reason = "killed by operator";
     nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
     if (body.is_object() && body.contains("reason") && body["reason"].is_string()) {

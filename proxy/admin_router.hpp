@@ -40,4 +40,10 @@ private:
   std::vector<std::pair<std::pair<std::string, std::string>, AdminHandler>> prefix_;
 };
 
+/// Percent-decodes one path segment, the inverse of the CLI's encode_path_segment (every
+/// byte outside RFC 3986's unreserved set arrives as %XX). Returns false with `why` set on a
+/// truncated or non-hex escape, a NUL, an empty result, or a '/' unless `allow_slash`: a run
+/// id may contain one (it is any Runwarden-Run value), an approval id never does.
+bool decode_path_segment(std::string_view in, std::string& out, bool allow_slash, std::string& why);
+
 } // namespace runwarden::proxy
