@@ -82,14 +82,14 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
   options.io_threads = threads;
   proxy::Server server(ioc, std::move(options));
   if (!cfg->approvals.operator_tokens_file.empty()) {
-    // Operator bearer tokens guard POST /v1/mode and POST /v1/runs/{run}/kill.
-    auto tokens = std::make_shared<approval::OperatorTokens>(
-        approval::OperatorTokens::load(cfg->approvals.operator_tokens_file.string()));
+    // Operator bearer tokens guard POST /v1/mode and POST /v1/runs/{run}/kill. The server's
+    // handle: a reload re-reads the file into it, so a revoked token stops working here too.
+    approval::OperatorTokens tokens = server.operator_tokens();
     server.context()->authenticate_admin = [tokens](const proxy::AdminRequest& req,
                                                     std::string* error) {
       for (const auto& [name, value] : req.headers) {
         if (name.size() == 13 && strcasecmp(name.c_str(), "authorization") == 0) {
-          if (auto who = tokens->authenticate_header(value)) {
+          if (auto who = tokens.authenticate_header(value)) {
             return who;
           }
           *error = "bad_token";
@@ -101,8 +101,9 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
     };
   }
   server.start();
-  // Kill-switch file, policy file watch, SIGHUP reload, SIGUSR1 pause, SIGUSR2 normal.
-  auto operations = proxy::start_operations(ioc, server.context(), true);
+  // Kill-switch file, policy and tokens file watch, SIGHUP reload, SIGUSR1 pause, SIGUSR2
+  // normal.
+  auto operations = proxy::start_operations(ioc, server.context(), true, server.operator_tokens());
 
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {

@@ -74,6 +74,21 @@ std::vector<std::string_view> fields(std::string_view line) {
 
 } // namespace
 
+OperatorTokens::OperatorTokens() : shared_(std::make_shared<Shared>()) {
+  shared_->entries = std::make_shared<const Entries>();
+}
+
+std::shared_ptr<const OperatorTokens::Entries> OperatorTokens::snapshot() const {
+  std::lock_guard lock(shared_->mutex);
+  return shared_->entries;
+}
+
+void OperatorTokens::replace_with(const OperatorTokens& fresh) {
+  auto entries = fresh.snapshot();
+  std::lock_guard lock(shared_->mutex);
+  shared_->entries = std::move(entries);
+}
+
 TokenFileError::TokenFileError(std::vector<std::string> errors)
     : std::runtime_error(join(errors)), errors_(std::move(errors)) {}
 
@@ -95,6 +110,7 @@ OperatorTokens OperatorTokens::load(const std::string& path) {
 OperatorTokens OperatorTokens::parse(std::string_view text, std::string_view file,
                                      std::vector<std::string>& errors) {
   OperatorTokens tokens;
+  Entries entries;
   std::vector<std::size_t> lines; // line of each entry, for duplicate messages
   std::size_t line_no = 0;
   std::size_t pos = 0;
@@ -134,8 +150,8 @@ OperatorTokens OperatorTokens::parse(std::string_view text, std::string_view fil
       }
     }
     bool duplicate = false;
-    for (std::size_t i = 0; i < tokens.entries_.size() && !duplicate; ++i) {
-      const Entry& e = tokens.entries_[i];
+    for (std::size_t i = 0; i < entries.size() && !duplicate; ++i) {
+      const Entry& e = entries[i];
       const std::string first = " (line " + std::to_string(lines[i]) + ")";
       if (digest_equal(e.hash, *hash)) {
         errors.push_back(where + "the same token hash is already listed for \"" + e.who.name +
@@ -149,10 +165,11 @@ OperatorTokens OperatorTokens::parse(std::string_view text, std::string_view fil
       }
     }
     if (!duplicate) {
-      tokens.entries_.push_back(Entry{std::move(who), *hash});
+      entries.push_back(Entry{std::move(who), *hash});
       lines.push_back(line_no);
     }
   }
+  tokens.shared_->entries = std::make_shared<const Entries>(std::move(entries));
   return tokens;
 }
 
@@ -174,7 +191,8 @@ OperatorTokens::authenticate_header(std::string_view authorization) const {
 }
 
 bool OperatorTokens::knows(std::string_view name_or_group) const {
-  return std::any_of(entries_.begin(), entries_.end(), [name_or_group](const Entry& e) {
+  const auto entries = snapshot();
+  return std::any_of(entries->begin(), entries->end(), [name_or_group](const Entry& e) {
     return e.who.name == name_or_group ||
            std::find(e.who.groups.begin(), e.who.groups.end(), name_or_group) != e.who.groups.end();
   });
@@ -185,8 +203,9 @@ std::optional<Principal> OperatorTokens::identify(std::string_view token) const 
     return std::nullopt;
   }
   const Sha256 presented = sha256(token);
+  const auto entries = snapshot();
   const Entry* found = nullptr;
-  for (const auto& e : entries_) { // no early exit: every entry is compared
+  for (const auto& e : *entries) { // no early exit: every entry is compared
     const bool match = digest_equal(e.hash, presented);
     if (match && found == nullptr) {
       found = &e;

@@ -6,6 +6,8 @@
 #include "approval/approvers.hpp"
 #include "approval/crypto.hpp"
 
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -24,8 +26,15 @@ private:
   std::vector<std::string> errors_;
 };
 
+/// A handle on one shared set of tokens: copies share it, so replace_with() on any copy (a
+/// reload re-reading the file) reaches every holder at once, such as the admin
+/// authenticator that was handed a copy at start-up. Thread-safe: a lookup works on the
+/// snapshot it started with.
 class OperatorTokens {
 public:
+  /// No tokens (every lookup fails) until replace_with().
+  OperatorTokens();
+
   /// Reads and parses a tokens file; throws TokenFileError (start-up only).
   static OperatorTokens load(const std::string& path);
   /// Parses file contents; every malformed line is appended to `errors` as
@@ -48,14 +57,25 @@ public:
   /// runbook's approvers entry that nobody matches can only let its holds time out.
   bool knows(std::string_view name_or_group) const;
 
-  std::size_t size() const { return entries_.size(); }
+  std::size_t size() const { return snapshot()->size(); }
+
+  /// Every copy of this handle sees `fresh`'s tokens from now on (a revoked token stops
+  /// working at once). `fresh` keeps sharing its own set, not this one.
+  void replace_with(const OperatorTokens& fresh);
 
 private:
   struct Entry {
     Principal who;
     Sha256 hash;
   };
-  std::vector<Entry> entries_;
+  using Entries = std::vector<Entry>;
+  struct Shared {
+    mutable std::mutex mutex;
+    std::shared_ptr<const Entries> entries;
+  };
+  std::shared_ptr<const Entries> snapshot() const;
+
+  std::shared_ptr<Shared> shared_;
 };
 
 } // namespace runwarden::approval

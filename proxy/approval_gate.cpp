@@ -413,6 +413,7 @@ Approvals make_approvals(boost::asio::io_context& ioc, boost::asio::ssl::context
     tokens = approval::OperatorTokens::load(a.operator_tokens_file.string());
   }
   warn_unmatched_approvers(config, tokens, keys);
+  out.tokens = tokens; // shares one set with the copy `auth` keeps
   out.auth = std::make_shared<AdminAuth>(std::move(tokens), std::move(keys));
   out.gate = std::make_shared<ApprovalGate>(ioc, webhook_tls, std::move(audit), std::move(o));
   return out;

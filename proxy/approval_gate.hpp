@@ -105,6 +105,8 @@ private:
 struct Approvals {
   std::shared_ptr<ApprovalGate> gate;
   std::shared_ptr<AdminAuth> auth;
+  /// A handle on the tokens `auth` checks: a reload replaces them in place (reload.hpp).
+  approval::OperatorTokens tokens;
 };
 
 /// Builds both from `approvals:` (hold_timeout, max_pending, webhooks with secrets read

@@ -2,11 +2,14 @@
 
 #include "proxy/admin_ops.hpp"
 #include "proxy/log.hpp"
+#include "proxy/server.hpp"
 
 #include <algorithm>
 #include <boost/asio/post.hpp>
 #include <csignal>
 #include <filesystem>
+#include <set>
+#include <type_traits>
 #include <vector>
 
 namespace runwarden::proxy {
@@ -24,7 +27,102 @@ void stamp(std::string& out, const fs::path& p) {
   out += '\n';
 }
 
+template <class T> std::string list_text(const std::vector<T>& items) {
+  std::string out;
+  for (const auto& item : items) {
+    out += out.empty() ? "" : ",";
+    if constexpr (std::is_same_v<T, config::Endpoint>) {
+      out += item.to_string();
+    } else if constexpr (std::is_same_v<T, config::Webhook>) {
+      out += item.url + " " + item.secret_env;
+    } else {
+      out += item;
+    }
+  }
+  return out;
+}
+
+std::string ports_text(const std::set<std::uint16_t>& ports) {
+  std::string out;
+  for (auto p : ports) {
+    out += (out.empty() ? "" : ",") + std::to_string(p);
+  }
+  return out;
+}
+
 } // namespace
+
+std::vector<RestartRequired> restart_required(const config::Config& running,
+                                              const config::Config& fresh) {
+  std::vector<RestartRequired> out;
+  constexpr std::string_view kStartOnly =
+      "read once at start-up: the running process keeps its start-up value until restarted";
+  auto check = [&out, kStartOnly](std::string setting, bool changed, std::string_view why = {}) {
+    if (changed) {
+      out.push_back({std::move(setting), std::string(why.empty() ? kStartOnly : why)});
+    }
+  };
+  check("listen.proxy", running.listen.proxy.to_string() != fresh.listen.proxy.to_string(),
+        "listeners are bound at start-up");
+  check("listen.admin", running.listen.admin.to_string() != fresh.listen.admin.to_string(),
+        "listeners are bound at start-up");
+  check("listen.transparent",
+        list_text(running.listen.transparent) != list_text(fresh.listen.transparent),
+        "listeners are bound at start-up");
+  check("agent.id", running.agent_id != fresh.agent_id,
+        "audit records keep the start-up agent id until restarted");
+  check("tls.ca_cert", running.tls.ca_cert != fresh.tls.ca_cert, "the CA is loaded at start-up");
+  check("tls.ca_key", running.tls.ca_key != fresh.tls.ca_key, "the CA is loaded at start-up");
+  check("tls.upstream_trust", running.tls.upstream_trust != fresh.tls.upstream_trust,
+        "the upstream trust store is loaded at start-up");
+  const auto& ra = running.approvals;
+  const auto& fa = fresh.approvals;
+  check("approvals.hold_timeout", ra.hold_timeout != fa.hold_timeout);
+  check("approvals.on_timeout", ra.on_timeout != fa.on_timeout);
+  check("approvals.max_pending", ra.max_pending != fa.max_pending);
+  check("approvals.webhooks", list_text(ra.webhooks) != list_text(fa.webhooks),
+        "webhook endpoints and their secrets are read at start-up");
+  const auto& rau = running.audit;
+  const auto& fau = fresh.audit;
+  check("audit.path", rau.path != fau.path, "the audit log is opened at start-up");
+  check("audit.fsync",
+        rau.fsync_always != fau.fsync_always || rau.fsync_interval != fau.fsync_interval);
+  check("audit.body_bytes", rau.body_bytes != fau.body_bytes);
+  check("audit.rotate_bytes", rau.rotate_bytes != fau.rotate_bytes);
+  check("audit.signing_key", rau.signing_key != fau.signing_key);
+  check("audit.checkpoint_records", rau.checkpoint_records != fau.checkpoint_records);
+  check("audit.checkpoint_interval", rau.checkpoint_interval != fau.checkpoint_interval);
+  constexpr std::string_view kRedaction =
+      "the audit log's and approval packets' redactors are built at start-up: until restarted, "
+      "the new rule does NOT redact";
+  check("redaction.headers", running.redaction.headers != fresh.redaction.headers, kRedaction);
+  check("redaction.json_keys", running.redaction.json_keys != fresh.redaction.json_keys,
+        kRedaction);
+  check("redaction.patterns", running.redaction.patterns != fresh.redaction.patterns, kRedaction);
+  const auto& rl = running.limits;
+  const auto& fl = fresh.limits;
+  check("limits.header_bytes", rl.header_bytes != fl.header_bytes);
+  check("limits.header_count", rl.header_count != fl.header_count);
+  check("limits.inspect_body_bytes", rl.inspect_body_bytes != fl.inspect_body_bytes);
+  check("limits.header_timeout", rl.header_timeout != fl.header_timeout);
+  check("limits.idle_timeout", rl.idle_timeout != fl.idle_timeout);
+  check("limits.upstream_connect_timeout",
+        rl.upstream_connect_timeout != fl.upstream_connect_timeout);
+  check("limits.upstream_response_timeout",
+        rl.upstream_response_timeout != fl.upstream_response_timeout);
+  check("limits.max_connections", rl.max_connections != fl.max_connections);
+  check("limits.max_json_depth", rl.max_json_depth != fl.max_json_depth);
+  check("kill_switch_file", running.kill_switch_file != fresh.kill_switch_file,
+        "the new file pauses from now on, but the start-up file keeps pausing requests too "
+        "until restarted");
+  check("threads", running.threads != fresh.threads, "I/O threads start at start-up");
+  const auto ports_before = catalogue_connect_ports(running.catalogue.get());
+  const auto ports_after = catalogue_connect_ports(fresh.catalogue.get());
+  check("catalogue CONNECT ports", ports_before != ports_after,
+        "the ports a CONNECT may name (from the catalogue's matchers) are fixed at start-up: " +
+            ports_text(ports_before) + " stay in force, not " + ports_text(ports_after));
+  return out;
+}
 
 Reloader::Reloader(boost::asio::io_context& ioc, std::shared_ptr<ProxyContext> ctx,
                    std::chrono::milliseconds poll)
@@ -35,6 +133,9 @@ std::string Reloader::fingerprint(const config::Config& cfg) const {
   std::string out;
   stamp(out, cfg.file);
   stamp(out, cfg.catalogue_file);
+  if (tokens_ && !cfg.approvals.operator_tokens_file.empty()) {
+    stamp(out, cfg.approvals.operator_tokens_file); // a revocation applies without a SIGHUP
+  }
   for (const auto& p : cfg.runbook_paths) {
     std::error_code ec;
     if (fs::is_directory(p, ec)) {
@@ -54,6 +155,10 @@ std::string Reloader::fingerprint(const config::Config& cfg) const {
     }
   }
   return out;
+}
+
+void Reloader::reload_operator_tokens(approval::OperatorTokens tokens) {
+  tokens_ = std::move(tokens);
 }
 
 void Reloader::start(bool signals) {
@@ -131,6 +236,18 @@ bool Reloader::reload(const std::string& via) {
   } catch (const std::exception& e) {
     errors.push_back(old->file.string() + ": " + e.what());
   }
+  // The tokens file is validated with the rest: a broken one fails the whole reload.
+  std::optional<approval::OperatorTokens> tokens;
+  if (fresh && tokens_) {
+    try {
+      tokens = fresh->approvals.operator_tokens_file.empty()
+                   ? approval::OperatorTokens()
+                   : approval::OperatorTokens::load(fresh->approvals.operator_tokens_file.string());
+    } catch (const approval::TokenFileError& e) {
+      errors = e.errors();
+      fresh.reset();
+    }
+  }
   if (!fresh) {
     log_event(
         LogLevel::error, "reload_failed", 0, {},
@@ -147,14 +264,19 @@ bool Reloader::reload(const std::string& via) {
     }
     return false;
   }
-  // Listeners, TLS and the audit log are bound at start-up: changing them needs a restart.
-  if (fresh->listen.proxy.to_string() != old->listen.proxy.to_string() ||
-      fresh->listen.admin.to_string() != old->listen.admin.to_string() ||
-      fresh->tls.ca_cert != old->tls.ca_cert || fresh->audit.path != old->audit.path) {
+  // Compared with the config the process started with (ctx_->config, what the data plane
+  // still reads), not the last reload: a setting stays pending until the restart.
+  const auto restart = restart_required(ctx_->config ? *ctx_->config : *old, *fresh);
+  nlohmann::json pending = nlohmann::json::array();
+  for (const auto& r : restart) {
     log_event(LogLevel::warn, "reload_restart_required", 0, {},
-              {{"why", "listen, tls or audit changed; those apply at the next start"}});
+              {{"setting", r.setting}, {"why", r.why}});
+    pending.push_back(r.setting);
   }
   ctx_->runtime->swap_config(fresh);
+  if (tokens) {
+    tokens_->replace_with(*tokens);
+  }
   seen_ = fingerprint(*fresh);
   nlohmann::json runbooks = nlohmann::json::object();
   for (const auto& rb : fresh->runbooks) {
@@ -163,21 +285,30 @@ bool Reloader::reload(const std::string& via) {
   log_event(LogLevel::info, "reloaded", 0, {},
             {{"via", via},
              {"active_runbook", fresh->active_runbook},
-             {"runbooks", std::to_string(fresh->runbooks.size())}});
+             {"runbooks", std::to_string(fresh->runbooks.size())},
+             {"operator_tokens", tokens ? std::to_string(tokens->size()) : std::string("-")},
+             {"restart_required", std::to_string(restart.size())}});
   if (ctx_->metrics) {
     ctx_->metrics->reloads.inc({"ok"});
   }
   if (ctx_->audit) {
-    ctx_->audit->event(
-        "reload", {{"via", via}, {"active_runbook", fresh->active_runbook}, {"runbooks", runbooks}},
-        [](std::error_code) {});
+    ctx_->audit->event("reload",
+                       {{"via", via},
+                        {"active_runbook", fresh->active_runbook},
+                        {"runbooks", runbooks},
+                        {"restart_required", pending}},
+                       [](std::error_code) {});
   }
   return true;
 }
 
 std::shared_ptr<Reloader> start_operations(boost::asio::io_context& ioc,
-                                           std::shared_ptr<ProxyContext> ctx, bool signals) {
+                                           std::shared_ptr<ProxyContext> ctx, bool signals,
+                                           std::optional<approval::OperatorTokens> tokens) {
   auto r = std::make_shared<Reloader>(ioc, std::move(ctx));
+  if (tokens) {
+    r->reload_operator_tokens(std::move(*tokens));
+  }
   r->start(signals);
   return r;
 }

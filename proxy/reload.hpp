@@ -5,6 +5,7 @@
 // is counted and recorded). The kill-switch file is polled: its presence means paused.
 // SIGUSR1 pauses and SIGUSR2 returns to normal, for when the admin port is unreachable.
 
+#include "approval/operator_tokens.hpp"
 #include "proxy/proxy_context.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -13,9 +14,24 @@
 #include <boost/asio/strand.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace runwarden::proxy {
+
+/// A setting a reload changed that the running process read once at start-up.
+struct RestartRequired {
+  std::string setting; // "limits.max_connections"
+  std::string why;
+};
+
+/// What differs between the running config and a freshly loaded one that only a restart
+/// applies, one entry per setting (docs/operations.md lists them). The policy (catalogue,
+/// runbooks, active and selectable runbooks) and approvals.operator_tokens_file are live;
+/// tls.passthrough is not judged here.
+std::vector<RestartRequired> restart_required(const config::Config& running,
+                                              const config::Config& fresh);
 
 class Reloader : public std::enable_shared_from_this<Reloader> {
 public:
@@ -28,8 +44,15 @@ public:
   /// Cancels the timer and the signal handlers (before the io_context stops).
   void stop();
 
-  /// Loads the config file again. Valid: swaps the policy and returns true. Invalid: keeps
-  /// the last good policy, logs and records every error, returns false.
+  /// The operator tokens every admin credential check shares (Server::operator_tokens()):
+  /// each reload re-reads approvals.operator_tokens_file into it, and the file is watched
+  /// like the policy files. Call before start().
+  void reload_operator_tokens(approval::OperatorTokens tokens);
+
+  /// Loads the config file (and the operator tokens file) again. Valid: swaps the policy
+  /// and the tokens, warns once per changed start-up-only setting (reload_restart_required)
+  /// and returns true. Invalid: keeps the last good policy and tokens, logs and records
+  /// every error, returns false.
   bool reload(const std::string& via);
 
 private:
@@ -45,12 +68,14 @@ private:
   boost::asio::steady_timer timer_;
   boost::asio::signal_set signals_;
   std::string seen_;
+  std::optional<approval::OperatorTokens> tokens_;
   unsigned ticks_ = 0;
   bool stopped_ = false;
 };
 
 /// Builds and starts the reloader for a running server (`runwarden serve`).
-std::shared_ptr<Reloader> start_operations(boost::asio::io_context& ioc,
-                                           std::shared_ptr<ProxyContext> ctx, bool signals);
+std::shared_ptr<Reloader>
+start_operations(boost::asio::io_context& ioc, std::shared_ptr<ProxyContext> ctx, bool signals,
+                 std::optional<approval::OperatorTokens> tokens = std::nullopt);
 
 } // namespace runwarden::proxy

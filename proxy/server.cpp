@@ -1,6 +1,7 @@
 #include "proxy/server.hpp"
 
 #include "certs/authority.hpp"
+#include "policy/ascii.hpp"
 #include "proxy/admin_ops.hpp"
 #include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
@@ -48,28 +49,6 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const un
   return SSL_TLSEXT_ERR_NOACK;
 }
 
-std::set<std::uint16_t> connect_ports(const policy::Catalogue* catalogue) {
-  std::set<std::uint16_t> ports;
-  if (catalogue == nullptr) {
-    return ports;
-  }
-  for (const auto& [name, action] : catalogue->actions) {
-    for (const auto& m : action.matchers) {
-      if (!m.ports.empty()) {
-        ports.insert(m.ports.begin(), m.ports.end());
-        continue;
-      }
-      bool https = m.schemes.empty();
-      for (const auto& s : m.schemes) {
-        https = https || s == "https";
-      }
-      if (https) {
-        ports.insert(443);
-      }
-    }
-  }
-  return ports;
-}
 
 /// Series read at scrape time from the context (weakly: the registry lives in it).
 void add_computed_metrics(ProxyContext& ctx) {
@@ -96,6 +75,29 @@ void add_computed_metrics(ProxyContext& ctx) {
 }
 
 } // namespace
+
+std::set<std::uint16_t> catalogue_connect_ports(const policy::Catalogue* catalogue) {
+  std::set<std::uint16_t> ports;
+  if (catalogue == nullptr) {
+    return ports;
+  }
+  for (const auto& [name, action] : catalogue->actions) {
+    for (const auto& m : action.matchers) {
+      if (!m.ports.empty()) {
+        ports.insert(m.ports.begin(), m.ports.end());
+        continue;
+      }
+      bool https = m.schemes.empty();
+      for (const auto& s : m.schemes) {
+        https = https || s == "https";
+      }
+      if (https) {
+        ports.insert(443);
+      }
+    }
+  }
+  return ports;
+}
 
 struct Server::Listener {
   explicit Listener(net::io_context& ioc) : acceptor(ioc) {}
@@ -144,7 +146,7 @@ Server::Server(net::io_context& ioc, ServerOptions options)
                               sizeof kAlpnHttp11) != 0) {
     throw std::runtime_error("cannot configure upstream ALPN");
   }
-  ctx_->connect_ports = connect_ports(ctx_->config->catalogue.get());
+  ctx_->connect_ports = catalogue_connect_ports(ctx_->config->catalogue.get());
   add_builtin_admin_routes(router_, ctx_);
   add_ops_routes(router_, ctx_);
   add_computed_metrics(*ctx_);
@@ -181,8 +183,29 @@ Server::Server(net::io_context& ioc, ServerOptions options)
           });
       approvals_ = approvals.gate;
       ctx_->gate = std::move(approvals.gate);
+      tokens_ = approvals.tokens; // the handle the admin auth reads
     } else {
       ctx_->gate = std::make_shared<RefuseHolds>();
+      if (!ctx_->config->approvals.operator_tokens_file.empty()) {
+        // No approvals (no audit.path) but operators: they may still change mode or kill.
+        tokens_ =
+            approval::OperatorTokens::load(ctx_->config->approvals.operator_tokens_file.string());
+        ctx_->authenticate_admin = [tokens = tokens_](const AdminRequest& r, std::string* why) {
+          for (const auto& [name, value] : r.headers) {
+            if (policy::iequals(name, "authorization")) {
+              auto who = tokens.authenticate_header(value);
+              if (!who && why != nullptr) {
+                *why = "bad_token";
+              }
+              return who;
+            }
+          }
+          if (why != nullptr) {
+            *why = "missing_credentials";
+          }
+          return std::optional<std::string>();
+        };
+      }
     }
   }
 }

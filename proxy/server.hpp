@@ -3,6 +3,7 @@
 // connections to its I/O threads, and drains on request. Start-up errors throw; the data path
 // does not.
 
+#include "approval/operator_tokens.hpp"
 #include "proxy/admin_router.hpp"
 #include "proxy/proxy_context.hpp"
 
@@ -15,6 +16,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -56,6 +58,9 @@ public:
   /// Routes served on the admin listener; add routes before start().
   AdminRouter& admin_router() { return router_; }
   const std::shared_ptr<ProxyContext>& context() const { return ctx_; }
+  /// The operator tokens every admin credential check reads (approvals routes, mode, kill):
+  /// a handle, so the reloader's replace_with() reaches them all (reload.hpp).
+  const approval::OperatorTokens& operator_tokens() const { return tokens_; }
 
   /// Stops accepting, lets in-flight exchanges finish, and calls done once none remain or
   /// the grace period has passed (the caller then stops the io_context, cancelling the rest).
@@ -92,7 +97,12 @@ private:
   boost::asio::ip::tcp::endpoint admin_endpoint_;
   boost::asio::steady_timer drain_timer_;
   std::shared_ptr<ApprovalGate> approvals_; // null when holds are refused
+  approval::OperatorTokens tokens_;
 };
+
+/// Ports a CONNECT may name: those of the catalogue's matchers, 443 for an https or
+/// any-scheme matcher without ports. Fixed at start-up (ProxyContext::connect_ports).
+std::set<std::uint16_t> catalogue_connect_ports(const policy::Catalogue* catalogue);
 
 /// GET /healthz, /readyz and /v1/status.
 void add_builtin_admin_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx);

@@ -170,5 +170,35 @@ TEST(OperatorTokens, LoadThrowsEveryErrorAtStartUp) {
   std::remove(path.c_str());
 }
 
+TEST(OperatorTokens, ReplaceWithReachesEveryCopyAndLeavesTheSourceAlone) {
+  std::vector<std::string> errors;
+  OperatorTokens running = OperatorTokens::parse(
+      "alice " + sha256_hex("a") + "\nbob " + sha256_hex("b") + " sre\n", "t", errors);
+  const OperatorTokens held = running; // what an authenticator was handed at start-up
+  const OperatorTokens fresh =
+      OperatorTokens::parse("alice " + sha256_hex("a") + "\n", "t", errors);
+  ASSERT_TRUE(errors.empty());
+  ASSERT_EQ(held.authenticate("b"), std::optional<std::string>("bob"));
+
+  running.replace_with(fresh); // bob revoked
+  EXPECT_FALSE(held.authenticate("b").has_value());
+  EXPECT_FALSE(held.knows("sre"));
+  EXPECT_EQ(held.authenticate("a"), std::optional<std::string>("alice"));
+  EXPECT_EQ(held.size(), 1u);
+
+  // The source is not bound to the running set: changing the running set again leaves it.
+  running.replace_with(OperatorTokens());
+  EXPECT_EQ(held.size(), 0u);
+  EXPECT_FALSE(held.authenticate("a").has_value());
+  EXPECT_EQ(fresh.authenticate("a"), std::optional<std::string>("alice"));
+}
+
+TEST(OperatorTokens, DefaultConstructedKnowsNobody) {
+  const OperatorTokens none;
+  EXPECT_EQ(none.size(), 0u);
+  EXPECT_FALSE(none.authenticate("anything").has_value());
+  EXPECT_FALSE(none.authenticate_header("Bearer anything").has_value());
+}
+
 } // namespace
 } // namespace runwarden::approval

@@ -1,0 +1,208 @@
+// Reload (SIGHUP, file watch) against a real Server and real files: the operator tokens
+// file is re-read (a revoked token stops working on every admin route), a broken one fails
+// the reload and keeps the last good tokens, and every changed setting that only applies at
+// start-up is named, one by one, while policy changes are applied without that warning.
+
+#include "proxy/reload.hpp"
+#include "tests/proxy/ops_fixture.hpp"
+
+#include <algorithm>
+#include <gtest/gtest.h>
+
+namespace runwarden::proxy {
+namespace {
+
+using namespace testing;
+
+constexpr const char* kAlice = "alice-token-0123456789";
+constexpr const char* kBob = "bob-token-0123456789";
+
+std::string runwarden_yaml(const std::string& extra) {
+  return "listen:\n"
+         "  proxy: 127.0.0.1:0\n"
+         "  admin: 127.0.0.1:0\n"
+         "agent: {id: reload-agent}\n"
+         "catalogue: actions.yaml\n"
+         "runbooks: [runbooks/]\n"
+         "active_runbook: rb\n"
+         "approvals:\n"
+         "  operator_tokens_file: tokens\n"
+         "audit:\n"
+         "  path: audit/audit.jsonl\n" +
+         extra;
+}
+
+std::string actions_yaml(std::uint16_t port, const std::string& path) {
+  return "actions:\n"
+         "  read_things:\n"
+         "    - {scheme: http, host: 127.0.0.1, port: " +
+         std::to_string(port) + ", method: GET, path: \"" + path + "\"}\n";
+}
+
+constexpr const char* kRunbook = "runbook: rb\n"
+                                 "owner: test\n"
+                                 "trigger: {manual: test}\n"
+                                 "allowed_actions:\n"
+                                 "  read_only: [read_things]\n"
+                                 "unmatched: deny\n";
+
+class ReloadTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    std::filesystem::create_directories(dir_.file("runbooks"));
+    std::filesystem::create_directories(dir_.file("audit"));
+    write_file(dir_.file("runwarden.yaml"), runwarden_yaml(""));
+    write_file(dir_.file("actions.yaml"), actions_yaml(upstream_.port(), "/allowed/**"));
+    write_file(dir_.file("runbooks") / "rb.yaml", kRunbook);
+    write_file(dir_.file("tokens"), token_line("alice", kAlice) + token_line("bob", kBob));
+    auto cfg = config::load_config(dir_.file("runwarden.yaml"));
+    audit_ = std::make_shared<MemoryAudit>();
+    server_ = std::make_unique<OpsServer>(cfg, audit_);
+    reloader_ = std::make_shared<Reloader>(server_->ioc(), server_->server().context());
+    reloader_->reload_operator_tokens(server_->server().operator_tokens());
+  }
+
+  int admin_status(const std::string& method, const std::string& target, const std::string& token,
+                   const std::string& body = "{}") {
+    return static_cast<int>(
+        raw_exchange(server_->server().admin_endpoint(), admin_request(method, target, token, body))
+            .result_int());
+  }
+  int set_mode(const std::string& token) {
+    return admin_status("POST", "/v1/mode", token, R"({"mode":"normal"})");
+  }
+
+  /// restart_required of the last "reload" audit event.
+  std::vector<std::string> last_restart_required() {
+    std::vector<std::string> out;
+    for (const auto& [type, fields] : audit_->events()) {
+      if (type == "reload") {
+        out.clear();
+        for (const auto& s : fields.at("restart_required")) {
+          out.push_back(s.get<std::string>());
+        }
+      }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  HelloUpstream upstream_;
+  TempDir dir_;
+  std::shared_ptr<MemoryAudit> audit_;
+  std::unique_ptr<OpsServer> server_;
+  std::shared_ptr<Reloader> reloader_;
+};
+
+TEST_F(ReloadTest, RevokedTokenStopsWorkingOnEveryAdminRouteAfterReload) {
+  ASSERT_EQ(set_mode(kBob), 200);
+  ASSERT_EQ(admin_status("GET", "/v1/approvals", kBob), 200);
+  ASSERT_EQ(admin_status("POST", "/v1/runs/r1/kill", kBob), 200);
+
+  write_file(dir_.file("tokens"), token_line("alice", kAlice)); // bob revoked
+  ASSERT_TRUE(reloader_->reload("signal"));
+
+  EXPECT_EQ(set_mode(kBob), 401);
+  EXPECT_EQ(admin_status("GET", "/v1/approvals", kBob), 401);
+  EXPECT_EQ(admin_status("POST", "/v1/runs/r2/kill", kBob), 401);
+  EXPECT_EQ(set_mode(kAlice), 200);
+  EXPECT_EQ(admin_status("GET", "/v1/approvals", kAlice), 200);
+  // A token added by the same reload works at once.
+  write_file(dir_.file("tokens"),
+             token_line("alice", kAlice) + token_line("carol", "carol-token-0123456789"));
+  ASSERT_TRUE(reloader_->reload("signal"));
+  EXPECT_EQ(set_mode("carol-token-0123456789"), 200);
+  EXPECT_TRUE(last_restart_required().empty());
+}
+
+TEST_F(ReloadTest, BrokenTokensFileFailsTheReloadAndKeepsTheLastGoodTokens) {
+  write_file(dir_.file("tokens"), "alice not-a-hash\n");
+  EXPECT_FALSE(reloader_->reload("signal"));
+  EXPECT_EQ(set_mode(kAlice), 200);
+  EXPECT_EQ(set_mode(kBob), 200);
+  bool failed = false;
+  for (const auto& [type, fields] : audit_->events()) {
+    if (type == "reload_failed") {
+      failed = true;
+      EXPECT_NE(fields.dump().find("64 hex digits"), std::string::npos) << fields.dump();
+    }
+  }
+  EXPECT_TRUE(failed);
+}
+
+TEST_F(ReloadTest, EveryChangedStartUpOnlySettingIsNamedAndStaysNamedUntilRestart) {
+  write_file(dir_.file("runwarden.yaml"),
+             runwarden_yaml("redaction:\n  headers: [x-new-secret]\n"
+                            "limits:\n  max_connections: 7\n  header_timeout: 3s\n"
+                            "kill_switch_file: KILL\n"
+                            "threads: 3\n"));
+  ASSERT_TRUE(reloader_->reload("signal"));
+  const std::vector<std::string> want{"kill_switch_file", "limits.header_timeout",
+                                      "limits.max_connections", "redaction.headers", "threads"};
+  EXPECT_EQ(last_restart_required(), want);
+
+  // A later policy-only reload still names them: they are compared with the start-up
+  // config, which the data plane still reads.
+  write_file(dir_.file("actions.yaml"), actions_yaml(upstream_.port(), "/other/**"));
+  ASSERT_TRUE(reloader_->reload("file_watch"));
+  EXPECT_EQ(last_restart_required(), want);
+}
+
+TEST_F(ReloadTest, PolicyChangeAppliesLiveWithoutARestartWarning) {
+  auto get = [this] {
+    return static_cast<int>(raw_exchange(server_->server().proxy_endpoint(),
+                                         proxy_get(upstream_.port(), "/allowed/x", ""))
+                                .result_int());
+  };
+  ASSERT_EQ(get(), 200);
+  write_file(dir_.file("actions.yaml"), actions_yaml(upstream_.port(), "/other/**"));
+  ASSERT_TRUE(reloader_->reload("signal"));
+  EXPECT_EQ(get(), 403);
+  EXPECT_TRUE(last_restart_required().empty());
+}
+
+TEST(RestartRequired, NamesEachStartUpOnlySettingThatDiffers) {
+  config::Config a;
+  config::Config b;
+  EXPECT_TRUE(restart_required(a, b).empty());
+  b.listen.transparent = {{"127.0.0.1", 15001}};
+  b.agent_id = "other";
+  b.tls.upstream_trust = "/etc/bundle.pem";
+  b.approvals.hold_timeout = std::chrono::seconds(5);
+  b.approvals.max_pending = 3;
+  b.approvals.operator_tokens_file = "elsewhere"; // live: not named
+  b.audit.body_bytes = 1;
+  b.redaction.json_keys = {"iban"};
+  b.redaction.patterns = {"sk_[a-z]+"};
+  b.limits.idle_timeout = std::chrono::seconds(1);
+  b.limits.inspect_body_bytes = 10;
+  auto catalogue = std::make_shared<policy::Catalogue>();
+  policy::Action action;
+  action.name = "tunnel";
+  policy::Matcher m;
+  m.ports = {8443};
+  action.matchers.push_back(m);
+  catalogue->actions.emplace(action.name, action);
+  b.catalogue = catalogue;
+  std::vector<std::string> got;
+  for (const auto& r : restart_required(a, b)) {
+    EXPECT_FALSE(r.why.empty()) << r.setting;
+    got.push_back(r.setting);
+  }
+  std::sort(got.begin(), got.end());
+  const std::vector<std::string> want{"agent.id",
+                                      "approvals.hold_timeout",
+                                      "approvals.max_pending",
+                                      "audit.body_bytes",
+                                      "catalogue CONNECT ports",
+                                      "limits.idle_timeout",
+                                      "limits.inspect_body_bytes",
+                                      "listen.transparent",
+                                      "redaction.json_keys",
+                                      "redaction.patterns",
+                                      "tls.upstream_trust"};
+  EXPECT_EQ(got, want);
+}
+
+} // namespace
+} // namespace runwarden::proxy
