@@ -144,14 +144,27 @@ public:
   TransparentSession(std::shared_ptr<ProxyContext> ctx, tcp::socket socket)
       : ctx_(std::move(ctx)), stream_(std::move(socket)), resolver_(stream_.get_executor()) {
     conn_id_ = ctx_->next_conn_id.fetch_add(1);
+    // Counted from accept, like an explicit connection: one still sending its first bytes
+    // holds a descriptor and a session as much as one being served.
+    ctx_->open_connections.fetch_add(1);
+    counted_ = true;
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     peer_ = ec ? std::string("unknown") : endpoint_text(ep);
   }
+  ~TransparentSession() { uncount(); }
+  TransparentSession(const TransparentSession&) = delete;
+  TransparentSession& operator=(const TransparentSession&) = delete;
 
-  void start() {
+  /// `known`: the original destination when the caller already has it (tests over
+  /// loopback, where nothing was redirected); otherwise it is asked of conntrack.
+  void start(std::optional<tcp::endpoint> known = std::nullopt) {
+    if (ctx_->open_connections.load() > limits().max_connections) {
+      overload();
+      return;
+    }
     std::error_code ec;
-    auto dst = original_destination(stream_.socket(), ec);
+    auto dst = known ? known : original_destination(stream_.socket(), ec);
     if (!dst) {
       refuse("no_original_destination",
              "the transparent listener only serves connections redirected by iptables "
@@ -162,14 +175,40 @@ public:
     orig_ = *dst;
     beast::error_code lec;
     local_ = stream_.socket().local_endpoint(lec);
+    // One deadline for the whole first-bytes phase, not one per read: a client trickling a
+    // byte at a time must not hold the connection past limits.header_timeout.
+    stream_.expires_after(limits().header_timeout);
     read_more();
   }
 
 private:
   const config::Limits& limits() const { return ctx_->config->limits; }
 
+  void uncount() {
+    if (counted_) {
+      counted_ = false;
+      ctx_->open_connections.fetch_sub(1);
+    }
+  }
+
+  /// Over limits.max_connections: the explicit listener's answer (503 overloaded, counted
+  /// in rejected_connections), written before anything is read. A TLS client cannot read
+  /// it, but it is refused all the same: the connection closes.
+  void overload() {
+    ctx_->rejected_connections.fetch_add(1);
+    log_event(LogLevel::warn, "overload", conn_id_, {}, {{"peer", peer_}, {"transparent", "yes"}});
+    const std::string body =
+        error_body("overloaded", "too many open connections (limits.max_connections)", {});
+    response_ = "HTTP/1.1 503 Service Unavailable\r\nServer: runwarden\r\n"
+                "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                std::to_string(body.size()) + "\r\n\r\n" + body;
+    stream_.expires_after(std::chrono::seconds(5));
+    net::async_write(
+        stream_, net::buffer(response_),
+        [self = shared_from_this()](beast::error_code, std::size_t) { self->close(); });
+  }
+
   void read_more() {
-    stream_.expires_after(limits().header_timeout);
     stream_.async_read_some(
         net::buffer(chunk_),
         [self = shared_from_this()](beast::error_code ec, std::size_t n) { self->on_read(ec, n); });
@@ -344,6 +383,7 @@ private:
     handoff.conn_id = conn_id_;
     handoff.peer = peer_;
     stream_.expires_never();
+    uncount(); // the exchange counts the connection from here on
     start_transparent_exchange(ctx_, std::move(stream_), std::move(handoff));
   }
 
@@ -357,7 +397,10 @@ private:
     ex.id = req_id;
     ex.run = random_id("run_");
     ex.agent = ctx_->config->agent_id;
-    ex.runbook = ctx_->config->active_runbook;
+    // The runbook in force now (a reload may have changed it), as the explicit listener's
+    // records name it.
+    ex.runbook =
+        ctx_->runtime ? ctx_->runtime->config()->active_runbook : ctx_->config->active_runbook;
     ex.outcome = "refused";
     ex.code = code;
     ex.reason = reason;
@@ -429,6 +472,7 @@ private:
   std::uint16_t port_ = 0;
   bool tls_ = false;
   TransparentKind kind_ = TransparentKind::http;
+  bool counted_ = false; // in ctx_->open_connections until handed over or gone
   Clock::time_point started_ = Clock::now();
 };
 
@@ -500,6 +544,12 @@ HostField find_host_field(std::string_view head) {
 
 void start_transparent_session(std::shared_ptr<ProxyContext> ctx, tcp::socket socket) {
   std::make_shared<TransparentSession>(std::move(ctx), std::move(socket))->start();
+}
+
+void start_transparent_session(std::shared_ptr<ProxyContext> ctx, tcp::socket socket,
+                               const tcp::endpoint& original_destination) {
+  std::make_shared<TransparentSession>(std::move(ctx), std::move(socket))
+      ->start(original_destination);
 }
 
 } // namespace runwarden::proxy

@@ -18,8 +18,16 @@
 namespace runwarden::proxy {
 
 /// Takes ownership of a connection accepted on listen.transparent.
+/// Counted in open_connections from here on and refused (503 overloaded) beyond
+/// limits.max_connections, as the explicit listener does; the first bytes must all arrive
+/// within one limits.header_timeout.
 void start_transparent_session(std::shared_ptr<ProxyContext> ctx,
                                boost::asio::ip::tcp::socket socket);
+/// The same for a connection whose original destination the caller already knows: tests
+/// drive the first-bytes phase over loopback, where nothing was redirected.
+void start_transparent_session(std::shared_ptr<ProxyContext> ctx,
+                               boost::asio::ip::tcp::socket socket,
+                               const boost::asio::ip::tcp::endpoint& original_destination);
 
 /// Where the connection was addressed before REDIRECT (SO_ORIGINAL_DST for IPv4,
 /// IP6T_SO_ORIGINAL_DST for IPv6). Fails when conntrack knows no such connection.
