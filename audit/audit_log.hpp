@@ -48,7 +48,7 @@ struct Timing {
 
 /// One request's record. `outcome` is one of: forwarded, denied, held, approved_forwarded,
 /// approval_denied, approval_timeout, approval_pending, paused, refused (malformed/limits),
-/// upstream_error, client_gone.
+/// upstream_error, client_gone, aborted (runwarden shut down before the response completed).
 struct Exchange {
   std::string id; // request id "req_..."
   std::string run;

@@ -4,6 +4,7 @@
 #include "policy/ascii.hpp"
 #include "proxy/admin_ops.hpp"
 #include "proxy/approval_gate.hpp"
+#include "proxy/in_flight.hpp"
 #include "proxy/log.hpp"
 #include "proxy/metered_audit_log.hpp"
 #include "proxy/session.hpp"
@@ -48,7 +49,6 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const un
   }
   return SSL_TLSEXT_ERR_NOACK;
 }
-
 
 /// Series read at scrape time from the context (weakly: the registry lives in it).
 void add_computed_metrics(ProxyContext& ctx) {
@@ -406,11 +406,37 @@ void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) 
   poll_drain(std::chrono::steady_clock::now() + grace, std::move(done));
 }
 
+namespace {
+/// After the drain's grace: how long aborted exchanges get to write their records.
+constexpr std::chrono::seconds kAbortWait{2};
+} // namespace
+
 void Server::poll_drain(std::chrono::steady_clock::time_point deadline,
                         std::function<void()> done) {
   drain_timer_.expires_after(std::chrono::milliseconds(50));
   drain_timer_.async_wait([this, deadline, done = std::move(done)](boost::system::error_code) {
     bool idle = ctx_->in_flight.load() == 0;
+    if (!idle && !drain_aborting_ && std::chrono::steady_clock::now() >= deadline) {
+      // Grace is over: each exchange still in flight ends now with an audit record
+      // (outcome aborted) on its own thread, rather than the I/O threads stopping under
+      // it; a short, bounded wait lets those records reach the log.
+      drain_aborting_ = true;
+      log_event(LogLevel::warn, "drain_grace_over", 0, {},
+                {{"in_flight", std::to_string(ctx_->in_flight.load())}});
+      auto abort_on = [](net::io_context& ctx) {
+        net::post(ctx, [&ctx] {
+          if (net::has_service<InFlightExchanges>(ctx)) {
+            net::use_service<InFlightExchanges>(ctx).abort_all();
+          }
+        });
+      };
+      abort_on(ioc_);
+      for (auto& io : io_) {
+        abort_on(*io);
+      }
+      poll_drain(std::chrono::steady_clock::now() + kAbortWait, done);
+      return;
+    }
     if (idle || std::chrono::steady_clock::now() >= deadline) {
       log_event(
           LogLevel::info, "drained", 0, {},

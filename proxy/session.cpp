@@ -8,6 +8,7 @@
 #include "policy/ascii.hpp"
 #include "policy/strict_json.hpp"
 #include "proxy/admin_ops.hpp"
+#include "proxy/in_flight.hpp"
 #include "proxy/log.hpp"
 #include "proxy/responses.hpp"
 #include "proxy/transparent_session.hpp"
@@ -373,7 +374,8 @@ private:
 // HTTP session, over the plain proxy connection or inside an intercepted TLS tunnel.
 
 template <class Stream>
-class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>> {
+class HttpSession : public std::enable_shared_from_this<HttpSession<Stream>>,
+                    public InFlightExchange {
   static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
   // Plain forward proxy -> http upstream; intercepted TLS -> https upstream.
   using UpStream = Stream;
@@ -404,6 +406,23 @@ public:
         buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
         deadline_timer_(stream_.get_executor()), io_exec_(io_executor(stream_.get_executor())),
         target_(std::move(target)), transparent_(transparent) {}
+
+  ~HttpSession() {
+    if (in_flight_list_ != nullptr) {
+      in_flight_list_->remove(*this);
+    }
+  }
+
+  std::shared_ptr<InFlightExchange> lock_exchange() override {
+    return this->weak_from_this().lock();
+  }
+
+  /// The drain's grace period ran out with this exchange in flight (server.cpp): it ends
+  /// now, with its record, instead of the process stopping under it unrecorded.
+  void abort_for_shutdown() override {
+    net::dispatch(stream_.get_executor(),
+                  [self = this->shared_from_this()] { self->on_shutdown_abort(); });
+  }
 
   /// Transparent passthrough (TLS without SNI to a tls.passthrough address): decided like a
   /// CONNECT to the original destination, then tunnelled without a CONNECT answer.
@@ -1589,6 +1608,12 @@ private:
   void forward() {
     ctx_->in_flight.fetch_add(1);
     in_flight_ = true;
+    if (in_flight_list_ == nullptr) {
+      in_flight_list_ = &net::use_service<InFlightExchanges>(
+          net::query(stream_.get_executor(), net::execution::context));
+    }
+    in_flight_list_->add(*this);
+    relay_last_ = false; // set once the record of this exchange is submitted (record_then_send)
     upstream_started_ = Clock::now();
     const std::string& key = upstream_key();
     if (!tunnel_) {
@@ -1612,6 +1637,9 @@ private:
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     ec = timed_out(ec);
     disarm();
     if (ec) {
@@ -1627,6 +1655,9 @@ private:
   }
 
   void on_connect(beast::error_code ec, const tcp::endpoint&) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     if (ec) {
       upstream_failed(
           http::status::bad_gateway, "upstream_unavailable",
@@ -1658,6 +1689,9 @@ private:
   }
 
   void on_upstream_handshake(beast::error_code ec) requires(kTls) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     if (ec) {
       if (ctx_->metrics) {
         ctx_->metrics->tls_errors.inc({"upstream"});
@@ -1701,8 +1735,10 @@ private:
   }
 
   void open_tunnel() requires(!kTls) {
-    ctx_->in_flight.fetch_sub(1);
-    in_flight_ = false;
+    if (aborted_) {
+      return;
+    }
+    release_in_flight(); // a tunnel is not an exchange in flight: it lives on its own
     std::string early = beast::buffers_to_string(buffer_.data());
     auto tunnel = std::make_shared<TunnelSession>(
         ctx_, conn_, std::move(stream_), std::move(up_->stream),
@@ -1785,6 +1821,9 @@ private:
   }
 
   void on_upstream_written(beast::error_code ec) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     ec = timed_out(ec);
     if (ec) {
       upstream_failed(http::status::bad_gateway, "upstream_unavailable",
@@ -1808,6 +1847,9 @@ private:
   }
 
   void on_upstream_header(beast::error_code ec, std::size_t) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     ec = timed_out(ec);
     if (ec) {
       if (ec == beast::error::timeout) {
@@ -1931,6 +1973,9 @@ private:
   }
 
   void on_relay_read(beast::error_code ec, std::size_t) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     ec = timed_out(ec);
     if (ec == http::error::need_buffer) {
       ec = {};
@@ -2019,6 +2064,9 @@ private:
   }
 
   void send_relay(std::size_t n) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     auto& bufs = relay_bufs_;
     if (n == 0) {
       on_relay_written({}, 0); // nothing left to send (a close-delimited body's end)
@@ -2037,6 +2085,9 @@ private:
   }
 
   void on_relay_written(beast::error_code ec, std::size_t) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     ec = timed_out(ec);
     if (ec) {
       relay_failed("client_gone", ec, relay_last_); // the last piece: already recorded
@@ -2074,7 +2125,31 @@ private:
     if (in_flight_) {
       in_flight_ = false;
       ctx_->in_flight.fetch_sub(1);
+      in_flight_list_->remove(*this);
     }
+  }
+
+  /// See abort_for_shutdown. The sockets are closed, not destroyed: the operations pending
+  /// on them complete with errors, and every handler of the forwarding path returns at
+  /// once when aborted_ is set.
+  void on_shutdown_abort() {
+    if (!in_flight_ || aborted_) {
+      return;
+    }
+    aborted_ = true;
+    log_event(LogLevel::warn, "aborted_at_shutdown", conn_.id, req_id_, {{"run", run_}});
+    disarm();
+    if (!relay_last_) { // else record_then_send already submitted the record
+      record_final("aborted", "shutdown",
+                   "runwarden shut down before the response completed (the drain's grace "
+                   "period ran out)");
+    }
+    release_in_flight();
+    beast::error_code ignored;
+    if (up_) {
+      beast::get_lowest_layer(up_->stream).socket().close(ignored);
+    }
+    lowest().socket().close(ignored);
   }
 
   void record_final(const std::string& outcome, const std::string& code, const std::string& reason,
@@ -2160,6 +2235,9 @@ private:
   /// Mid-stream failure: the status line is already out, so the only honest signal left
   /// is closing the connection.
   void relay_failed(const std::string& outcome, beast::error_code ec, bool recorded = false) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     disarm();
     log_event(LogLevel::warn, "relay_failed", conn_.id, req_id_,
               {{"outcome", outcome}, {"error", ec.message()}});
@@ -2179,6 +2257,9 @@ private:
   /// Before any response byte reached the agent: answer 502/504 and never reuse the
   /// upstream connection.
   void upstream_failed(http::status status, const std::string& code, const std::string& reason) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
     disarm();
     log_event(LogLevel::warn, "upstream_failed", conn_.id, req_id_,
               {{"code", code}, {"reason", reason}});
@@ -2239,6 +2320,8 @@ private:
   bool tunnel_ = false;
   bool transparent_ = false; // plain HTTP on the transparent listener (target_ is fixed)
   bool in_flight_ = false;
+  bool aborted_ = false; // on_shutdown_abort ended the exchange: every handler returns
+  InFlightExchanges* in_flight_list_ = nullptr; // this io_context's, once forwarding began
   int interim_ = 0;
   unsigned client_version_ = 11;
   std::uint64_t served_ = 0;

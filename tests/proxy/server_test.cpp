@@ -327,6 +327,36 @@ protected:
   }
   std::string up() const { return "127.0.0.1:" + std::to_string(upstream_->port()); }
 
+  /// A drain whose grace runs out with an exchange in flight (the upstream never answers)
+  /// ends it with its final record, outcome aborted, and closes the agent's connection,
+  /// rather than stopping the I/O threads under it with only the decision record written.
+  void drain_past_grace_records_the_exchange_in_flight() {
+    auto s = connect();
+    net::write(s, net::buffer("GET http://" + up() + "/allowed/silent HTTP/1.1\r\nHost: " + up() +
+                              "\r\n\r\n"));
+    for (int i = 0; i < 500 && upstream_->seen().empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(upstream_->seen().size(), 1u);
+    std::promise<void> drained;
+    net::post(ioc_, [&] {
+      server_->drain(std::chrono::milliseconds(200), [&] { drained.set_value(); });
+    });
+    ASSERT_EQ(drained.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    auto records = audit_->records();
+    ASSERT_EQ(records.size(), 2u); // the decision, then the final record the abort wrote
+    EXPECT_FALSE(records[0].second);
+    EXPECT_TRUE(records[1].second);
+    EXPECT_EQ(records[1].first.id, records[0].first.id);
+    EXPECT_EQ(records[1].first.outcome, "aborted");
+    EXPECT_EQ(records[1].first.code, "shutdown");
+    char byte = 0;
+    boost::system::error_code ec;
+    s.read_some(net::buffer(&byte, 1), ec);
+    EXPECT_TRUE(ec); // closed, no response
+    upstream_->release();
+  }
+
   static http::response<http::string_body> read_response(tcp::socket& s,
                                                          beast::flat_buffer& buffer) {
     http::response<http::string_body> res;
@@ -816,6 +846,10 @@ TEST_F(ProxyTest, DrainStopsAcceptingAndCompletesWhenIdle) {
   EXPECT_TRUE(ec); // the listener is closed
 }
 
+TEST_F(ProxyTest, DrainPastItsGraceRecordsTheExchangeStillInFlight) {
+  drain_past_grace_records_the_exchange_in_flight();
+}
+
 TEST_F(ProxyTest, ContentLengthWithTransferEncodingIsRefused) {
   auto s = connect();
   auto res = exchange(s, "POST http://" + up() + "/post HTTP/1.1\r\nHost: " + up() +
@@ -1003,6 +1037,10 @@ TEST_F(IoThreadsTest, ConnectionsSpreadOverThreadsAreEachJudgedAndAudited) {
   EXPECT_EQ(forwarded, 12);
   // One upstream connection per agent connection, kept alive across its requests.
   EXPECT_EQ(upstream_->accepted(), 4);
+}
+
+TEST_F(IoThreadsTest, DrainPastItsGraceRecordsTheExchangeStillInFlight) {
+  drain_past_grace_records_the_exchange_in_flight();
 }
 
 TEST_F(IoThreadsTest, DrainClosesListenersAndStoppingJoinsThreadsAndClosesConnections) {
