@@ -1506,7 +1506,7 @@ private:
       }
     }
     bool passthrough = false;
-    for (const auto& pattern : ctx_->config->tls.passthrough) {
+    for (const auto& pattern : policy_->tls.passthrough) { // as reloaded: applies live
       if (pattern.matches(target.host)) {
         passthrough = true;
         break;

@@ -161,6 +161,56 @@ TEST_F(ReloadTest, PolicyChangeAppliesLiveWithoutARestartWarning) {
   EXPECT_TRUE(last_restart_required().empty());
 }
 
+// tls.passthrough applies live: a host taken out of it on reload is no longer tunnelled
+// unjudged (each CONNECT reads the reloaded config). Without a CA the fixture cannot
+// intercept, so a CONNECT that is not passthrough is refused.
+TEST_F(ReloadTest, PassthroughChangeAppliesLive) {
+  const std::string port = std::to_string(upstream_.port());
+  write_file(dir_.file("actions.yaml"), actions_yaml(upstream_.port(), "/allowed/**") +
+                                            "  tunnel_things:\n    - {host: 127.0.0.1, port: " +
+                                            port + ", method: CONNECT, path: /}\n");
+  write_file(dir_.file("runbooks") / "rb.yaml", "runbook: rb\n"
+                                                "owner: test\n"
+                                                "trigger: {manual: test}\n"
+                                                "allowed_actions:\n"
+                                                "  read_only: [read_things]\n"
+                                                "  allowed: [tunnel_things]\n"
+                                                "unmatched: deny\n");
+  write_file(dir_.file("runwarden.yaml"), runwarden_yaml("tls:\n  passthrough: [127.0.0.1]\n"));
+  ASSERT_TRUE(reloader_->reload("signal"));
+  // CONNECT, then a plain GET inside: it reaches the upstream only through a tunnel.
+  auto tunnel_get = [&] {
+    boost::asio::io_context ioc;
+    boost::asio::ip::tcp::socket s(ioc);
+    s.connect(server_->server().proxy_endpoint());
+    set_timeouts(s);
+    const std::string authority = "127.0.0.1:" + port;
+    boost::asio::write(s, boost::asio::buffer("CONNECT " + authority +
+                                              " HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"));
+    boost::beast::flat_buffer buffer;
+    boost::beast::http::response_parser<boost::beast::http::empty_body> head;
+    head.skip(true); // a CONNECT answer has no body
+    boost::system::error_code ec;
+    boost::beast::http::read_header(s, buffer, head, ec);
+    if (ec || head.get().result_int() != 200) {
+      return static_cast<int>(ec ? 0 : head.get().result_int());
+    }
+    boost::asio::write(s, boost::asio::buffer("GET /allowed/t HTTP/1.1\r\nHost: " + authority +
+                                              "\r\nConnection: close\r\n\r\n"));
+    boost::beast::http::response<boost::beast::http::string_body> res;
+    boost::beast::http::read(s, buffer, res, ec);
+    return ec ? -1 : static_cast<int>(res.result_int()) * 1000 + (res.body() == "hello" ? 1 : 0);
+  };
+  const int before = upstream_.requests();
+  EXPECT_EQ(tunnel_get(), 200001); // tunnelled, answered "hello"
+  EXPECT_EQ(upstream_.requests(), before + 1);
+
+  write_file(dir_.file("runwarden.yaml"), runwarden_yaml(""));
+  ASSERT_TRUE(reloader_->reload("signal"));
+  EXPECT_NE(tunnel_get(), 200001);
+  EXPECT_EQ(upstream_.requests(), before + 1); // nothing more reached the upstream
+}
+
 TEST(RestartRequired, NamesEachStartUpOnlySettingThatDiffers) {
   config::Config a;
   config::Config b;
