@@ -327,6 +327,18 @@ protected:
   }
   std::string up() const { return "127.0.0.1:" + std::to_string(upstream_->port()); }
 
+  /// Sends an allowed GET on s whose final record's completion the audit sink holds back;
+  /// true once that record is submitted (its completion waits for run_deferred).
+  bool forwarded_with_final_record_held(tcp::socket& s) {
+    audit_->defer_next_final();
+    net::write(
+        s, net::buffer("GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+    for (int i = 0; i < 500 && !audit_->has_deferred(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return audit_->has_deferred();
+  }
+
   /// A drain whose grace runs out with an exchange in flight (the upstream never answers)
   /// ends it with its final record, outcome aborted, and closes the agent's connection,
   /// rather than stopping the I/O threads under it with only the decision record written.
@@ -664,15 +676,9 @@ TEST_F(ProxyTest, CloseDelimitedBodyIsRelayedInLargePieces) {
 // The final record's completion is held back here (as a slow disk, or a group commit's
 // leader running a follower's completion later, would): the response must wait for it.
 TEST_F(ProxyTest, ResponseCompletesOnlyAfterItsRecordIsWritten) {
-  audit_->defer_next_final();
   auto s = connect();
   beast::flat_buffer buffer;
-  net::write(
-      s, net::buffer("GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
-  for (int i = 0; i < 500 && !audit_->has_deferred(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(audit_->has_deferred());
+  ASSERT_TRUE(forwarded_with_final_record_held(s));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(s.available(), 0u) << "response bytes reached the agent before its record";
   audit_->run_deferred({}); // written: the response completes
@@ -692,15 +698,9 @@ TEST_F(ProxyTest, ResponseCompletesOnlyAfterItsRecordIsWritten) {
 // connection is reset (an agent reading a close-delimited body would otherwise take the
 // close for its end), and the failure is logged for that request.
 TEST_F(ProxyTest, ResponseDoesNotCompleteWhenItsRecordFails) {
-  audit_->defer_next_final();
   auto s = connect();
   beast::flat_buffer buffer;
-  net::write(
-      s, net::buffer("GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
-  for (int i = 0; i < 500 && !audit_->has_deferred(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(audit_->has_deferred());
+  ASSERT_TRUE(forwarded_with_final_record_held(s));
   auto records = audit_->records();
   ASSERT_EQ(records.size(), 2u);
   std::string id = records[1].first.id;
