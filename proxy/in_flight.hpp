@@ -23,6 +23,9 @@ public:
 
   virtual ~InFlightExchange() = default;
 
+  /// Whether it is linked. Read by its own session only: it links and unlinks itself.
+  bool in_flight_linked() const { return linked_; }
+
 protected:
   InFlightExchange() = default;
   InFlightExchange(const InFlightExchange&) = delete;

@@ -408,7 +408,11 @@ public:
         target_(std::move(target)), transparent_(transparent) {}
 
   ~HttpSession() {
-    if (in_flight_list_ != nullptr) {
+    // Unlinked already unless the session ended with an exchange in flight (its io_context
+    // being destroyed): then the list still exists. Never touched once unlinked, so a
+    // session whose last reference drops on the audit writer's thread at exit does not
+    // reach into a destroyed io_context's service.
+    if (in_flight_list_ != nullptr && in_flight_linked()) {
       in_flight_list_->remove(*this);
     }
   }
@@ -2065,7 +2069,8 @@ private:
 
   void send_relay(std::size_t n) {
     if (aborted_) {
-      return; // on_shutdown_abort ended the exchange
+      release_in_flight(); // the record on_shutdown_abort left to record_then_send is written
+      return;
     }
     auto& bufs = relay_bufs_;
     if (n == 0) {
@@ -2139,12 +2144,20 @@ private:
     aborted_ = true;
     log_event(LogLevel::warn, "aborted_at_shutdown", conn_.id, req_id_, {{"run", run_}});
     disarm();
-    if (!relay_last_) { // else record_then_send already submitted the record
+    // The exchange stays in flight until its record is written: the drain waits for that
+    // (Server::poll_drain) before it stops the I/O threads the completion runs on.
+    if (!relay_last_) {
       record_final("aborted", "shutdown",
                    "runwarden shut down before the response completed (the drain's grace "
-                   "period ran out)");
-    }
-    release_in_flight();
+                   "period ran out)",
+                   [self = this->shared_from_this()](std::error_code ec) {
+                     if (ec) {
+                       log_event(LogLevel::error, "audit_failed", self->conn_.id, {},
+                                 {{"error", ec.message()}, {"effect", "aborted exchange"}});
+                     }
+                     self->on_session_thread([self] { self->release_in_flight(); });
+                   });
+    } // else record_then_send's record is pending: its completion releases (send_relay)
     beast::error_code ignored;
     if (up_) {
       beast::get_lowest_layer(up_->stream).socket().close(ignored);
@@ -2248,6 +2261,13 @@ private:
     up_.reset();
     if (!recorded) {
       record_final(outcome, outcome, "response relay failed: " + ec.message());
+    } else {
+      // The exchange's record (written before the last piece) says the response went out;
+      // the last piece did not reach the agent. An event says so, under the same id.
+      ctx_->audit->event(
+          "response_not_delivered",
+          {{"request_id", req_id_}, {"run", run_}, {"outcome", outcome}, {"error", ec.message()}},
+          [](std::error_code) {});
     }
     release_in_flight();
     beast::error_code ignored;

@@ -1043,6 +1043,35 @@ TEST_F(IoThreadsTest, DrainPastItsGraceRecordsTheExchangeStillInFlight) {
   drain_past_grace_records_the_exchange_in_flight();
 }
 
+// The drain ends only once the aborted exchange's record is written (its completion has
+// run): stopping the I/O threads earlier would strand the completion, and the record with
+// it. Here the sink holds the completion back until the test releases it.
+TEST_F(IoThreadsTest, DrainPastItsGraceWaitsForTheAbortedExchangesRecord) {
+  auto s = connect();
+  net::write(s, net::buffer("GET http://" + up() + "/allowed/silent HTTP/1.1\r\nHost: " + up() +
+                            "\r\n\r\n"));
+  for (int i = 0; i < 500 && upstream_->seen().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(upstream_->seen().size(), 1u);
+  audit_->defer_next_final();
+  std::promise<void> drained;
+  auto done = drained.get_future();
+  net::post(ioc_,
+            [&] { server_->drain(std::chrono::milliseconds(100), [&] { drained.set_value(); }); });
+  for (int i = 0; i < 500 && !audit_->has_deferred(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(audit_->has_deferred()); // the abort submitted the record
+  EXPECT_EQ(done.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+  audit_->run_deferred({}); // written
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1].first.outcome, "aborted");
+  upstream_->release();
+}
+
 TEST_F(IoThreadsTest, DrainClosesListenersAndStoppingJoinsThreadsAndClosesConnections) {
   auto s = connect();
   auto res =
