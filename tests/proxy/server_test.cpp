@@ -339,17 +339,23 @@ protected:
     return audit_->has_deferred();
   }
 
-  /// A drain whose grace runs out with an exchange in flight (the upstream never answers)
-  /// ends it with its final record, outcome aborted, and closes the agent's connection,
-  /// rather than stopping the I/O threads under it with only the decision record written.
-  void drain_past_grace_records_the_exchange_in_flight() {
-    auto s = connect();
+  /// Sends GET /allowed/silent on s (the upstream never answers it); true once the
+  /// upstream has it: the exchange is in flight.
+  bool forwarded_to_silent_upstream(tcp::socket& s) {
     net::write(s, net::buffer("GET http://" + up() + "/allowed/silent HTTP/1.1\r\nHost: " + up() +
                               "\r\n\r\n"));
     for (int i = 0; i < 500 && upstream_->seen().empty(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    ASSERT_EQ(upstream_->seen().size(), 1u);
+    return upstream_->seen().size() == 1;
+  }
+
+  /// A drain whose grace runs out with an exchange in flight (the upstream never answers)
+  /// ends it with its final record, outcome aborted, and closes the agent's connection,
+  /// rather than stopping the I/O threads under it with only the decision record written.
+  void drain_past_grace_records_the_exchange_in_flight() {
+    auto s = connect();
+    ASSERT_TRUE(forwarded_to_silent_upstream(s));
     std::promise<void> drained;
     net::post(ioc_, [&] {
       server_->drain(std::chrono::milliseconds(200), [&] { drained.set_value(); });
@@ -1048,12 +1054,7 @@ TEST_F(IoThreadsTest, DrainPastItsGraceRecordsTheExchangeStillInFlight) {
 // it. Here the sink holds the completion back until the test releases it.
 TEST_F(IoThreadsTest, DrainPastItsGraceWaitsForTheAbortedExchangesRecord) {
   auto s = connect();
-  net::write(s, net::buffer("GET http://" + up() + "/allowed/silent HTTP/1.1\r\nHost: " + up() +
-                            "\r\n\r\n"));
-  for (int i = 0; i < 500 && upstream_->seen().empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_EQ(upstream_->seen().size(), 1u);
+  ASSERT_TRUE(forwarded_to_silent_upstream(s));
   audit_->defer_next_final();
   std::promise<void> drained;
   auto done = drained.get_future();
