@@ -14,6 +14,20 @@
 namespace runwarden::audit {
 namespace {
 
+/// Plain names of every size the memo reads (1-16 bytes), in pairs that differ only in
+/// their middle byte: none is sensitive, and no two may share a verdict.
+std::vector<std::string> middle_byte_pairs() {
+  std::vector<std::string> out;
+  for (std::size_t size = 1; size <= 16; ++size) {
+    std::string a(size, 'm');
+    std::string b = a;
+    b[size / 2] = 'n';
+    out.push_back(std::move(a));
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
 TEST(KeyMemo, OneByteApartNeverShareAVerdict) {
   const Redactor redactor;
   struct Case {
@@ -38,15 +52,9 @@ TEST(KeyMemo, OneByteApartNeverShareAVerdict) {
       EXPECT_FALSE(redactor.is_sensitive_key(miss)) << miss;
     }
   }
-  // Short keys of every size that differ only in their middle byte.
-  for (std::size_t size = 1; size <= 16; ++size) {
-    std::string a(size, 'm');
-    std::string b = a;
-    b[size / 2] = 'n';
-    cases.push_back({a, false});
-    cases.push_back({b, false});
-    EXPECT_FALSE(redactor.is_sensitive_key(a)) << a;
-    EXPECT_FALSE(redactor.is_sensitive_key(b)) << b;
+  for (const std::string& plain : middle_byte_pairs()) {
+    cases.push_back({plain, false});
+    EXPECT_FALSE(redactor.is_sensitive_key(plain)) << plain;
   }
   EXPECT_TRUE(redactor.is_sensitive_key("pwd"));
   EXPECT_FALSE(redactor.is_sensitive_key("zwd"));
@@ -98,15 +106,9 @@ TEST(HeaderMemo, OneByteApartNeverShareAVerdict) {
     cases.push_back({name, false});
     EXPECT_FALSE(redactor.is_sensitive_header(name)) << name;
   }
-  // Short names of every size that differ only in their middle byte.
-  for (std::size_t size = 1; size <= 16; ++size) {
-    std::string a(size, 'm');
-    std::string b = a;
-    b[size / 2] = 'n';
-    cases.push_back({a, false});
-    cases.push_back({b, false});
-    EXPECT_FALSE(redactor.is_sensitive_header(a)) << a;
-    EXPECT_FALSE(redactor.is_sensitive_header(b)) << b;
+  for (const std::string& plain : middle_byte_pairs()) {
+    cases.push_back({plain, false});
+    EXPECT_FALSE(redactor.is_sensitive_header(plain)) << plain;
   }
   EXPECT_TRUE(redactor.is_sensitive_header("key"));
   EXPECT_FALSE(redactor.is_sensitive_header("kez"));

@@ -8,6 +8,7 @@
 #include <openssl/bn.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <optional>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -51,8 +52,10 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
-/// Verifies `leaf` against `ca` as a TLS client would: chain, purpose and the exact name.
-int verify(X509* ca, X509* leaf, const std::string& host, bool ip) {
+/// Verifies `leaf` against `ca` as a TLS client would: chain, purpose and the exact name;
+/// at time `at` when given, else now.
+int verify(X509* ca, X509* leaf, const std::string& host, bool ip,
+           std::optional<std::time_t> at = std::nullopt) {
   X509_STORE* store = X509_STORE_new();
   X509_STORE_add_cert(store, ca);
   X509_STORE_CTX* ctx = X509_STORE_CTX_new();
@@ -63,6 +66,9 @@ int verify(X509* ca, X509* leaf, const std::string& host, bool ip) {
     X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
   } else {
     X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
+  }
+  if (at) {
+    X509_VERIFY_PARAM_set_time(param, *at);
   }
   int ok = X509_verify_cert(ctx);
   int err = ok == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
@@ -432,19 +438,7 @@ namespace {
 
 /// verify() at a given time instead of now.
 int verify_at(X509* ca, X509* leaf, const std::string& host, std::time_t at) {
-  X509_STORE* store = X509_STORE_new();
-  X509_STORE_add_cert(store, ca);
-  X509_STORE_CTX* ctx = X509_STORE_CTX_new();
-  X509_STORE_CTX_init(ctx, store, leaf, nullptr);
-  X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx);
-  X509_VERIFY_PARAM_set_purpose(param, X509_PURPOSE_SSL_SERVER);
-  X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size());
-  X509_VERIFY_PARAM_set_time(param, at);
-  int ok = X509_verify_cert(ctx);
-  int err = ok == 1 ? X509_V_OK : X509_STORE_CTX_get_error(ctx);
-  X509_STORE_CTX_free(ctx);
-  X509_STORE_free(store);
-  return err;
+  return verify(ca, leaf, host, false, at);
 }
 
 /// A CA valid `days` whose Authority reads the time from `now`.
