@@ -1009,14 +1009,17 @@ private:
     // decision too, so an allowed request that goes on logs its decision at debug. Every
     // other outcome (deny, hold, paused, refused by the run's state) keeps it at info.
     bool forwarded = !answered && verdict == policy::Verdict::allow;
-    log_event(forwarded ? LogLevel::debug : LogLevel::info, "decision", conn_.id, req_id_,
-              {{"run", run_},
-               {"method", req_.method},
-               {"host", req_.host},
-               {"verdict", policy::to_string(verdict)},
-               {"code", decision_.code},
-               {"action", decision_.action},
-               {"rule", loggable_reason()}});
+    const LogLevel level = forwarded ? LogLevel::debug : LogLevel::info;
+    if (log_enabled(level)) { // the reason's copy only when the line is written
+      log_event(level, "decision", conn_.id, req_id_,
+                {{"run", run_},
+                 {"method", req_.method},
+                 {"host", req_.host},
+                 {"verdict", policy::to_string(verdict)},
+                 {"code", decision_.code},
+                 {"action", decision_.action},
+                 {"rule", loggable_reason()}});
+    }
     if (answered) {
       return;
     }
