@@ -102,55 +102,52 @@ public:
   ConfigParser(const YamlReader& r, Config& c) : r_(r), c_(c) {}
 
   void parse() {
-    r_.for_each(
-        r_.root(),
-        {"listen", "agent", "catalogue", "runbooks", "active_runbook", "selectable_runbooks", "tls",
-         "approvals", "audit", "redaction", "limits", "kill_switch_file", "threads"},
-        [&](const std::string& key, const YAML::Mark&, const Field& v) {
-          if (key == "listen") {
-            listen(v);
-          } else if (key == "agent") {
-            r_.for_each(v, {"id"}, [&](const std::string&, const YAML::Mark&, const Field& id) {
-              c_.agent_id = r_.string(id).value_or("");
-            });
-            r_.require(v, "id");
-          } else if (key == "catalogue") {
-            if (auto p = r_.path(v)) {
-              c_.catalogue_file = *p;
-              catalogue_field.emplace(v);
-            }
-          } else if (key == "runbooks") {
-            runbooks(v);
-          } else if (key == "active_runbook") {
-            if (auto s = r_.string(v)) {
-              c_.active_runbook = *s;
-              active_field.emplace(v);
-            }
-          } else if (key == "selectable_runbooks") {
-            if (auto list = r_.elements(v)) {
-              for (const auto& element : *list) {
-                if (auto s = r_.string(element)) {
-                  c_.selectable_runbooks.push_back(*s);
-                  selectable_fields.push_back(element);
-                }
-              }
-            }
-          } else if (key == "tls") {
-            tls(v);
-          } else if (key == "approvals") {
-            approvals(v);
-          } else if (key == "audit") {
-            audit(v);
-          } else if (key == "redaction") {
-            redaction(v);
-          } else if (key == "limits") {
-            limits(v);
-          } else if (key == "kill_switch_file") {
-            c_.kill_switch_file = r_.path(v).value_or("");
-          } else if (key == "threads") {
-            c_.threads = static_cast<unsigned>(r_.integer(v, 0, 1024).value_or(0));
-          }
-        });
+    r_.for_each(r_.root(),
+                {"listen", "agent", "catalogue", "runbooks", "active_runbook",
+                 "selectable_runbooks", "tls", "approvals", "audit", "redaction", "limits",
+                 "kill_switch_file", "threads"},
+                [&](const std::string& key, const YAML::Mark&, const Field& v) {
+                  if (key == "listen") {
+                    listen(v);
+                  } else if (key == "agent") {
+                    agent(v);
+                  } else if (key == "catalogue") {
+                    if (auto p = r_.path(v)) {
+                      c_.catalogue_file = *p;
+                      catalogue_field.emplace(v);
+                    }
+                  } else if (key == "runbooks") {
+                    runbooks(v);
+                  } else if (key == "active_runbook") {
+                    if (auto s = r_.string(v)) {
+                      c_.active_runbook = *s;
+                      active_field.emplace(v);
+                    }
+                  } else if (key == "selectable_runbooks") {
+                    if (auto list = r_.elements(v)) {
+                      for (const auto& element : *list) {
+                        if (auto s = r_.string(element)) {
+                          c_.selectable_runbooks.push_back(*s);
+                          selectable_fields.push_back(element);
+                        }
+                      }
+                    }
+                  } else if (key == "tls") {
+                    tls(v);
+                  } else if (key == "approvals") {
+                    approvals(v);
+                  } else if (key == "audit") {
+                    audit(v);
+                  } else if (key == "redaction") {
+                    redaction(v);
+                  } else if (key == "limits") {
+                    limits(v);
+                  } else if (key == "kill_switch_file") {
+                    c_.kill_switch_file = r_.path(v).value_or("");
+                  } else if (key == "threads") {
+                    c_.threads = static_cast<unsigned>(r_.integer(v, 0, 1024).value_or(0));
+                  }
+                });
     for (const auto* key : {"listen", "catalogue", "runbooks", "active_runbook"}) {
       r_.require(r_.root(), key);
     }
@@ -178,6 +175,30 @@ private:
     } else {
       r_.error(v, "invalid listen address \"" + *s + "\": " + why);
     }
+  }
+
+  /// `agent: {id, runs}`; `runs` says what a call without Runwarden-Run belongs to.
+  void agent(const Field& v) {
+    r_.for_each(v, {"id", "runs"}, [&](const std::string& key, const YAML::Mark&, const Field& f) {
+      if (key == "id") {
+        c_.agent_id = r_.string(f).value_or("");
+        return;
+      }
+      auto s = r_.string(f);
+      if (!s) {
+        return;
+      }
+      if (*s == "per_connection") {
+        c_.run_ids = RunIds::per_connection;
+      } else if (*s == "shared") {
+        c_.run_ids = RunIds::shared;
+      } else if (*s == "required") {
+        c_.run_ids = RunIds::required;
+      } else {
+        r_.error(f, "agent.runs must be per_connection, shared or required, not \"" + *s + "\"");
+      }
+    });
+    r_.require(v, "id");
   }
 
   void listen(const Field& f) {

@@ -79,10 +79,19 @@ struct Limits {
   std::size_t max_json_depth = 64;
 };
 
+/// How calls that carry no `Runwarden-Run` header are grouped into runs (`agent.runs`); a run
+/// is what budgets, `ctl kill` and blast-radius count by.
+enum class RunIds {
+  per_connection, ///< each connection is its own run (the default)
+  shared,         ///< all of them are one run named after agent.id
+  required,       ///< refused: 400 run_id_required
+};
+
 struct Config {
   std::filesystem::path file; // the runwarden.yaml that was loaded
   Listen listen;
   std::string agent_id;
+  RunIds run_ids = RunIds::per_connection;
   std::filesystem::path catalogue_file;
   std::vector<std::filesystem::path> runbook_paths;
   std::string active_runbook;

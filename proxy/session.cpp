@@ -235,8 +235,12 @@ struct ConnInfo {
   std::shared_ptr<ConnectionToken> token;
   std::uint64_t id = 0;
   std::string peer;
-  std::string run; // run id assigned to the connection (or from Runwarden-Run on CONNECT)
+  std::string run;        // run id assigned to the connection (or from Runwarden-Run on CONNECT)
+  bool run_given = false; // the CONNECT named the run: its inner requests belong to it
 };
+
+/// A Runwarden-Run value as sent (OWS trimmed): 1-128 bytes, or the request is refused.
+constexpr std::size_t kMaxRunId = 128;
 
 struct Target {
   std::string host;
@@ -441,6 +445,11 @@ public:
     raw_url_ = target_.host + ":" + std::to_string(target_.port);
     have_request_ = true;
     tunnel_ = true;
+    // No header can name the run here: under agent.runs shared the tunnel joins the agent's
+    // run; otherwise (required too) it is the connection's own.
+    if (policy_->run_ids == config::RunIds::shared) {
+      run_ = ctx_->config->agent_id;
+    }
     decide();
   }
 
@@ -897,19 +906,50 @@ private:
     return true;
   }
 
+  /// A Runwarden-Run value, OWS trimmed, into `run`; a value that cannot be a run id is
+  /// refused rather than silently replaced (the call would land in another run's budget).
+  bool take_run_id(std::string_view value, std::string& run) {
+    std::string_view v = trim_ows(value);
+    if (v.empty() || v.size() > kMaxRunId) {
+      refuse(http::status::bad_request, "bad_run_id",
+             "Runwarden-Run must be 1 to " + std::to_string(kMaxRunId) + " bytes");
+      return false;
+    }
+    run.assign(v);
+    return true;
+  }
+
+  /// A call that names no run: `agent.runs` (as reloaded) says which run it belongs to.
+  bool apply_run_policy(std::string& run) {
+    switch (policy_->run_ids) {
+    case config::RunIds::per_connection:
+      return true;
+    case config::RunIds::shared:
+      run = ctx_->config->agent_id; // the id the records carry (agent.id needs a restart)
+      return true;
+    case config::RunIds::required:
+      refuse(http::status::bad_request, "run_id_required",
+             "this runwarden requires a Runwarden-Run header naming the run (agent.runs: "
+             "required)");
+      return false;
+    }
+    return false;
+  }
+
   /// Copies headers into req_, consuming Runwarden-* ones.
   bool consume_headers(const http::request_parser<http::string_body>::value_type& h) {
     std::string wanted_runbook;
     bool runbook_given = false;
+    bool run_given = conn_.run_given;
     for (const auto& f : h) {
       std::string_view name = f.name_string();
       std::string_view value = f.value();
       if (istarts_with(name, "runwarden-")) {
         if (iequals(name, "runwarden-run")) {
-          std::string_view v = trim_ows(value);
-          if (!v.empty() && v.size() <= 128) {
-            run_ = std::string(v);
+          if (!take_run_id(value, run_)) {
+            return false;
           }
+          run_given = true;
         } else if (iequals(name, "runwarden-runbook")) {
           wanted_runbook = std::string(trim_ows(value));
           runbook_given = true;
@@ -917,6 +957,9 @@ private:
         continue;
       }
       req_.headers.push_back({std::string(name), std::string(value)});
+    }
+    if (!run_given && !apply_run_policy(run_)) {
+      return false;
     }
     // Judged, recorded and forwarded are the same fields: nothing hop-by-hop or named in
     // Connection reaches the policy (it would match on a field the upstream never sees).
@@ -1505,11 +1548,10 @@ private:
     }
     for (const auto& f : h) {
       if (iequals(f.name_string(), "runwarden-run")) {
-        std::string_view v = trim_ows(f.value());
-        if (!v.empty() && v.size() <= 128) {
-          conn_.run = std::string(v);
-          run_ = conn_.run;
+        if (!take_run_id(f.value(), conn_.run)) {
+          return;
         }
+        conn_.run_given = true;
       }
     }
     bool passthrough = false;
@@ -1519,6 +1561,12 @@ private:
         break;
       }
     }
+    // A tunnel is judged on this CONNECT alone; an intercepted connection's requests are
+    // each judged and may name their run themselves.
+    if (!conn_.run_given && passthrough && !apply_run_policy(conn_.run)) {
+      return;
+    }
+    run_ = conn_.run;
     log_event(LogLevel::info, "connect", conn_.id, req_id_,
               {{"host", target.host},
                {"port", std::to_string(target.port)},

@@ -195,6 +195,31 @@ threads: 2
   EXPECT_EQ(c.threads, 2u);
 }
 
+TEST_F(ConfigTest, AgentRunsSaysWhatACallWithoutARunBelongsTo) {
+  ASSERT_TRUE(errors().empty());
+  EXPECT_EQ(config_->run_ids, RunIds::per_connection); // the default
+  const std::string base(kConfig);
+  const auto with_runs = [&](const std::string& value) {
+    std::string text = base;
+    text.replace(text.find("agent: {id: test-agent}"), 23,
+                 "agent: {id: test-agent, runs: " + value + "}");
+    write("runwarden.yaml", text);
+  };
+  with_runs("shared");
+  ASSERT_TRUE(errors().empty());
+  EXPECT_EQ(config_->run_ids, RunIds::shared);
+  with_runs("required");
+  ASSERT_TRUE(errors().empty());
+  EXPECT_EQ(config_->run_ids, RunIds::required);
+  with_runs("per_run");
+  auto errs = errors();
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_NE(errs[0].find("agent.runs must be per_connection, shared or required, not "
+                         "\"per_run\""),
+            std::string::npos)
+      << errs[0];
+}
+
 TEST_F(ConfigTest, UnknownKeyInConfigSuggestsTheClosest) {
   write("runwarden.yaml", std::string(kConfig) + "limits: {idle_timout: 10s}\n");
   EXPECT_EQ(errors(), one("runwarden.yaml",
