@@ -57,6 +57,9 @@ struct ProxyContext {
   std::atomic<std::uint64_t> rejected_connections{0};
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> in_flight{0};
+  /// Passthrough tunnels whose closing record is not yet written. They do not hold a drain
+  /// open, but the drain ends each with its record before it stops the I/O threads.
+  std::atomic<std::uint64_t> open_tunnels{0};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 

@@ -415,14 +415,20 @@ void Server::poll_drain(std::chrono::steady_clock::time_point deadline,
                         std::function<void()> done) {
   drain_timer_.expires_after(std::chrono::milliseconds(50));
   drain_timer_.async_wait([this, deadline, done = std::move(done)](boost::system::error_code) {
-    bool idle = ctx_->in_flight.load() == 0;
-    if (!idle && !drain_aborting_ && std::chrono::steady_clock::now() >= deadline) {
-      // Grace is over: each exchange still in flight ends now with an audit record
-      // (outcome aborted) on its own thread, rather than the I/O threads stopping under
-      // it; a short, bounded wait lets those records reach the log.
+    const bool exchanges_idle = ctx_->in_flight.load() == 0;
+    const bool tunnels_open = ctx_->open_tunnels.load() > 0;
+    const bool over = std::chrono::steady_clock::now() >= deadline;
+    // Tunnels do not hold the drain open (an idle one cannot be told from a busy one), but
+    // neither are they cut unrecorded: once the exchanges are done, or the grace is over,
+    // whatever is still open (exchanges, tunnels) ends now with an audit record (outcome
+    // aborted) on its own thread, rather than the I/O threads stopping under it; a short,
+    // bounded wait lets those records reach the log.
+    if (!drain_aborting_ && (exchanges_idle || over) && (!exchanges_idle || tunnels_open)) {
       drain_aborting_ = true;
-      log_event(LogLevel::warn, "drain_grace_over", 0, {},
-                {{"in_flight", std::to_string(ctx_->in_flight.load())}});
+      log_event(exchanges_idle ? LogLevel::info : LogLevel::warn,
+                exchanges_idle ? "drain_closing_tunnels" : "drain_grace_over", 0, {},
+                {{"in_flight", std::to_string(ctx_->in_flight.load())},
+                 {"tunnels", std::to_string(ctx_->open_tunnels.load())}});
       auto abort_on = [](net::io_context& ctx) {
         net::post(ctx, [&ctx] {
           if (net::has_service<InFlightExchanges>(ctx)) {
@@ -437,10 +443,12 @@ void Server::poll_drain(std::chrono::steady_clock::time_point deadline,
       poll_drain(std::chrono::steady_clock::now() + kAbortWait, done);
       return;
     }
-    if (idle || std::chrono::steady_clock::now() >= deadline) {
-      log_event(
-          LogLevel::info, "drained", 0, {},
-          {{"in_flight", std::to_string(ctx_->in_flight.load())}, {"clean", idle ? "yes" : "no"}});
+    const bool idle = exchanges_idle && !tunnels_open;
+    if (idle || over) {
+      log_event(LogLevel::info, "drained", 0, {},
+                {{"in_flight", std::to_string(ctx_->in_flight.load())},
+                 {"tunnels", std::to_string(ctx_->open_tunnels.load())},
+                 {"clean", idle ? "yes" : "no"}});
       done();
       return;
     }

@@ -258,14 +258,37 @@ bool is_loop(const ProxyContext& ctx, const std::string& host, std::uint16_t por
 // ---------------------------------------------------------------------------------------
 // Passthrough tunnel: bytes both ways, decided on host:port alone.
 
-class TunnelSession : public std::enable_shared_from_this<TunnelSession> {
+class TunnelSession : public std::enable_shared_from_this<TunnelSession>, public InFlightExchange {
 public:
   TunnelSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream client,
                 PlainStream upstream, audit::Exchange exchange)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), client_(std::move(client)),
         upstream_(std::move(upstream)), exchange_(std::move(exchange)) {}
 
+  ~TunnelSession() override {
+    // Unlinked by the record's completion, unless the io_context went away first (its
+    // services outlive the handlers it destroys, so the list is still there).
+    if (list_ != nullptr && in_flight_linked()) {
+      list_->remove(*this);
+    }
+  }
+
+  /// A drain that ends with the tunnel open closes it here, with its closing record.
+  void abort_for_shutdown() override {
+    net::dispatch(client_.get_executor(), [self = shared_from_this()] {
+      if (!self->finished_) {
+        self->aborted_ = true;
+        self->finish({});
+      }
+    });
+  }
+  std::shared_ptr<InFlightExchange> lock_exchange() override { return weak_from_this().lock(); }
+
   void start(std::string early_bytes) {
+    ctx_->open_tunnels.fetch_add(1);
+    list_ = &net::use_service<InFlightExchanges>(
+        net::query(client_.get_executor(), net::execution::context));
+    list_->add(*this);
     early_ = std::move(early_bytes);
     if (early_.empty()) {
       pump(true);
@@ -341,20 +364,29 @@ private:
     exchange_.response->bytes = down_bytes_;
     exchange_.request.body_bytes = up_bytes_;
     exchange_.timing.total_ms = ms_since(started_);
-    if (ec) {
+    if (aborted_) {
+      exchange_.outcome = "aborted";
+      exchange_.code = "shutdown";
+      exchange_.reason = "runwarden shut down with the tunnel open (the drain ended)";
+    } else if (ec) {
       exchange_.outcome = "upstream_error";
       exchange_.reason = "tunnel: " + ec.message();
     }
     log_event(
-        LogLevel::info, "tunnel_closed", conn_.id, exchange_.id,
+        LogLevel::info, aborted_ ? "tunnel_aborted_at_shutdown" : "tunnel_closed", conn_.id,
+        exchange_.id,
         {{"up_bytes", std::to_string(up_bytes_)}, {"down_bytes", std::to_string(down_bytes_)}});
-    // The completion may run on another thread (see audit::Completion): it gets copies.
+    // The completion may run on another thread (see audit::Completion): it gets copies. The
+    // tunnel counts as open until its record is written, so a drain waits for the record
+    // (and for the unlink: the list belongs to the io_context the drain then stops).
     ctx_->audit->record(
         exchange_, true,
         [hold = shared_from_this(), conn = conn_.id, id = exchange_.id](std::error_code aec) {
           if (aec) {
             log_event(LogLevel::error, "audit_failed", conn, id, {{"error", aec.message()}});
           }
+          hold->list_->remove(*hold); // under the list's lock: any thread will do
+          hold->ctx_->open_tunnels.fetch_sub(1);
         });
   }
 
@@ -370,6 +402,8 @@ private:
   std::uint64_t down_bytes_ = 0;
   int open_dirs_ = 2;
   bool finished_ = false;
+  bool aborted_ = false; // ended by the drain (abort_for_shutdown)
+  InFlightExchanges* list_ = nullptr;
   beast::error_code error_;
   Clock::time_point started_ = Clock::now();
 };

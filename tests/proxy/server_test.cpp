@@ -1179,6 +1179,40 @@ TEST_F(LimitsTest, PassthroughConnectIsDecidedOnHostAndTunnelled) {
   EXPECT_EQ(records[0].first.request.method, "CONNECT");
 }
 
+// A passthrough tunnel does not hold a drain open, but is not cut unrecorded either: the
+// drain closes it with its closing record (outcome aborted, the bytes it carried).
+TEST_F(LimitsTest, DrainClosesAnOpenTunnelWithItsRecord) {
+  auto s = connect();
+  net::write(s, net::buffer("CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+  beast::flat_buffer buffer;
+  http::response_parser<http::empty_body> head;
+  head.skip(true);
+  boost::system::error_code ec;
+  http::read_header(s, buffer, head, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  net::write(s, net::buffer("GET /allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+  ASSERT_EQ(read_response(s, buffer).result_int(), 200u);
+  ASSERT_EQ(server_->context()->open_tunnels.load(), 1u);
+
+  std::promise<void> drained;
+  net::post(ioc_, [&] { server_->drain(std::chrono::seconds(60), [&] { drained.set_value(); }); });
+  // Well before the 60 s grace: no exchange is in flight, and the tunnel does not count.
+  ASSERT_EQ(drained.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(server_->context()->open_tunnels.load(), 0u);
+  auto records = audit_->records();
+  ASSERT_FALSE(records.empty());
+  const auto& last = records.back();
+  EXPECT_TRUE(last.second);
+  EXPECT_EQ(last.first.request.method, "CONNECT");
+  EXPECT_EQ(last.first.outcome, "aborted");
+  EXPECT_EQ(last.first.code, "shutdown");
+  ASSERT_TRUE(last.first.response.has_value());
+  EXPECT_GT(last.first.response->bytes, 0u); // the answer it carried before the drain
+  char byte = 0;
+  s.read_some(net::buffer(&byte, 1), ec);
+  EXPECT_TRUE(ec); // the agent's side is closed
+}
+
 class DeadlineTest : public ProxyTest {
 protected:
   void SetUp() override {
