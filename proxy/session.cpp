@@ -466,9 +466,12 @@ public:
                   [self = this->shared_from_this()] { self->on_shutdown_abort(); });
   }
 
-  /// Transparent passthrough (TLS without SNI to a tls.passthrough address): decided like a
-  /// CONNECT to the original destination, then tunnelled without a CONNECT answer.
-  void start_transparent_tunnel() requires(!kTls) {
+  /// Transparent passthrough (TLS whose SNI, or without SNI whose address, is in
+  /// tls.passthrough): decided like a CONNECT to that host, then tunnelled without a CONNECT
+  /// answer to `destination`, the address the agent dialled and the name was checked against
+  /// (a fresh resolution of the name could answer another address).
+  void start_transparent_tunnel(const tcp::endpoint& destination) requires(!kTls) {
+    dial_ = destination;
     reset_exchange();
     ctx_->requests.fetch_add(1);
     req_.method = "CONNECT";
@@ -1719,6 +1722,11 @@ private:
       up_ = std::make_unique<Upstream>(stream_.get_executor());
     }
     up_->key = key;
+    if (dial_) { // a transparent passthrough tunnel: the checked original destination
+      on_resolve({}, tcp::resolver::results_type::create(*dial_, strip_brackets(req_.host),
+                                                         std::to_string(req_.port)));
+      return;
+    }
     // A hung resolver must not pin the session: the resolve shares the connect timeout.
     arm(Watch::resolve, limits().upstream_connect_timeout);
     resolver_.async_resolve(strip_brackets(req_.host), std::to_string(req_.port),
@@ -2423,7 +2431,8 @@ private:
   bool body_room_ = false; // read_body reserved room for the body: on_body gives it back
   bool head_ = false;
   bool tunnel_ = false;
-  bool transparent_ = false; // plain HTTP on the transparent listener (target_ is fixed)
+  bool transparent_ = false;          // plain HTTP on the transparent listener (target_ is fixed)
+  std::optional<tcp::endpoint> dial_; // transparent passthrough: connect here, no resolve
   bool in_flight_ = false;
   bool aborted_ = false; // on_shutdown_abort ended the exchange: every handler returns
   InFlightExchanges* in_flight_list_ = nullptr; // this io_context's, once forwarding began
@@ -2535,7 +2544,7 @@ void start_transparent_exchange(std::shared_ptr<ProxyContext> ctx, beast::tcp_st
   case TransparentKind::passthrough:
     std::make_shared<HttpSession<PlainStream>>(std::move(ctx), std::move(conn), std::move(stream),
                                                std::move(buffer), std::move(target), true)
-        ->start_transparent_tunnel();
+        ->start_transparent_tunnel(handoff.destination);
     return;
   }
 }

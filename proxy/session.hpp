@@ -20,8 +20,10 @@ enum class TransparentKind { http, tls, passthrough };
 
 struct TransparentHandoff {
   TransparentKind kind = TransparentKind::http;
-  std::string host; // canonical Host/SNI name, or the destination address for passthrough
+  std::string host; // canonical Host/SNI name, or the destination address (TLS without SNI)
   std::uint16_t port = 0;
+  /// What the agent dialled, checked against host: a passthrough tunnel connects here.
+  boost::asio::ip::tcp::endpoint destination;
   std::string early; // bytes already read from the agent (request head or ClientHello)
   std::uint64_t conn_id = 0;
   std::string peer;

@@ -252,12 +252,11 @@ private:
     port_ = orig_.port();
     if (!hello.has_sni) {
       std::string address = address_text(orig_.address());
-      for (const auto& pattern : ctx_->config->tls.passthrough) {
-        if (pattern.matches(address)) {
-          name_ = address;
-          check_loop_then(TransparentKind::passthrough);
-          return;
-        }
+      if (listed_passthrough(address)) {
+        // The name is the destination's own address: the IP-literal check passes it.
+        name_ = address;
+        check_loop_then(TransparentKind::passthrough);
+        return;
       }
       refuse("sni_required", "TLS without SNI is refused unless the destination " + address +
                                  " is listed in tls.passthrough");
@@ -267,7 +266,18 @@ private:
       refuse("bad_sni", "TLS SNI \"" + hello.sni + "\" is not a valid host name");
       return;
     }
-    check_loop_then(TransparentKind::tls);
+    // As a CONNECT to that host would be (DESIGN §2: decided on host alone): a client that
+    // pins the upstream's certificate must reach the upstream, not a minted leaf.
+    check_loop_then(listed_passthrough(name_) ? TransparentKind::passthrough
+                                              : TransparentKind::tls);
+  }
+
+  /// Against the live tls.passthrough: a reload that takes a host out of it applies to the
+  /// next connection, as it does for the explicit proxy's CONNECT.
+  bool listed_passthrough(std::string_view host) const {
+    auto live = ctx_->runtime ? ctx_->runtime->config() : ctx_->config;
+    return std::any_of(live->tls.passthrough.begin(), live->tls.passthrough.end(),
+                       [&](const policy::HostPattern& p) { return p.matches(host); });
   }
 
   void on_http() {
@@ -323,10 +333,9 @@ private:
                                  std::to_string(orig_.port()) + " is runwarden's own listener");
       return;
     }
-    if (kind == TransparentKind::passthrough) {
-      hand_over();
-      return;
-    }
+    // Every kind, passthrough included, must name the original destination: a listed SNI
+    // sent to any other address would otherwise buy an unjudged tunnel there. Without SNI the
+    // name is the destination's address, so the literal comparison passes it.
     if (auto literal = ip_literal(name_)) {
       // An IP literal names exactly one address: no resolution, and the forms
       // "[FD00:0::2]" and "[fd00::2]" (or "[::ffff:10.0.0.1]" and "10.0.0.1") are equal.
@@ -379,6 +388,7 @@ private:
     handoff.kind = kind_;
     handoff.host = name_;
     handoff.port = orig_.port();
+    handoff.destination = orig_;
     handoff.early = std::move(early_);
     handoff.conn_id = conn_id_;
     handoff.peer = peer_;
