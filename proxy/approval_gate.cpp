@@ -133,7 +133,8 @@ void ApprovalGate::tick() {
   if (auto ctx = ctx_.lock()) {
     bool paused = ctx->mode.load() == policy::Mode::paused;
     std::error_code fs_ec;
-    const auto& kill_switch = ctx->config->kill_switch_file;
+    const auto cfg = ctx->runtime ? ctx->runtime->config() : ctx->config; // as reloaded
+    const auto& kill_switch = cfg->kill_switch_file;
     paused = paused || (!kill_switch.empty() && std::filesystem::exists(kill_switch, fs_ec));
     if (paused && registry_.stats().pending > 0) {
       pause_all("mode:paused");

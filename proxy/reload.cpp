@@ -112,9 +112,6 @@ std::vector<RestartRequired> restart_required(const config::Config& running,
         rl.upstream_response_timeout != fl.upstream_response_timeout);
   check("limits.max_connections", rl.max_connections != fl.max_connections);
   check("limits.max_json_depth", rl.max_json_depth != fl.max_json_depth);
-  check("kill_switch_file", running.kill_switch_file != fresh.kill_switch_file,
-        "the new file pauses from now on, but the start-up file keeps pausing requests too "
-        "until restarted");
   check("threads", running.threads != fresh.threads, "I/O threads start at start-up");
   const auto ports_before = catalogue_connect_ports(running.catalogue.get());
   const auto ports_after = catalogue_connect_ports(fresh.catalogue.get());

@@ -1070,9 +1070,15 @@ private:
     return reason;
   }
 
-  /// The mode now: the admin's, or paused while the config's kill_switch_file exists.
+  /// The mode now: the operator's, or paused while the kill-switch file exists. Under
+  /// `serve` the Reloader polls the file (as reloaded) every 250 ms and folds it into
+  /// ctx_->mode, so a request costs no stat(2); without a RuntimeState (embedded, tests)
+  /// the start-up config's file is looked at here.
   policy::Mode effective_mode() const {
     policy::Mode mode = ctx_->mode.load();
+    if (ctx_->runtime) {
+      return mode;
+    }
     const auto& kill_switch = ctx_->config->kill_switch_file;
     std::error_code fs_ec;
     if (!kill_switch.empty() && std::filesystem::exists(kill_switch, fs_ec)) {

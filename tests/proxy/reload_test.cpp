@@ -7,6 +7,7 @@
 #include "tests/proxy/ops_fixture.hpp"
 
 #include <algorithm>
+#include <future>
 #include <gtest/gtest.h>
 
 namespace runwarden::proxy {
@@ -137,8 +138,9 @@ TEST_F(ReloadTest, EveryChangedStartUpOnlySettingIsNamedAndStaysNamedUntilRestar
                             "kill_switch_file: KILL\n"
                             "threads: 3\n"));
   ASSERT_TRUE(reloader_->reload("signal"));
-  const std::vector<std::string> want{"kill_switch_file", "limits.header_timeout",
-                                      "limits.max_connections", "redaction.headers", "threads"};
+  // kill_switch_file is not among them: it applies live (KillSwitchFileMovesOnReload).
+  const std::vector<std::string> want{"limits.header_timeout", "limits.max_connections",
+                                      "redaction.headers", "threads"};
   EXPECT_EQ(last_restart_required(), want);
 
   // A later policy-only reload still names them: they are compared with the start-up
@@ -252,6 +254,58 @@ TEST(RestartRequired, NamesEachStartUpOnlySettingThatDiffers) {
                                       "redaction.patterns",
                                       "tls.upstream_trust"};
   EXPECT_EQ(got, want);
+}
+
+/// The status of one GET through the proxy (a fresh connection).
+int proxy_status(OpsServer& server, std::uint16_t upstream_port) {
+  return static_cast<int>(
+      raw_exchange(server.server().proxy_endpoint(), proxy_get(upstream_port, "/allowed/x", ""))
+          .result_int());
+}
+
+/// Polls (bounded: 40 x 50 ms) until a GET through the proxy answers `status`.
+bool proxy_answers(OpsServer& server, std::uint16_t upstream_port, int status) {
+  for (int i = 0; i < 40; ++i) {
+    if (proxy_status(server, upstream_port) == status) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+// A reload that names another kill-switch file moves the switch: the new file pauses, and the
+// start-up one no longer does (before, every request also looked at the start-up file).
+TEST_F(ReloadTest, KillSwitchFileMovesOnReload) {
+  reloader_.reset();
+  server_.reset();
+  write_file(dir_.file("runwarden.yaml"), runwarden_yaml("kill_switch_file: KILL1\n"));
+  server_ = std::make_unique<OpsServer>(config::load_config(dir_.file("runwarden.yaml")), audit_);
+  reloader_ = std::make_shared<Reloader>(server_->ioc(), server_->server().context(),
+                                         std::chrono::milliseconds(20));
+  boost::asio::post(server_->ioc(), [r = reloader_] { r->start(false); });
+  ASSERT_EQ(proxy_status(*server_, upstream_.port()), 200);
+  write_file(dir_.file("KILL1"), "");
+  ASSERT_TRUE(proxy_answers(*server_, upstream_.port(), 503)); // the start-up file works
+
+  std::filesystem::remove(dir_.file("KILL1"));
+  write_file(dir_.file("runwarden.yaml"), runwarden_yaml("kill_switch_file: KILL2\n"));
+  ASSERT_TRUE(reloader_->reload("signal"));
+  ASSERT_TRUE(proxy_answers(*server_, upstream_.port(), 200));
+  write_file(dir_.file("KILL1"), "");
+  // Several polls later the old file still does not pause anything.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(proxy_status(*server_, upstream_.port()), 200);
+  write_file(dir_.file("KILL2"), "");
+  EXPECT_TRUE(proxy_answers(*server_, upstream_.port(), 503));
+  std::filesystem::remove(dir_.file("KILL2"));
+  EXPECT_TRUE(proxy_answers(*server_, upstream_.port(), 200));
+  std::promise<void> stopped;
+  boost::asio::post(server_->ioc(), [&] {
+    reloader_->stop();
+    stopped.set_value();
+  });
+  EXPECT_EQ(stopped.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
 }
 
 } // namespace
