@@ -5,6 +5,7 @@
 #include "audit/audit_log.hpp"
 #include "certs/authority.hpp"
 #include "config/config.hpp"
+#include "proxy/admin_ops.hpp"
 #include "proxy/log.hpp"
 #include "proxy/reload.hpp"
 #include "proxy/server.hpp"
@@ -13,6 +14,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -99,6 +101,12 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
       *error = "missing_credentials";
       return std::optional<std::string>();
     };
+  }
+  // A kill-switch file present at start-up pauses before the first connection is accepted:
+  // the Reloader's poll, which keeps the mode current from then on, runs on this thread.
+  if (std::error_code fs_ec;
+      !cfg->kill_switch_file.empty() && std::filesystem::exists(cfg->kill_switch_file, fs_ec)) {
+    proxy::apply_kill_switch(server.context(), true);
   }
   server.start();
   // Kill-switch file, policy and tokens file watch, SIGHUP reload, SIGUSR1 pause, SIGUSR2

@@ -512,4 +512,18 @@ c_total{path="a\\\\b\\"q\\"\\n"} 1e3
     const result = await rw.stop("SIGTERM");
     assert.deepEqual(result, { code: 0, signal: null }, logs().slice(-3000));
   });
+
+  test("kill-switch file present at start-up: the very first request is refused", async () => {
+    fs.writeFileSync(killSwitch, "");
+    rw = await serve({ dir, ports: [proxyPort, new URL(adminUrl).port | 0] });
+    assert.ok(rw.child, `runwarden exited at start:\n${logs()}`);
+    const run = runId("ks-start");
+    const first = await viaProxy("GET", `/echo/ks-start?m=${run}`, { run });
+    assert.equal(first.status, 503, first.text);
+    assert.equal(first.json.error, "runwarden_paused");
+    assert.equal(arrived(run).length, 0);
+    fs.unlinkSync(killSwitch);
+    const result = await rw.stop("SIGTERM");
+    assert.deepEqual(result, { code: 0, signal: null }, logs().slice(-3000));
+  });
 });
