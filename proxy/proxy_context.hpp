@@ -8,6 +8,7 @@
 #include "proxy/admin_router.hpp"
 #include "proxy/gate.hpp"
 #include "proxy/metrics.hpp"
+#include "proxy/name_lookup.hpp"
 #include "proxy/runtime_state.hpp"
 
 #include <atomic>
@@ -44,6 +45,8 @@ struct ProxyContext {
   std::atomic<policy::Mode> mode{policy::Mode::normal}; // effective mode (runtime's copy)
   /// Operations state: mode with since/by, kill switch, policy snapshot, runs and budgets.
   std::shared_ptr<RuntimeState> runtime;
+  /// Upstream and transparent-destination name lookups (a slow name delays only its own).
+  std::shared_ptr<NameLookup> lookups;
   std::shared_ptr<ProxyMetrics> metrics;
   /// Operator identity for mutating admin routes (POST /v1/mode, kill), or nullopt with
   /// *error set. Unset: those routes answer 401.

@@ -106,6 +106,10 @@ struct Server::Listener {
   bool transparent = false; // listen.transparent: transparent_session.cpp
 };
 
+/// Name lookups that may run at once (each hung one holds a worker until the C library gives
+/// up; Asio's resolver would have held the whole I/O thread's lookups behind it).
+constexpr std::size_t kLookupWorkers = 8;
+
 Server::Server(net::io_context& ioc, ServerOptions options)
     : ioc_(ioc), ctx_(std::make_shared<ProxyContext>()), drain_timer_(ioc) {
   if (!options.config || !options.config->engine || !options.audit) {
@@ -118,6 +122,7 @@ Server::Server(net::io_context& ioc, ServerOptions options)
   ctx_->metrics = std::make_shared<ProxyMetrics>();
   ctx_->audit = std::make_shared<MeteredAuditLog>(std::move(options.audit), ctx_->metrics);
   ctx_->runtime = std::make_shared<RuntimeState>(ctx_->config);
+  ctx_->lookups = std::make_shared<NameLookup>(kLookupWorkers);
   ctx_->authority = std::move(options.authority);
   ctx_->gate = std::move(options.gate);
 
@@ -225,6 +230,8 @@ void Server::stop_io_threads() {
     }
   }
   io_threads_.clear();
+  // Nothing runs on the I/O threads any more: a late lookup must not post to them.
+  ctx_->lookups->stop();
 }
 
 void Server::start() {

@@ -425,25 +425,23 @@ public:
   HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn,
               tcp::socket&& socket) requires(!kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(socket)),
-        resolver_(stream_.get_executor()), deadline_timer_(stream_.get_executor()),
-        io_exec_(io_executor(stream_.get_executor())) {}
+        deadline_timer_(stream_.get_executor()), io_exec_(io_executor(stream_.get_executor())) {}
 
   /// Intercepted tunnel: takes over the plain stream and the bytes already read.
   HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream&& plain,
               beast::flat_buffer&& buffer, Target target) requires(kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(plain), *ctx_->server_tls),
-        buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
-        deadline_timer_(stream_.get_executor()), io_exec_(io_executor(stream_.get_executor())),
-        target_(std::move(target)) {}
+        buffer_(std::move(buffer)), deadline_timer_(stream_.get_executor()),
+        io_exec_(io_executor(stream_.get_executor())), target_(std::move(target)) {}
 
   /// Transparent plain HTTP: the stream, the bytes already read, and the target checked
   /// against the original destination. Requests are origin-form for that target only.
   HttpSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream&& plain,
               beast::flat_buffer&& buffer, Target target, bool transparent) requires(!kTls)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), stream_(std::move(plain)),
-        buffer_(std::move(buffer)), resolver_(stream_.get_executor()),
-        deadline_timer_(stream_.get_executor()), io_exec_(io_executor(stream_.get_executor())),
-        target_(std::move(target)), transparent_(transparent) {}
+        buffer_(std::move(buffer)), deadline_timer_(stream_.get_executor()),
+        io_exec_(io_executor(stream_.get_executor())), target_(std::move(target)),
+        transparent_(transparent) {}
 
   ~HttpSession() {
     // Unlinked already unless the session ended with an exchange in flight (its io_context
@@ -594,7 +592,10 @@ private:
       }
       break;
     case Watch::resolve:
-      resolver_.cancel();
+      // A lookup already running cannot be cut short: the exchange fails now, and the
+      // lookup's late answer is dropped (lookup_seq_ moved on).
+      ++lookup_seq_;
+      on_resolve(net::error::operation_aborted, {});
       break;
     case Watch::none:
       break;
@@ -1735,8 +1736,14 @@ private:
     }
     // A hung resolver must not pin the session: the resolve shares the connect timeout.
     arm(Watch::resolve, limits().upstream_connect_timeout);
-    resolver_.async_resolve(strip_brackets(req_.host), std::to_string(req_.port),
-                            bind(&Self::on_resolve));
+    ctx_->lookups->async_resolve(strip_brackets(req_.host), std::to_string(req_.port),
+                                 stream_.get_executor(),
+                                 [self = this->shared_from_this(), seq = ++lookup_seq_](
+                                     beast::error_code ec, tcp::resolver::results_type r) {
+                                   if (seq == self->lookup_seq_) {
+                                     self->on_resolve(ec, std::move(r));
+                                   }
+                                 });
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
@@ -2397,7 +2404,7 @@ private:
   ConnInfo conn_;
   Stream stream_;
   beast::flat_buffer buffer_;
-  tcp::resolver resolver_;
+  std::uint32_t lookup_seq_ = 0; // the name lookup whose answer is awaited
   net::steady_timer deadline_timer_;
   const std::optional<net::io_context::executor_type> io_exec_; // see on_session_thread()
   Clock::time_point deadline_{};

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <charconv>
@@ -142,7 +143,7 @@ namespace {
 class TransparentSession : public std::enable_shared_from_this<TransparentSession> {
 public:
   TransparentSession(std::shared_ptr<ProxyContext> ctx, tcp::socket socket)
-      : ctx_(std::move(ctx)), stream_(std::move(socket)), resolver_(stream_.get_executor()) {
+      : ctx_(std::move(ctx)), stream_(std::move(socket)), resolve_timer_(stream_.get_executor()) {
     conn_id_ = ctx_->next_conn_id.fetch_add(1);
     // Counted from accept, like an explicit connection: one still sending its first bytes
     // holds a descriptor and a session as much as one being served.
@@ -346,15 +347,29 @@ private:
       }
       return;
     }
-    stream_.expires_after(limits().upstream_connect_timeout);
-    resolver_.async_resolve(
-        name_, std::to_string(port_),
+    // The stream's own deadline covers only operations on the stream, not the lookup: a
+    // resolver that never answers would hold the connection (and a max_connections slot).
+    resolve_timer_.expires_after(limits().upstream_connect_timeout);
+    resolve_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec) {
+        // Refused now: a lookup already running cannot be cut short (it completes later,
+        // and its answer is then ignored), only the connection can.
+        self->resolve_timed_out_ = true;
+        self->mismatch("the name did not resolve within limits.upstream_connect_timeout");
+      }
+    });
+    ctx_->lookups->async_resolve(
+        name_, std::to_string(port_), stream_.get_executor(),
         [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type results) {
+          self->resolve_timer_.cancel();
           self->on_resolve(ec, std::move(results));
         });
   }
 
   void on_resolve(beast::error_code ec, const tcp::resolver::results_type& results) {
+    if (resolve_timed_out_) {
+      return; // refused when the timer fired
+    }
     if (ec) {
       mismatch("the name does not resolve (" + ec.message() + ")");
       return;
@@ -465,11 +480,13 @@ private:
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.socket().close(ignored);
+    uncount(); // closed: no longer holds a max_connections slot, even while a lookup runs
   }
 
   std::shared_ptr<ProxyContext> ctx_;
   beast::tcp_stream stream_;
-  tcp::resolver resolver_;
+  net::steady_timer resolve_timer_;
+  bool resolve_timed_out_ = false;
   std::uint64_t conn_id_ = 0;
   std::string peer_;
   tcp::endpoint orig_;

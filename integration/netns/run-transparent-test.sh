@@ -263,6 +263,12 @@ body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' -H 
 expect "plain HTTP Host naming a name that resolves elsewhere is refused (403 destination_mismatch)" "$body" \
   "r.error === 'destination_mismatch'"
 expect_count "the mismatched Host name call never reached the tool" tools /ok/t6 0
+# A Host name whose lookup hangs (the namespace's name server never answers; the resolver
+# would wait 10 s) is refused once limits.upstream_connect_timeout (3 s) is over.
+body=$(in_agent_as "$AGENT_UID" timeout 8 curl -sS --max-time 7 --noproxy '' -H "Host: slow-dns.test" "http://$TOOLS4/ok/t9" 2>&1) || true
+expect "a Host name whose lookup hangs is refused at upstream_connect_timeout (403 destination_mismatch)" "$body" \
+  "r.error === 'destination_mismatch' && /did not resolve within/.test(r.reason)"
+expect_count "the hung-lookup call never reached the tool" tools /ok/t9 0
 body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' -H "Host: [FD00:233:100:0:0:0:0:2]" "http://[$TOOLS6]/ok/v3" 2>&1) || true
 expect "IPv6: a Host literal spelled differently but naming the destination is accepted" "$body" \
   "r.server === 'tools' && r.url === '/ok/v3'"

@@ -73,6 +73,12 @@ mkdir -p "$NS_ETC"
 printf '127.0.0.1 localhost\n::1 localhost\n%s %s\n%s %s\n%s %s\n%s %s\n' \
   "$TOOLS4_TLS" "$API_NAME" "$TOOLS6_TLS" "$API6_NAME" \
   "$TOOLS4_TLS" "$DUAL_NAME" "$TOOLS6_TLS" "$DUAL_NAME" >"$NS_ETC/hosts"
+# A name server that never answers (the tools namespace silently drops its queries), so that a
+# name outside the hosts file hangs in the resolver for 10 s: runwarden must give up at
+# upstream_connect_timeout.
+printf 'nameserver %s\noptions timeout:10 attempts:1\n' "$TOOLS4" >"$NS_ETC/resolv.conf"
+ip netns exec "$NS_TOOLS" iptables -w 5 -A INPUT -p udp --dport 53 -j DROP
+ip netns exec "$NS_TOOLS" iptables -w 5 -A INPUT -p tcp --dport 53 -j DROP
 
 # Something on the agent's own loopback and own address, which must never be redirected.
 start_recorder "$NS_AGENT" 0 upstream agent-local "127.0.0.1:80" "$AGENT4:80" "[::1]:80"
