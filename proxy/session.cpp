@@ -469,8 +469,8 @@ public:
   /// answer to `destination`, the address the agent dialled and the name was checked against
   /// (a fresh resolution of the name could answer another address).
   void start_transparent_tunnel(const tcp::endpoint& destination) requires(!kTls) {
-    dial_ = destination;
     reset_exchange();
+    dial_ = destination;
     ctx_->requests.fetch_add(1);
     req_.method = "CONNECT";
     req_.scheme = "https";
@@ -688,6 +688,10 @@ private:
     traceparent_.clear();
     raw_url_.clear();
     have_request_ = false;
+    // A CONNECT that was refused leaves the connection open: the next request on it is an
+    // ordinary one, never a tunnel (or a dial to a transparent destination).
+    tunnel_ = false;
+    dial_.reset();
     clear_response();
     exchange_ready_ = false;
     upstream_ms_ = 0;

@@ -1179,6 +1179,30 @@ TEST_F(LimitsTest, PassthroughConnectIsDecidedOnHostAndTunnelled) {
   EXPECT_EQ(records[0].first.request.method, "CONNECT");
 }
 
+// A CONNECT that is refused keeps the connection; the next request on it is judged as an
+// ordinary request, not turned into the tunnel the refused CONNECT asked for (review: the
+// tunnel flag outlived the refusal, and a GET became a raw tunnel a DELETE then went through).
+TEST_F(LimitsTest, RequestAfterARefusedConnectIsNotATunnel) {
+  server_->context()->mode.store(policy::Mode::read_only); // tunnel_upstream is "allowed"
+  auto s = connect();
+  beast::flat_buffer buffer;
+  auto refused = exchange(s, "CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  ASSERT_EQ(refused.result_int(), 403u) << refused.body();
+  ASSERT_TRUE(refused.keep_alive());
+  net::write(
+      s, net::buffer("GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+  auto res = read_response(s, buffer);
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res.body(), "hello"); // the upstream's answer, not "Connection Established"
+  // Origin-form to the proxy is refused, not carried through a tunnel.
+  net::write(s, net::buffer("DELETE /everything HTTP/1.1\r\nHost: x\r\n\r\n"));
+  auto del = read_response(s, buffer);
+  EXPECT_EQ(del.result_int(), 400u);
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].target, "/allowed/1");
+}
+
 // A passthrough tunnel does not hold a drain open, but is not cut unrecorded either: the
 // drain closes it with its closing record (outcome aborted, the bytes it carried).
 TEST_F(LimitsTest, DrainClosesAnOpenTunnelWithItsRecord) {
