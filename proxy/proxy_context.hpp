@@ -63,6 +63,9 @@ struct ProxyContext {
   /// Passthrough tunnels whose closing record is not yet written. They do not hold a drain
   /// open, but the drain ends each with its record before it stops the I/O threads.
   std::atomic<std::uint64_t> open_tunnels{0};
+  /// Set by the drain before it tells open tunnels to close; a tunnel starting later closes
+  /// itself at once.
+  std::atomic<bool> closing_tunnels{false};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 

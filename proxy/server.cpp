@@ -432,6 +432,7 @@ void Server::poll_drain(std::chrono::steady_clock::time_point deadline,
     // bounded wait lets those records reach the log.
     if (!drain_aborting_ && (exchanges_idle || over) && (!exchanges_idle || tunnels_open)) {
       drain_aborting_ = true;
+      ctx_->closing_tunnels.store(true);
       log_event(exchanges_idle ? LogLevel::info : LogLevel::warn,
                 exchanges_idle ? "drain_closing_tunnels" : "drain_grace_over", 0, {},
                 {{"in_flight", std::to_string(ctx_->in_flight.load())},

@@ -266,8 +266,9 @@ public:
         upstream_(std::move(upstream)), exchange_(std::move(exchange)) {}
 
   ~TunnelSession() override {
-    // Unlinked by the record's completion, unless the io_context went away first (its
-    // services outlive the handlers it destroys, so the list is still there).
+    // Unlinked by finish(), unless the io_context went away first (its services outlive the
+    // handlers it destroys, so the list is still there). After finish() the last reference
+    // may drop on the audit writer's thread: the list is not touched then.
     if (list_ != nullptr && in_flight_linked()) {
       list_->remove(*this);
     }
@@ -289,6 +290,12 @@ public:
     list_ = &net::use_service<InFlightExchanges>(
         net::query(client_.get_executor(), net::execution::context));
     list_->add(*this);
+    if (ctx_->closing_tunnels.load()) {
+      // The drain already told every linked tunnel to close: this one missed that call.
+      aborted_ = true;
+      finish({});
+      return;
+    }
     early_ = std::move(early_bytes);
     if (early_.empty()) {
       pump(true);
@@ -376,16 +383,17 @@ private:
         LogLevel::info, aborted_ ? "tunnel_aborted_at_shutdown" : "tunnel_closed", conn_.id,
         exchange_.id,
         {{"up_bytes", std::to_string(up_bytes_)}, {"down_bytes", std::to_string(down_bytes_)}});
-    // The completion may run on another thread (see audit::Completion): it gets copies. The
-    // tunnel counts as open until its record is written, so a drain waits for the record
-    // (and for the unlink: the list belongs to the io_context the drain then stops).
+    // Unlinked here, on its own thread: the record's completion may run on the audit
+    // writer's thread after the drain, when the list's io_context may be gone. The tunnel
+    // still counts as open until its record is written, so a drain waits for the record.
+    list_->remove(*this);
+    // The completion may run on another thread (see audit::Completion): it gets copies.
     ctx_->audit->record(
         exchange_, true,
         [hold = shared_from_this(), conn = conn_.id, id = exchange_.id](std::error_code aec) {
           if (aec) {
             log_event(LogLevel::error, "audit_failed", conn, id, {{"error", aec.message()}});
           }
-          hold->list_->remove(*hold); // under the list's lock: any thread will do
           hold->ctx_->open_tunnels.fetch_sub(1);
         });
   }
@@ -484,6 +492,14 @@ public:
     // run; otherwise (required too) it is the connection's own.
     if (policy_->run_ids == config::RunIds::shared) {
       run_ = ctx_->config->agent_id;
+    }
+    // The listener chose passthrough on the config it read; this exchange judges with the
+    // config now in force, and a reload in between may have taken the host out.
+    if (std::none_of(policy_->tls.passthrough.begin(), policy_->tls.passthrough.end(),
+                     [&](const auto& pattern) { return pattern.matches(target_.host); })) {
+      refuse(http::status::service_unavailable, "passthrough_changed",
+             "tls.passthrough no longer lists " + target_.host + " (reloaded): reconnect");
+      return;
     }
     decide();
   }
@@ -754,6 +770,14 @@ private:
     ctx_->requests.fetch_add(1);
     auto& h = parser_->get();
     keep_alive_ = h.keep_alive();
+    if (ctx_->draining.load()) {
+      // Read on a connection that was idle when the drain began: nothing new starts now
+      // (neither the kill switch's poll nor the drain's tunnel close would see it).
+      keep_alive_ = false;
+      refuse(http::status::service_unavailable, "draining",
+             "runwarden is shutting down; retry on a new connection");
+      return;
+    }
     client_version_ = h.version();
     raw_url_.assign(h.target());
     req_.method = std::string(h.method_string());
@@ -1075,22 +1099,11 @@ private:
     return reason;
   }
 
-  /// The mode now: the operator's, or paused while the kill-switch file exists. Under
-  /// `serve` the Reloader polls the file (as reloaded) every 250 ms and folds it into
-  /// ctx_->mode, so a request costs no stat(2); without a RuntimeState (embedded, tests)
-  /// the start-up config's file is looked at here.
-  policy::Mode effective_mode() const {
-    policy::Mode mode = ctx_->mode.load();
-    if (ctx_->runtime) {
-      return mode;
-    }
-    const auto& kill_switch = ctx_->config->kill_switch_file;
-    std::error_code fs_ec;
-    if (!kill_switch.empty() && std::filesystem::exists(kill_switch, fs_ec)) {
-      mode = policy::Mode::paused;
-    }
-    return mode;
-  }
+  /// The mode now: the operator's, or paused while the kill-switch file exists. The file is
+  /// not looked at here (no stat(2) per request): the Reloader that `serve` starts polls it
+  /// (as reloaded) every 250 ms, and at start-up before the first connection, and folds it
+  /// into ctx_->mode. A server embedded without that poller ignores kill_switch_file.
+  policy::Mode effective_mode() const { return ctx_->mode.load(); }
 
   void decide() {
     decision_ = policy_->engine->decide(req_, runbook_, effective_mode());
@@ -1594,12 +1607,15 @@ private:
              "no catalogue action names port " + std::to_string(target.port));
       return;
     }
+    // The run this CONNECT names judges it; the connection keeps it only once interception
+    // starts (a refused CONNECT leaves the connection's run as it was).
+    bool named = conn_.run_given;
     for (const auto& f : h) {
       if (iequals(f.name_string(), "runwarden-run")) {
-        if (!take_run_id(f.value(), conn_.run)) {
+        if (!take_run_id(f.value(), run_)) {
           return;
         }
-        conn_.run_given = true;
+        named = true;
       }
     }
     bool passthrough = false;
@@ -1611,10 +1627,9 @@ private:
     }
     // A tunnel is judged on this CONNECT alone; an intercepted connection's requests are
     // each judged and may name their run themselves.
-    if (!conn_.run_given && passthrough && !apply_run_policy(conn_.run)) {
+    if (!named && passthrough && !apply_run_policy(run_)) {
       return;
     }
-    run_ = conn_.run;
     log_event(LogLevel::info, "connect", conn_.id, req_id_,
               {{"host", target.host},
                {"port", std::to_string(target.port)},
@@ -1629,6 +1644,10 @@ private:
       refuse(http::status::service_unavailable, "interception_unavailable",
              "no CA is loaded, so TLS cannot be intercepted");
       return;
+    }
+    if (named) {
+      conn_.run = run_; // the intercepted requests' run unless they name their own
+      conn_.run_given = true;
     }
     lowest().expires_after(limits().idle_timeout);
     net::async_write(stream_, net::buffer(kConnectOk),
@@ -1852,12 +1871,13 @@ private:
     if (aborted_) {
       return;
     }
-    release_in_flight(); // a tunnel is not an exchange in flight: it lives on its own
     std::string early = beast::buffers_to_string(buffer_.data());
     auto tunnel = std::make_shared<TunnelSession>(
         ctx_, conn_, std::move(stream_), std::move(up_->stream),
         make_exchange("forwarded", decision_.code, decision_.reason));
     tunnel->start(std::move(early));
+    // Only now: a drain polling in between must see the exchange or the tunnel, never neither.
+    release_in_flight(); // a tunnel is not an exchange in flight: it lives on its own
   }
 
   void send_upstream() {

@@ -22,7 +22,7 @@ export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 
 step() {
   printf '\n=== %s (%s)\n' "$1" "$(date +%H:%M:%S)"
-  df -h --output=avail,target . | tail -n 1 | awk '{print "disk free: " $1 " on " $2}'
+  { df -h --output=avail,target . | tail -n 1 | awk '{print "disk free: " $1 " on " $2}'; } || true
 }
 prune() { [ "${KEEP_BUILDS:-0}" = 1 ] || rm -rf "$1"; }
 

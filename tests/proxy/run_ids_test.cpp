@@ -19,6 +19,8 @@ protected:
     write_file(dir_.file("tokens"), token_line("alice", "operator-token"));
     auto cfg = ops_config(upstream_.port(), dir_);
     cfg->run_ids = runs;
+    std::string err; // CONNECTs to the upstream are judged as tunnels (and denied: no action)
+    cfg->tls.passthrough.push_back(*policy::HostPattern::parse("127.0.0.1", &err));
     auto rb = std::make_shared<policy::Runbook>(*cfg->runbooks.front());
     rb->budgets.calls = calls;
     cfg->runbooks = {rb};
@@ -102,6 +104,38 @@ TEST_F(RunIdsTest, AnEmptyOrOversizeRunIdIsRefusedNotReplaced) {
   // 128 bytes is a run id.
   EXPECT_EQ(get_with_run_line(" " + std::string(128, 'r')).result_int(), 200);
   EXPECT_EQ(audit_->records().back().run, std::string(128, 'r'));
+}
+
+// A refused CONNECT that named a run does not leave that run on the connection: under
+// `required`, the connection's next request without the header is still refused.
+TEST_F(RunIdsTest, ARefusedConnectDoesNotNameTheConnectionsRun) {
+  start(config::RunIds::required);
+  const std::string authority = "127.0.0.1:" + std::to_string(upstream_.port());
+  boost::asio::io_context ioc;
+  boost::asio::ip::tcp::socket s(ioc);
+  s.connect(server_->server().proxy_endpoint());
+  set_timeouts(s);
+  boost::beast::flat_buffer buffer;
+  auto read_one = [&] {
+    boost::beast::http::response<boost::beast::http::string_body> res;
+    boost::system::error_code ec;
+    boost::beast::http::read(s, buffer, res, ec);
+    EXPECT_FALSE(ec) << ec.message();
+    return res;
+  };
+  boost::asio::write(s, boost::asio::buffer("CONNECT " + authority + " HTTP/1.1\r\nHost: " +
+                                            authority + "\r\nRunwarden-Run: A\r\n\r\n"));
+  auto refused = read_one();
+  ASSERT_EQ(refused.result_int(), 403) << refused.body();
+  ASSERT_TRUE(refused.keep_alive());
+  EXPECT_EQ(audit_->records().back().run, "A"); // the CONNECT was judged in the run it named
+  boost::asio::write(s,
+                     boost::asio::buffer("GET http://" + authority +
+                                         "/allowed/x HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"));
+  auto res = read_one();
+  EXPECT_EQ(res.result_int(), 400) << res.body();
+  EXPECT_EQ(body_json(res).value("error", ""), "run_id_required") << res.body();
+  EXPECT_EQ(upstream_.requests(), 0);
 }
 
 } // namespace

@@ -841,6 +841,27 @@ TEST_F(ProxyTest, JsonRpcSingleAllowedCallIsForwarded) {
   EXPECT_EQ(upstream_->seen()[0].body, body);
 }
 
+// A connection that was idle when the drain began gets no new exchange started on it: a
+// request read then is refused 503 draining, recorded, and the connection closed (before,
+// it was forwarded, even with the kill switch's poll already stopped).
+TEST_F(ProxyTest, RequestOnAnIdleConnectionDuringTheDrainIsRefused) {
+  auto s = connect();
+  const std::string get =
+      "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
+  ASSERT_EQ(exchange(s, get).result_int(), 200u);
+  std::promise<void> drained;
+  net::post(ioc_, [&] { server_->drain(std::chrono::seconds(5), [&] { drained.set_value(); }); });
+  ASSERT_EQ(drained.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto res = exchange(s, get);
+  EXPECT_EQ(res.result_int(), 503u) << res.body();
+  EXPECT_EQ(json(res).value("error", ""), "draining");
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_EQ(upstream_->seen().size(), 1u);
+  auto records = audit_->records();
+  ASSERT_FALSE(records.empty());
+  EXPECT_EQ(records.back().first.code, "draining");
+}
+
 TEST_F(ProxyTest, DrainStopsAcceptingAndCompletesWhenIdle) {
   auto endpoint = server_->proxy_endpoint();
   std::promise<void> drained;
