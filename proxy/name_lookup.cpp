@@ -46,39 +46,59 @@ NameLookup::~NameLookup() {
   stop();
 }
 
-void NameLookup::async_resolve(std::string host, std::string service,
-                               boost::asio::any_io_executor ex, Handler done) {
+NameLookup::Ticket NameLookup::async_resolve(std::string host, std::string service,
+                                             boost::asio::any_io_executor ex, Handler done) {
+  auto wanted = std::make_shared<std::atomic<bool>>(true);
   {
     std::lock_guard lock(state_->mu);
     if (state_->stopped) {
-      return;
+      return wanted;
     }
-    state_->jobs.push_back({std::move(host), std::move(service), std::move(ex), std::move(done)});
+    state_->jobs.push_back(
+        {std::move(host), std::move(service), std::move(ex), std::move(done), wanted});
   }
   state_->ready.notify_one();
+  return wanted;
 }
 
 void NameLookup::stop() {
-  std::deque<Job> dropped; // destroyed outside the lock (handlers may own sessions)
+  // Destroyed outside the lock, on this thread (handlers may own sessions).
+  std::deque<Job> dropped;
+  std::map<std::uint64_t, Job> running;
   {
     std::lock_guard lock(state_->mu);
     state_->stopped = true;
     dropped.swap(state_->jobs);
+    running.swap(state_->running);
   }
   state_->ready.notify_all();
 }
 
+void NameLookup::discard(Job& job) {
+  boost::asio::post(job.ex, [done = std::move(job.done)] {});
+}
+
 void NameLookup::work(const std::shared_ptr<State>& state) {
   for (;;) {
-    Job job;
+    std::uint64_t id = 0;
+    std::string host;
+    std::string service;
     {
       std::unique_lock lock(state->mu);
       state->ready.wait(lock, [&] { return state->stopped || !state->jobs.empty(); });
       if (state->stopped) {
         return;
       }
-      job = std::move(state->jobs.front());
+      Job job = std::move(state->jobs.front());
       state->jobs.pop_front();
+      if (!job.wanted->load()) {
+        discard(job); // its caller gave up before it started: no worker spent on it
+        continue;
+      }
+      id = state->next_id++;
+      host = job.host;
+      service = job.service;
+      state->running.emplace(id, std::move(job));
     }
     // What tcp::resolver::async_resolve(host, service) asks for: both families, no flags.
     addrinfo hints{};
@@ -86,20 +106,27 @@ void NameLookup::work(const std::shared_ptr<State>& state) {
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     addrinfo* found = nullptr;
-    const int rc = ::getaddrinfo(job.host.c_str(), job.service.c_str(), &hints, &found);
+    const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found);
     boost::system::error_code ec;
     Results results;
     if (rc == 0) {
-      results = Results::create(found, job.host, job.service);
+      results = Results::create(found, host, service);
       ::freeaddrinfo(found);
     } else {
       ec = lookup_error(rc);
     }
     // Posted under the lock: stop() (before the executor's io_context goes away) then either
-    // happened first, and nothing is posted, or waits until this post is done.
+    // happened first, and took the job (nothing is posted), or waits until this post is done.
     std::lock_guard lock(state->mu);
-    if (state->stopped) {
-      return;
+    auto it = state->running.find(id);
+    if (it == state->running.end()) {
+      return; // stopped
+    }
+    Job job = std::move(it->second);
+    state->running.erase(it);
+    if (!job.wanted->load()) {
+      discard(job);
+      continue;
     }
     boost::asio::post(job.ex, [done = std::move(job.done), ec, results = std::move(results)]() {
       done(ec, results);

@@ -8,13 +8,16 @@
 // its own connection; the caller's deadline decides when to give up, and a lookup that
 // completes after that is handed back all the same (the caller ignores it).
 
+#include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_code.hpp>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,6 +28,9 @@ class NameLookup {
 public:
   using Results = boost::asio::ip::tcp::resolver::results_type;
   using Handler = std::function<void(boost::system::error_code, Results)>;
+  /// Held by the caller; store(false) once it no longer wants the answer (its deadline
+  /// passed): a lookup not started yet is then skipped, and no answer is handed back.
+  using Ticket = std::shared_ptr<std::atomic<bool>>;
 
   /// Starts `workers` threads (at least one). They are detached: stop() never waits for a
   /// lookup that hangs in the C library.
@@ -34,9 +40,10 @@ public:
   NameLookup& operator=(const NameLookup&) = delete;
 
   /// Resolves `host`:`service` (numeric port) and posts `done` to `ex` with the result.
-  /// After stop(), `done` is never called.
-  void async_resolve(std::string host, std::string service, boost::asio::any_io_executor ex,
-                     Handler done);
+  /// `done` is never called after stop() or once the ticket is withdrawn; it is destroyed on
+  /// `ex` (or, after stop(), on the thread that called stop()), never on a worker.
+  Ticket async_resolve(std::string host, std::string service, boost::asio::any_io_executor ex,
+                       Handler done);
 
   /// No result is posted from now on; queued lookups are dropped. Called before the
   /// io_contexts the results would be posted to go away.
@@ -48,13 +55,18 @@ private:
     std::string service;
     boost::asio::any_io_executor ex;
     Handler done;
+    Ticket wanted;
   };
   struct State {
     std::mutex mu;
     std::condition_variable ready;
     std::deque<Job> jobs;
+    std::map<std::uint64_t, Job> running; // owned here while getaddrinfo runs: stop() takes them
+    std::uint64_t next_id = 0;
     bool stopped = false;
   };
+  /// Hands `job`'s handler back to its executor to be destroyed there, uncalled.
+  static void discard(Job& job);
   static void work(const std::shared_ptr<State>& state);
 
   std::shared_ptr<State> state_;

@@ -493,6 +493,11 @@ public:
     if (policy_->run_ids == config::RunIds::shared) {
       run_ = ctx_->config->agent_id;
     }
+    if (ctx_->draining.load()) {
+      refuse(http::status::service_unavailable, "draining",
+             "runwarden is shutting down; retry on a new connection");
+      return;
+    }
     // The listener chose passthrough on the config it read; this exchange judges with the
     // config now in force, and a reload in between may have taken the host out.
     if (std::none_of(policy_->tls.passthrough.begin(), policy_->tls.passthrough.end(),
@@ -611,6 +616,9 @@ private:
       // A lookup already running cannot be cut short: the exchange fails now, and the
       // lookup's late answer is dropped (lookup_seq_ moved on).
       ++lookup_seq_;
+      if (lookup_ticket_) {
+        lookup_ticket_->store(false); // not started yet: skipped; else its answer is dropped
+      }
       on_resolve(net::error::operation_aborted, {});
       break;
     case Watch::none:
@@ -676,7 +684,9 @@ private:
   // --- reading one request ------------------------------------------------------------
 
   void do_read() {
-    if (ctx_->draining.load()) {
+    // An idle keep-alive connection closes; a request already (partly) read, or the first
+    // of a transparent hand-off, is read and refused with its record (on_header).
+    if (ctx_->draining.load() && served_ > 0 && buffer_.size() == 0) {
       linger_close();
       return;
     }
@@ -770,6 +780,9 @@ private:
     ctx_->requests.fetch_add(1);
     auto& h = parser_->get();
     keep_alive_ = h.keep_alive();
+    client_version_ = h.version();
+    raw_url_.assign(h.target());
+    req_.method = std::string(h.method_string());
     if (ctx_->draining.load()) {
       // Read on a connection that was idle when the drain began: nothing new starts now
       // (neither the kill switch's poll nor the drain's tunnel close would see it).
@@ -778,9 +791,6 @@ private:
              "runwarden is shutting down; retry on a new connection");
       return;
     }
-    client_version_ = h.version();
-    raw_url_.assign(h.target());
-    req_.method = std::string(h.method_string());
 
     std::size_t count = static_cast<std::size_t>(std::distance(h.begin(), h.end()));
     if (count > limits().header_count) {
@@ -1759,14 +1769,14 @@ private:
     }
     // A hung resolver must not pin the session: the resolve shares the connect timeout.
     arm(Watch::resolve, limits().upstream_connect_timeout);
-    ctx_->lookups->async_resolve(strip_brackets(req_.host), std::to_string(req_.port),
-                                 stream_.get_executor(),
-                                 [self = this->shared_from_this(), seq = ++lookup_seq_](
-                                     beast::error_code ec, tcp::resolver::results_type r) {
-                                   if (seq == self->lookup_seq_) {
-                                     self->on_resolve(ec, std::move(r));
-                                   }
-                                 });
+    lookup_ticket_ = ctx_->lookups->async_resolve(
+        strip_brackets(req_.host), std::to_string(req_.port), stream_.get_executor(),
+        [self = this->shared_from_this(), seq = ++lookup_seq_](beast::error_code ec,
+                                                               tcp::resolver::results_type r) {
+          if (seq == self->lookup_seq_) {
+            self->on_resolve(ec, std::move(r));
+          }
+        });
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
@@ -2428,7 +2438,8 @@ private:
   ConnInfo conn_;
   Stream stream_;
   beast::flat_buffer buffer_;
-  std::uint32_t lookup_seq_ = 0; // the name lookup whose answer is awaited
+  std::uint32_t lookup_seq_ = 0;     // the name lookup whose answer is awaited
+  NameLookup::Ticket lookup_ticket_; // withdrawn when the lookup's deadline passes
   net::steady_timer deadline_timer_;
   const std::optional<net::io_context::executor_type> io_exec_; // see on_session_thread()
   Clock::time_point deadline_{};

@@ -351,25 +351,28 @@ private:
     // resolver that never answers would hold the connection (and a max_connections slot).
     resolve_timer_.expires_after(limits().upstream_connect_timeout);
     resolve_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
-      if (!ec) {
+      // The answer and the timer can both be queued: whichever runs first settles it.
+      if (!ec && !self->resolve_settled_) {
+        self->resolve_settled_ = true;
+        self->lookup_ticket_->store(false);
         // Refused now: a lookup already running cannot be cut short (it completes later,
         // and its answer is then ignored), only the connection can.
-        self->resolve_timed_out_ = true;
         self->mismatch("the name did not resolve within limits.upstream_connect_timeout");
       }
     });
-    ctx_->lookups->async_resolve(
+    lookup_ticket_ = ctx_->lookups->async_resolve(
         name_, std::to_string(port_), stream_.get_executor(),
         [self = shared_from_this()](beast::error_code ec, tcp::resolver::results_type results) {
+          if (self->resolve_settled_) {
+            return; // refused when the timer fired
+          }
+          self->resolve_settled_ = true;
           self->resolve_timer_.cancel();
           self->on_resolve(ec, std::move(results));
         });
   }
 
   void on_resolve(beast::error_code ec, const tcp::resolver::results_type& results) {
-    if (resolve_timed_out_) {
-      return; // refused when the timer fired
-    }
     if (ec) {
       mismatch("the name does not resolve (" + ec.message() + ")");
       return;
@@ -486,7 +489,8 @@ private:
   std::shared_ptr<ProxyContext> ctx_;
   beast::tcp_stream stream_;
   net::steady_timer resolve_timer_;
-  bool resolve_timed_out_ = false;
+  bool resolve_settled_ = false; // the lookup's answer or its deadline came first
+  NameLookup::Ticket lookup_ticket_;
   std::uint64_t conn_id_ = 0;
   std::string peer_;
   tcp::endpoint orig_;

@@ -860,6 +860,7 @@ TEST_F(ProxyTest, RequestOnAnIdleConnectionDuringTheDrainIsRefused) {
   auto records = audit_->records();
   ASSERT_FALSE(records.empty());
   EXPECT_EQ(records.back().first.code, "draining");
+  EXPECT_EQ(records.back().first.request.method, "GET"); // the refused request, as read
 }
 
 TEST_F(ProxyTest, DrainStopsAcceptingAndCompletesWhenIdle) {
