@@ -326,6 +326,15 @@ protected:
     return s;
   }
   std::string up() const { return "127.0.0.1:" + std::to_string(upstream_->port()); }
+  /// Sends CONNECT up() on s; the status of the answer's head (0 if none was read).
+  unsigned connect_status(tcp::socket& s, beast::flat_buffer& buffer) const {
+    net::write(s, net::buffer("CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+    http::response_parser<http::empty_body> head;
+    head.skip(true);
+    boost::system::error_code ec;
+    http::read_header(s, buffer, head, ec);
+    return ec ? 0u : head.get().result_int();
+  }
 
   /// Sends an allowed GET on s whose final record's completion the audit sink holds back;
   /// true once that record is submitted (its completion waits for run_deferred).
@@ -1179,14 +1188,8 @@ TEST_F(LimitsTest, PartialHeaderGets408ThenClose) {
 
 TEST_F(LimitsTest, PassthroughConnectIsDecidedOnHostAndTunnelled) {
   auto s = connect();
-  net::write(s, net::buffer("CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
   beast::flat_buffer buffer;
-  http::response_parser<http::empty_body> head;
-  head.skip(true);
-  boost::system::error_code ec;
-  http::read_header(s, buffer, head, ec);
-  ASSERT_FALSE(ec) << ec.message();
-  ASSERT_EQ(head.get().result_int(), 200u);
+  ASSERT_EQ(connect_status(s, buffer), 200u);
   // Inside the tunnel the bytes are not inspected: even a path the runbook denies passes.
   net::write(s, net::buffer("GET /denied/raw HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
   auto res = read_response(s, buffer);
@@ -1229,13 +1232,8 @@ TEST_F(LimitsTest, RequestAfterARefusedConnectIsNotATunnel) {
 // drain closes it with its closing record (outcome aborted, the bytes it carried).
 TEST_F(LimitsTest, DrainClosesAnOpenTunnelWithItsRecord) {
   auto s = connect();
-  net::write(s, net::buffer("CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
   beast::flat_buffer buffer;
-  http::response_parser<http::empty_body> head;
-  head.skip(true);
-  boost::system::error_code ec;
-  http::read_header(s, buffer, head, ec);
-  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_EQ(connect_status(s, buffer), 200u);
   net::write(s, net::buffer("GET /allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
   ASSERT_EQ(read_response(s, buffer).result_int(), 200u);
   ASSERT_EQ(server_->context()->open_tunnels.load(), 1u);
@@ -1255,6 +1253,7 @@ TEST_F(LimitsTest, DrainClosesAnOpenTunnelWithItsRecord) {
   ASSERT_TRUE(last.first.response.has_value());
   EXPECT_GT(last.first.response->bytes, 0u); // the answer it carried before the drain
   char byte = 0;
+  boost::system::error_code ec;
   s.read_some(net::buffer(&byte, 1), ec);
   EXPECT_TRUE(ec); // the agent's side is closed
 }
