@@ -125,6 +125,9 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
 
   ioc.run();
   server.stop_io_threads(); // drained, or past the grace period: cancels the rest
+  // The last records' completions post to the I/O contexts: they run now, while those
+  // still exist (the Server, which owns them, goes at the end of this scope).
+  audit_log->close();
   audit_log->sync();
   proxy::log_event(proxy::LogLevel::info, "stopped", 0, {});
   return 0;

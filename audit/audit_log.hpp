@@ -118,6 +118,11 @@ public:
   virtual std::string failure() const = 0;
   /// Flushes and syncs everything written so far.
   virtual std::error_code sync() = 0;
+  /// Writes what is queued, calls its completions, and stops the log's own threads; a
+  /// record submitted later fails at once. Called at shutdown while the executors the
+  /// completions post to still exist (they may run after the I/O threads stopped, but must
+  /// not run after their io_contexts are destroyed). Idempotent.
+  virtual void close() {}
 };
 
 } // namespace runwarden::audit

@@ -252,19 +252,24 @@ void FileAuditLog::recover_and_open() {
   }
 }
 
-FileAuditLog::~FileAuditLog() {
+void FileAuditLog::close() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
   queue_cv_.notify_all();
   bg_cv_.notify_all();
+  // Both threads drain what was handed to them before they return.
   if (writer_.joinable()) {
     writer_.join();
   }
   if (syncer_.joinable()) {
     syncer_.join();
   }
+}
+
+FileAuditLog::~FileAuditLog() {
+  close();
   if (healthy_.load()) {
     std::unique_lock lock(mu_);
     if (key_ && since_checkpoint_ > 0) {
@@ -377,6 +382,11 @@ void FileAuditLog::submit(std::string_view members, Completion done) {
   if (!healthy_.load()) {
     lock.unlock();
     done(current_error());
+    return;
+  }
+  if (stop_) { // closed: no thread would write or complete it
+    lock.unlock();
+    done(std::make_error_code(std::errc::operation_canceled));
     return;
   }
   if (options_.durability == Durability::synced) {

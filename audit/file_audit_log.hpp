@@ -34,6 +34,7 @@ public:
   bool healthy() const override;
   std::string failure() const override;
   std::error_code sync() override;
+  void close() override;
 
   /// Sequence number the next record will get (tests and status pages).
   std::uint64_t next_seq() const;

@@ -17,6 +17,7 @@ public:
   bool healthy() const override { return inner_->healthy(); }
   std::string failure() const override { return inner_->failure(); }
   std::error_code sync() override { return inner_->sync(); }
+  void close() override { inner_->close(); }
 
 private:
   audit::Completion wrap(std::string_view kind, audit::Completion done);

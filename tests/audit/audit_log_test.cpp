@@ -3,6 +3,7 @@
 #include "audit/verifier.hpp"
 #include "test_support.hpp"
 
+#include <atomic>
 #include <csignal>
 #include <filesystem>
 #include <gtest/gtest.h>
@@ -94,6 +95,32 @@ TEST(AuditLog, SyncedModeGroupCommitsFromManyThreads) {
   const auto report = Verifier::verify({o.path}, {});
   EXPECT_TRUE(report.ok) << report.detail;
   EXPECT_EQ(report.records, 400u);
+}
+
+// close() returns only once every queued record is written and its completion has run (the
+// proxy calls it while the executors those completions post to still exist); a record after
+// it fails at once instead of waiting for a writer that is gone.
+TEST(AuditLog, CloseCompletesWhatIsQueuedThenRefuses) {
+  TempDir dir;
+  Options o = options_for(dir);
+  o.durability = Durability::synced; // the writer thread's queue
+  auto log = AuditLog::open(o);
+  std::atomic<int> done{0};
+  for (int i = 0; i < 200; ++i) {
+    log->record(testing::sample_exchange(i), true, [&](std::error_code ec) {
+      EXPECT_FALSE(ec);
+      ++done;
+    });
+  }
+  log->close();
+  EXPECT_EQ(done.load(), 200); // not "eventually": close() waited for them
+  bool refused = false;
+  log->record(testing::sample_exchange(999), true, [&](std::error_code ec) { refused = bool(ec); });
+  EXPECT_TRUE(refused);
+  log.reset();
+  const auto report = Verifier::verify({o.path}, {});
+  EXPECT_TRUE(report.ok) << report.detail;
+  EXPECT_EQ(report.records, 200u);
 }
 
 TEST(AuditLog, LinesStayOneJsonObjectWhateverTheInput) {
