@@ -5,6 +5,7 @@
 #include "policy/engine.hpp"
 #include "policy/model.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -35,6 +36,12 @@ struct Tls {
   std::filesystem::path ca_key;
   std::string upstream_trust = "system"; // "system" or a PEM bundle path (resolved)
   std::vector<policy::HostPattern> passthrough;
+
+  /// Whether `host` (a name, or an address's text) is tunnelled unread.
+  bool passes_through(std::string_view host) const {
+    return std::any_of(passthrough.begin(), passthrough.end(),
+                       [&](const policy::HostPattern& p) { return p.matches(host); });
+  }
 };
 
 struct Webhook {

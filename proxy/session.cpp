@@ -493,15 +493,12 @@ public:
     if (policy_->run_ids == config::RunIds::shared) {
       run_ = ctx_->config->agent_id;
     }
-    if (ctx_->draining.load()) {
-      refuse(http::status::service_unavailable, "draining",
-             "runwarden is shutting down; retry on a new connection");
+    if (refused_for_drain()) {
       return;
     }
     // The listener chose passthrough on the config it read; this exchange judges with the
     // config now in force, and a reload in between may have taken the host out.
-    if (std::none_of(policy_->tls.passthrough.begin(), policy_->tls.passthrough.end(),
-                     [&](const auto& pattern) { return pattern.matches(target_.host); })) {
+    if (!policy_->tls.passes_through(target_.host)) {
       refuse(http::status::service_unavailable, "passthrough_changed",
              "tls.passthrough no longer lists " + target_.host + " (reloaded): reconnect");
       return;
@@ -783,12 +780,7 @@ private:
     client_version_ = h.version();
     raw_url_.assign(h.target());
     req_.method = std::string(h.method_string());
-    if (ctx_->draining.load()) {
-      // Read on a connection that was idle when the drain began: nothing new starts now
-      // (neither the kill switch's poll nor the drain's tunnel close would see it).
-      keep_alive_ = false;
-      refuse(http::status::service_unavailable, "draining",
-             "runwarden is shutting down; retry on a new connection");
+    if (refused_for_drain()) {
       return;
     }
 
@@ -979,6 +971,19 @@ private:
                  std::to_string(target_.port));
       return false;
     }
+    return true;
+  }
+
+  /// During a drain nothing new starts (neither the kill switch's poll, stopped by then, nor
+  /// the drain's tunnel close would see it): the request is refused 503, recorded, and the
+  /// connection closed.
+  bool refused_for_drain() {
+    if (!ctx_->draining.load()) {
+      return false;
+    }
+    keep_alive_ = false;
+    refuse(http::status::service_unavailable, "draining",
+           "runwarden is shutting down; retry on a new connection");
     return true;
   }
 
@@ -1628,13 +1633,7 @@ private:
         named = true;
       }
     }
-    bool passthrough = false;
-    for (const auto& pattern : policy_->tls.passthrough) { // as reloaded: applies live
-      if (pattern.matches(target.host)) {
-        passthrough = true;
-        break;
-      }
-    }
+    const bool passthrough = policy_->tls.passes_through(target.host); // as reloaded: live
     // A tunnel is judged on this CONNECT alone; an intercepted connection's requests are
     // each judged and may name their run themselves.
     if (!named && passthrough && !apply_run_policy(run_)) {

@@ -277,8 +277,7 @@ private:
   /// next connection, as it does for the explicit proxy's CONNECT.
   bool listed_passthrough(std::string_view host) const {
     auto live = ctx_->runtime ? ctx_->runtime->config() : ctx_->config;
-    return std::any_of(live->tls.passthrough.begin(), live->tls.passthrough.end(),
-                       [&](const policy::HostPattern& p) { return p.matches(host); });
+    return live->tls.passes_through(host);
   }
 
   void on_http() {
