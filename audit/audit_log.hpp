@@ -119,7 +119,8 @@ public:
   /// Flushes and syncs everything written so far.
   virtual std::error_code sync() = 0;
   /// Writes what is queued, calls its completions, and stops the log's own threads; a
-  /// record submitted later fails at once. Called at shutdown while the executors the
+  /// record a completion submits meanwhile is written too, one submitted after close()
+  /// returned fails at once. Called at shutdown while the executors the
   /// completions post to still exist (they may run after the I/O threads stopped, but must
   /// not run after their io_contexts are destroyed). Idempotent.
   virtual void close() {}

@@ -266,6 +266,8 @@ void FileAuditLog::close() {
   if (syncer_.joinable()) {
     syncer_.join();
   }
+  std::lock_guard lock(mu_);
+  closed_ = true;
 }
 
 FileAuditLog::~FileAuditLog() {
@@ -384,7 +386,10 @@ void FileAuditLog::submit(std::string_view members, Completion done) {
     done(current_error());
     return;
   }
-  if (stop_) { // closed: no thread would write or complete it
+  // While close() drains, a completion may still record (the proxy's decision completion
+  // writes the final record): that record is taken, and written by the drain. Only once
+  // nothing would write it is a record refused.
+  if (closed_) {
     lock.unlock();
     done(std::make_error_code(std::errc::operation_canceled));
     return;
@@ -524,7 +529,8 @@ void FileAuditLog::writer_loop() {
       std::unique_lock lock(mu_);
       queue_cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) {
-        return; // stop_ and drained
+        closed_ = true; // stop_ and drained: a later synced record has no writer
+        return;
       }
       batch.swap(queue_);
     }

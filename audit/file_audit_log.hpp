@@ -109,7 +109,8 @@ private:
   bool handoff_ = false; // written mode: a leader passed the writer role to syncer_
   bool syncing_ = false; // written mode: syncer_ is in its interval fdatasync (mu_ released)
   std::condition_variable bg_cv_;
-  bool stop_ = false;
+  bool stop_ = false;   // close() began: the threads drain and return
+  bool closed_ = false; // nothing would write a new record: submit() refuses it
 
   // File state.
   std::mutex io_mu_;

@@ -98,29 +98,41 @@ TEST(AuditLog, SyncedModeGroupCommitsFromManyThreads) {
 }
 
 // close() returns only once every queued record is written and its completion has run (the
-// proxy calls it while the executors those completions post to still exist); a record after
-// it fails at once instead of waiting for a writer that is gone.
+// proxy calls it while the executors those completions post to still exist). A completion
+// that records again while close() drains (the proxy's decision completion writes the final
+// record) is written too; a record after close() returned fails at once instead of waiting
+// for a writer that is gone.
 TEST(AuditLog, CloseCompletesWhatIsQueuedThenRefuses) {
-  TempDir dir;
-  Options o = options_for(dir);
-  o.durability = Durability::synced; // the writer thread's queue
-  auto log = AuditLog::open(o);
-  std::atomic<int> done{0};
-  for (int i = 0; i < 200; ++i) {
-    log->record(testing::sample_exchange(i), true, [&](std::error_code ec) {
-      EXPECT_FALSE(ec);
-      ++done;
-    });
+  for (const Durability durability : {Durability::synced, Durability::written}) {
+    SCOPED_TRACE(durability == Durability::synced ? "synced" : "written");
+    TempDir dir;
+    Options o = options_for(dir);
+    o.durability = durability;
+    auto log = AuditLog::open(o);
+    std::atomic<int> done{0};
+    std::atomic<int> inner_done{0};
+    std::atomic<int> inner_failed{0};
+    for (int i = 0; i < 200; ++i) {
+      log->record(testing::sample_exchange(i), false, [&, i](std::error_code ec) {
+        EXPECT_FALSE(ec);
+        ++done;
+        log->record(testing::sample_exchange(i), true,
+                    [&](std::error_code inner_ec) { ++(inner_ec ? inner_failed : inner_done); });
+      });
+    }
+    log->close();
+    EXPECT_EQ(done.load(), 200); // not "eventually": close() waited for them
+    EXPECT_EQ(inner_done.load(), 200);
+    EXPECT_EQ(inner_failed.load(), 0);
+    bool refused = false;
+    log->record(testing::sample_exchange(999), true,
+                [&](std::error_code ec) { refused = bool(ec); });
+    EXPECT_TRUE(refused);
+    log.reset();
+    const auto report = Verifier::verify({o.path}, {});
+    EXPECT_TRUE(report.ok) << report.detail;
+    EXPECT_EQ(report.records, 400u);
   }
-  log->close();
-  EXPECT_EQ(done.load(), 200); // not "eventually": close() waited for them
-  bool refused = false;
-  log->record(testing::sample_exchange(999), true, [&](std::error_code ec) { refused = bool(ec); });
-  EXPECT_TRUE(refused);
-  log.reset();
-  const auto report = Verifier::verify({o.path}, {});
-  EXPECT_TRUE(report.ok) << report.detail;
-  EXPECT_EQ(report.records, 200u);
 }
 
 TEST(AuditLog, LinesStayOneJsonObjectWhateverTheInput) {
