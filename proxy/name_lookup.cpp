@@ -36,7 +36,8 @@ boost::system::error_code lookup_error(int rc) {
 
 } // namespace
 
-NameLookup::NameLookup(std::size_t workers) : state_(std::make_shared<State>()) {
+NameLookup::NameLookup(std::size_t workers, Resolve resolve) : state_(std::make_shared<State>()) {
+  state_->resolve = resolve ? std::move(resolve) : Resolve(::getaddrinfo);
   for (std::size_t i = 0; i < std::max<std::size_t>(workers, 1); ++i) {
     std::thread([state = state_] { work(state); }).detach();
   }
@@ -54,83 +55,104 @@ NameLookup::Ticket NameLookup::async_resolve(std::string host, std::string servi
     if (state_->stopped) {
       return wanted;
     }
-    state_->jobs.push_back(
-        {std::move(host), std::move(service), std::move(ex), std::move(done), wanted});
+    Waiter waiter{std::move(ex), std::move(done), wanted};
+    Key key(std::move(host), std::move(service));
+    if (auto it = state_->pending.find(key); it != state_->pending.end()) {
+      it->second->waiters.push_back(std::move(waiter)); // the same name is being looked up
+      return wanted;
+    }
+    auto lookup = std::make_shared<Lookup>();
+    lookup->host = key.first;
+    lookup->service = key.second;
+    lookup->waiters.push_back(std::move(waiter));
+    state_->pending.emplace(std::move(key), lookup);
+    state_->queue.push_back(std::move(lookup));
   }
   state_->ready.notify_one();
   return wanted;
 }
 
 void NameLookup::stop() {
-  // Destroyed outside the lock, on this thread (handlers may own sessions).
-  std::deque<Job> dropped;
-  std::map<std::uint64_t, Job> running;
+  // Every queued or running lookup is in `pending`. Its waiters are taken out here and
+  // destroyed outside the lock, on this thread (handlers may own sessions): a worker still
+  // in getaddrinfo keeps only the emptied lookup.
+  std::vector<Waiter> dropped;
   {
     std::lock_guard lock(state_->mu);
     state_->stopped = true;
-    dropped.swap(state_->jobs);
-    running.swap(state_->running);
+    for (auto& entry : state_->pending) {
+      for (Waiter& w : entry.second->waiters) {
+        dropped.push_back(std::move(w));
+      }
+      entry.second->waiters.clear();
+    }
+    state_->pending.clear();
+    state_->queue.clear();
   }
   state_->ready.notify_all();
 }
 
-void NameLookup::discard(Job& job) {
-  boost::asio::post(job.ex, [done = std::move(job.done)] {});
+bool NameLookup::wanted(const Lookup& lookup) {
+  return std::any_of(lookup.waiters.begin(), lookup.waiters.end(),
+                     [](const Waiter& w) { return w.wanted->load(); });
+}
+
+void NameLookup::discard(Waiter& waiter) {
+  boost::asio::post(waiter.ex, [done = std::move(waiter.done)] {});
 }
 
 void NameLookup::work(const std::shared_ptr<State>& state) {
   for (;;) {
-    std::uint64_t id = 0;
-    std::string host;
-    std::string service;
+    std::shared_ptr<Lookup> lookup;
     {
       std::unique_lock lock(state->mu);
-      state->ready.wait(lock, [&] { return state->stopped || !state->jobs.empty(); });
+      state->ready.wait(lock, [&] { return state->stopped || !state->queue.empty(); });
       if (state->stopped) {
         return;
       }
-      Job job = std::move(state->jobs.front());
-      state->jobs.pop_front();
-      if (!job.wanted->load()) {
-        discard(job); // its caller gave up before it started: no worker spent on it
+      lookup = std::move(state->queue.front());
+      state->queue.pop_front();
+      if (!wanted(*lookup)) {
+        // Every caller gave up before it started: no worker spent on it.
+        state->pending.erase(Key(lookup->host, lookup->service));
+        for (Waiter& w : lookup->waiters) {
+          discard(w);
+        }
         continue;
       }
-      id = state->next_id++;
-      host = job.host;
-      service = job.service;
-      state->running.emplace(id, std::move(job));
+      // It stays in `pending` while it runs, so callers for the same name join it.
     }
     // What tcp::resolver::async_resolve(host, service) asks for: both families, no flags.
+    // host and service are not changed while the lookup is pending: read without the lock.
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
     addrinfo* found = nullptr;
-    const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found);
+    const int rc = state->resolve(lookup->host.c_str(), lookup->service.c_str(), &hints, &found);
     boost::system::error_code ec;
     Results results;
     if (rc == 0) {
-      results = Results::create(found, host, service);
+      results = Results::create(found, lookup->host, lookup->service);
       ::freeaddrinfo(found);
     } else {
       ec = lookup_error(rc);
     }
-    // Posted under the lock: stop() (before the executor's io_context goes away) then either
-    // happened first, and took the job (nothing is posted), or waits until this post is done.
+    // Posted under the lock: stop() (before the executors' io_contexts go away) then either
+    // happened first, and took the lookup (nothing is posted), or waits until these posts
+    // are done.
     std::lock_guard lock(state->mu);
-    auto it = state->running.find(id);
-    if (it == state->running.end()) {
-      return; // stopped
+    if (state->stopped) {
+      return; // stop() took its waiters
     }
-    Job job = std::move(it->second);
-    state->running.erase(it);
-    if (!job.wanted->load()) {
-      discard(job);
-      continue;
+    state->pending.erase(Key(lookup->host, lookup->service));
+    for (Waiter& w : lookup->waiters) {
+      if (!w.wanted->load()) {
+        discard(w);
+        continue;
+      }
+      boost::asio::post(w.ex, [done = std::move(w.done), ec, results]() { done(ec, results); });
     }
-    boost::asio::post(job.ex, [done = std::move(job.done), ec, results = std::move(results)]() {
-      done(ec, results);
-    });
   }
 }
 

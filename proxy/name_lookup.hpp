@@ -5,8 +5,12 @@
 // lookup that hangs (a name server that does not answer: glibc waits timeout x attempts per
 // server) holds up every later lookup of that I/O thread, whatever its own deadline. Here a
 // few worker threads share the lookups of the whole process, so one slow name delays only
-// its own connection; the caller's deadline decides when to give up, and a lookup that
+// its own connections; the caller's deadline decides when to give up, and a lookup that
 // completes after that is handed back all the same (the caller ignores it).
+//
+// Callers asking for the same host and port while a lookup of it is queued or running join
+// that lookup instead of starting another: a burst of connections to one name whose server
+// never answers takes one worker, not all of them, so the other names still resolve.
 
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
@@ -20,7 +24,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <netdb.h>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace runwarden::proxy {
 
@@ -32,9 +39,13 @@ public:
   /// passed): a lookup not started yet is then skipped, and no answer is handed back.
   using Ticket = std::shared_ptr<std::atomic<bool>>;
 
+  /// getaddrinfo's signature; its answer is released with freeaddrinfo.
+  using Resolve = std::function<int(const char*, const char*, const addrinfo*, addrinfo**)>;
+
   /// Starts `workers` threads (at least one). They are detached: stop() never waits for a
-  /// lookup that hangs in the C library.
-  explicit NameLookup(std::size_t workers);
+  /// lookup that hangs in the C library. `resolve` is getaddrinfo unless a test passes a
+  /// stand-in that holds a lookup for as long as it likes.
+  explicit NameLookup(std::size_t workers, Resolve resolve = {});
   ~NameLookup();
   NameLookup(const NameLookup&) = delete;
   NameLookup& operator=(const NameLookup&) = delete;
@@ -50,23 +61,33 @@ public:
   void stop();
 
 private:
-  struct Job {
-    std::string host;
-    std::string service;
+  /// One caller waiting for a lookup.
+  struct Waiter {
     boost::asio::any_io_executor ex;
     Handler done;
     Ticket wanted;
   };
+  /// One getaddrinfo call and everyone waiting for it.
+  struct Lookup {
+    std::string host;
+    std::string service;
+    std::vector<Waiter> waiters;
+  };
+  using Key = std::pair<std::string, std::string>; // host, service
   struct State {
     std::mutex mu;
     std::condition_variable ready;
-    std::deque<Job> jobs;
-    std::map<std::uint64_t, Job> running; // owned here while getaddrinfo runs: stop() takes them
-    std::uint64_t next_id = 0;
+    std::deque<std::shared_ptr<Lookup>> queue;
+    /// Queued or running, by host and service: a new caller joins the lookup found here.
+    /// A running lookup is owned here while getaddrinfo runs: stop() takes it.
+    std::map<Key, std::shared_ptr<Lookup>> pending;
     bool stopped = false;
+    Resolve resolve; // set before the workers start, then only read
   };
-  /// Hands `job`'s handler back to its executor to be destroyed there, uncalled.
-  static void discard(Job& job);
+  /// True if some waiter of `lookup` still wants its answer.
+  static bool wanted(const Lookup& lookup);
+  /// Hands `waiter`'s handler back to its executor to be destroyed there, uncalled.
+  static void discard(Waiter& waiter);
   static void work(const std::shared_ptr<State>& state);
 
   std::shared_ptr<State> state_;

@@ -1,13 +1,22 @@
 // NameLookup: answers come back on the caller's executor, failures as Asio's resolver
-// reports them, and nothing at all after stop().
+// reports them, and nothing at all after stop(); callers of one name share one lookup, so a
+// name that hangs holds one worker and other names still resolve. The hanging lookups here
+// come from a stand-in for getaddrinfo that holds a name until the test lets it go (the
+// netns integration test has a real name server that never answers).
 
 #include "proxy/name_lookup.hpp"
 
+#include <atomic>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <condition_variable>
 #include <gtest/gtest.h>
+#include <map>
+#include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace runwarden::proxy {
 namespace {
@@ -61,6 +70,144 @@ TEST(NameLookup, NothingIsPostedAfterStop) {
   lookups.async_resolve(
       "127.0.0.1", "80", ioc.get_executor(),
       [&](boost::system::error_code, const NameLookup::Results&) { called = true; });
+  ioc.run_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(called);
+}
+
+/// getaddrinfo, except that "hung.test" waits until release() (or 20 s) and then answers
+/// as 127.0.0.1 would; counts calls per name.
+class HeldResolver {
+public:
+  NameLookup::Resolve resolve() {
+    return [this](const char* host, const char* service, const addrinfo* hints, addrinfo** out) {
+      const std::string name(host);
+      {
+        std::unique_lock lock(mu_);
+        ++calls_[name];
+        cv_.notify_all();
+        if (name == "hung.test") {
+          cv_.wait_for(lock, std::chrono::seconds(20), [this] { return released_; });
+          host = "127.0.0.1";
+        }
+      }
+      return ::getaddrinfo(host, service, hints, out);
+    };
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+  int calls(const std::string& name) {
+    std::lock_guard lock(mu_);
+    return calls_[name];
+  }
+  /// Waits (bounded) until `name` was asked for at least once.
+  bool wait_for_call(const std::string& name) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return calls_[name] > 0; });
+  }
+
+private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, int> calls_;
+  bool released_ = false;
+};
+
+TEST(NameLookup, CallersOfOneNameShareOneLookupAndOtherNamesGoOn) {
+  HeldResolver held;
+  NameLookup lookups(2, held.resolve()); // two workers: enough for two separate hung lookups
+  net::io_context ioc;
+  auto guard = net::make_work_guard(ioc);
+  constexpr int kCallers = 5;
+  int hung_answers = 0;
+  for (int i = 0; i < kCallers; ++i) {
+    lookups.async_resolve("hung.test", "80", ioc.get_executor(),
+                          [&](boost::system::error_code ec, const NameLookup::Results& results) {
+                            EXPECT_FALSE(ec) << ec.message();
+                            EXPECT_FALSE(results.empty());
+                            ++hung_answers;
+                          });
+  }
+  ASSERT_TRUE(held.wait_for_call("hung.test"));
+  bool other_answered = false;
+  lookups.async_resolve("127.0.0.1", "80", ioc.get_executor(),
+                        [&](boost::system::error_code ec, const NameLookup::Results&) {
+                          EXPECT_FALSE(ec) << ec.message();
+                          other_answered = true;
+                        });
+  // Bounded: the other name is answered while hung.test is still held.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!other_answered && std::chrono::steady_clock::now() < until) {
+    ioc.run_one_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(other_answered);
+  EXPECT_EQ(hung_answers, 0);
+  held.release();
+  const auto until_all = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (hung_answers < kCallers && std::chrono::steady_clock::now() < until_all) {
+    ioc.run_one_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(hung_answers, kCallers);     // every caller answered ...
+  EXPECT_EQ(held.calls("hung.test"), 1); // ... by one lookup
+}
+
+TEST(NameLookup, AWithdrawnCallerIsSkippedAndAQueuedLookupNobodyWantsIsNeverMade) {
+  HeldResolver held;
+  NameLookup lookups(1, held.resolve()); // one worker, held by hung.test
+  net::io_context ioc;
+  auto guard = net::make_work_guard(ioc);
+  bool withdrawn_called = false;
+  bool kept_called = false;
+  const NameLookup::Ticket withdrawn = lookups.async_resolve(
+      "hung.test", "80", ioc.get_executor(),
+      [&](boost::system::error_code, const NameLookup::Results&) { withdrawn_called = true; });
+  lookups.async_resolve(
+      "hung.test", "80", ioc.get_executor(),
+      [&](boost::system::error_code, const NameLookup::Results&) { kept_called = true; });
+  ASSERT_TRUE(held.wait_for_call("hung.test"));
+  bool queued_called = false;
+  const NameLookup::Ticket queued = lookups.async_resolve(
+      "localhost", "80", ioc.get_executor(),
+      [&](boost::system::error_code, const NameLookup::Results&) { queued_called = true; });
+  withdrawn->store(false);
+  queued->store(false);
+  bool marker = false; // queued after the withdrawn one: once it is answered, that one is done
+  lookups.async_resolve(
+      "127.0.0.1", "80", ioc.get_executor(),
+      [&](boost::system::error_code, const NameLookup::Results&) { marker = true; });
+  held.release();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!(kept_called && marker) && std::chrono::steady_clock::now() < until) {
+    ioc.run_one_for(std::chrono::milliseconds(100));
+  }
+  ioc.poll(); // the withdrawn handlers' disposals, posted before the marker's answer
+  EXPECT_TRUE(kept_called);
+  EXPECT_TRUE(marker);
+  EXPECT_FALSE(withdrawn_called);
+  EXPECT_FALSE(queued_called);
+  EXPECT_EQ(held.calls("localhost"), 0); // skipped: its only caller had given up
+}
+
+TEST(NameLookup, StopDuringALookupDestroysItsHandlersOnTheStoppingThreadUncalled) {
+  HeldResolver held;
+  NameLookup lookups(1, held.resolve());
+  net::io_context ioc;
+  auto token = std::make_shared<int>(0);
+  const std::weak_ptr<int> alive = token;
+  bool called = false;
+  lookups.async_resolve(
+      "hung.test", "80", ioc.get_executor(),
+      [&called, token = std::move(token)](boost::system::error_code, const NameLookup::Results&) {
+        called = true;
+      });
+  ASSERT_TRUE(held.wait_for_call("hung.test"));
+  lookups.stop();
+  // Gone when stop() returns, while the worker is still held in the lookup: destroyed by
+  // stop(), on this thread, not later on the worker.
+  EXPECT_TRUE(alive.expired());
+  held.release(); // the worker finds the lookup taken and posts nothing
   ioc.run_for(std::chrono::milliseconds(200));
   EXPECT_FALSE(called);
 }
