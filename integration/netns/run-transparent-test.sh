@@ -269,6 +269,21 @@ body=$(in_agent_as "$AGENT_UID" timeout 8 curl -sS --max-time 7 --noproxy '' -H 
 expect "a Host name whose lookup hangs is refused at upstream_connect_timeout (403 destination_mismatch)" "$body" \
   "r.error === 'destination_mismatch' && /did not resolve within/.test(r.reason)"
 expect_count "the hung-lookup call never reached the tool" tools /ok/t9 0
+# A burst of calls naming that hung name shares one lookup: while ten of them wait, other
+# names still resolve at once (before, they took all eight lookup workers, so this name
+# waited its whole 3 s and was refused as "did not resolve").
+burst=()
+for i in $(seq 1 10); do
+  in_agent_as "$AGENT_UID" timeout 8 curl -sS -o /dev/null --max-time 7 --noproxy '' \
+    -H "Host: slow-dns.test" "http://$TOOLS4/ok/t9-$i" >/dev/null 2>&1 &
+  burst+=($!)
+done
+sleep 0.5
+body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' -H "Host: $API_NAME:80" "http://$TOOLS4/ok/t9-other" 2>&1) || true
+expect "while ten calls wait on the hung name, another name is looked up at once (403 destination_mismatch, resolves elsewhere)" "$body" \
+  "r.error === 'destination_mismatch' && /resolves to other addresses/.test(r.reason)"
+wait "${burst[@]}" 2>/dev/null || true
+expect_count "none of the burst reached the tool" tools /ok/t9- 0
 body=$(in_agent_as "$AGENT_UID" timeout 5 curl -sS --max-time 3 --noproxy '' -H "Host: [FD00:233:100:0:0:0:0:2]" "http://[$TOOLS6]/ok/v3" 2>&1) || true
 expect "IPv6: a Host literal spelled differently but naming the destination is accepted" "$body" \
   "r.server === 'tools' && r.url === '/ok/v3'"
