@@ -406,7 +406,9 @@ describe("holds and approvals", () => {
 
   test("client disconnect abandons the hold: a later approve is 409 and nothing is forwarded", async () => {
     const run = runId("gone");
-    const pending = agentPost("/restart", run, "{\"g\":1}", ["--max-time", "1"]);
+    // curl gives up after 5 s: long enough for the hold to be listed as pending first, even
+    // on a slow sanitizer build (with 1 s it could be abandoned before pendingOf saw it).
+    const pending = agentPost("/restart", run, "{\"g\":1}", ["--max-time", "5"]);
     const hold = await pendingOf(run);
     await pending; // curl gave up and closed its connection
     const deadline = Date.now() + 5000;

@@ -84,10 +84,14 @@ describe("smuggling and framing attacks", () => {
     const a = s.run("pipe-a", "forwarded");
     const b = s.run("pipe-b", "denied");
     const c = s.run("pipe-c", "forwarded");
-    const req = (method, p, run) => `${method} ${abs(p)} HTTP/1.1\r\nHost: ${origin()}\r\nRunwarden-Run: ${run}\r\n\r\n`;
+    // The last request closes the connection, so the exchange ends when all three are
+    // answered, not on a timer a slow run could beat.
+    const req = (method, p, run, extra = "") =>
+      `${method} ${abs(p)} HTTP/1.1\r\nHost: ${origin()}\r\nRunwarden-Run: ${run}\r\n${extra}\r\n`;
     const res = await rawExchange(s.rw.proxyPort,
-      req("GET", `/echo?m=${a}`, a) + req("DELETE", `/echo/x?m=${b}`, b) + req("GET", `/echo?m=${c}`, c),
-      { timeoutMs: 3000 });
+      req("GET", `/echo?m=${a}`, a) + req("DELETE", `/echo/x?m=${b}`, b) +
+        req("GET", `/echo?m=${c}`, c, "Connection: close\r\n"),
+      { timeoutMs: 15000 });
     const r = parseResponses(res.text);
     assert.deepEqual(r.map((x) => x.status), [200, 403, 200], res.text.slice(0, 600));
     assert.equal(JSON.parse(r[1].body).error, "denied_by_runbook");
@@ -100,9 +104,11 @@ describe("smuggling and framing attacks", () => {
     const a = s.run("tls-pipe-a", "forwarded");
     const b = s.run("tls-pipe-b", "denied");
     const host = `localhost:${s.upstream.httpsPort}`;
-    const req = (method, p, run) => `${method} ${p} HTTP/1.1\r\nHost: ${host}\r\nRunwarden-Run: ${run}\r\n\r\n`;
+    const req = (method, p, run, extra = "") =>
+      `${method} ${p} HTTP/1.1\r\nHost: ${host}\r\nRunwarden-Run: ${run}\r\n${extra}\r\n`;
     const res = await rawTlsExchange(s.rw.proxyPort, "localhost", s.upstream.httpsPort, s.rw.caPem,
-      req("GET", `/echo?m=${a}`, a) + req("GET", `/denied/x?m=${b}`, b), { timeoutMs: 3000 });
+      req("GET", `/echo?m=${a}`, a) + req("GET", `/denied/x?m=${b}`, b, "Connection: close\r\n"),
+      { timeoutMs: 15000 });
     assert.equal(res.connectStatus, 200, res.text.slice(0, 300));
     const r = parseResponses(res.text);
     assert.deepEqual(r.map((x) => x.status), [200, 403], res.text.slice(0, 600));

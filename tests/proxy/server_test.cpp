@@ -1072,8 +1072,11 @@ TEST_F(IoThreadsTest, ConnectionsSpreadOverThreadsAreEachJudgedAndAudited) {
     forwarded += final_record && record.outcome == "forwarded" ? 1 : 0;
   }
   EXPECT_EQ(forwarded, 12);
-  // One upstream connection per agent connection, kept alive across its requests.
-  EXPECT_EQ(upstream_->accepted(), 4);
+  // Upstream connections are kept alive across requests: at most one per agent connection
+  // (4), at least one per I/O thread (2); two agent connections on one thread share that
+  // thread's pool, and whether they overlap in time is up to the scheduler.
+  EXPECT_GE(upstream_->accepted(), 2);
+  EXPECT_LE(upstream_->accepted(), 4);
 }
 
 TEST_F(IoThreadsTest, DrainPastItsGraceRecordsTheExchangeStillInFlight) {
@@ -1095,7 +1098,8 @@ TEST_F(IoThreadsTest, DrainPastItsGraceWaitsForTheAbortedExchangesRecord) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ASSERT_TRUE(audit_->has_deferred()); // the abort submitted the record
-  EXPECT_EQ(done.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+  // Checked at once: the drain gives a held record 2 s, which a slow run must not eat into.
+  EXPECT_EQ(done.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
   audit_->run_deferred({}); // written
   ASSERT_EQ(done.wait_for(std::chrono::seconds(10)), std::future_status::ready);
   auto records = audit_->records();
@@ -1288,7 +1292,21 @@ TEST_F(DeadlineTest, SilentUpstreamGets504AndItsAuditRecord) {
   upstream_->release();
 }
 
-TEST_F(DeadlineTest, KeepAliveConnectionServesRequestsThenClosesWhenIdle) {
+// Its own fixture: the 300 ms upstream limit above must not fire during normal exchanges on a
+// slow (sanitizer) run, and the idle limit is also how long a pooled upstream connection is
+// kept, which must outlast the gaps between the three requests.
+class IdleTest : public ProxyTest {
+protected:
+  void SetUp() override {
+    upstream_ = std::make_unique<Upstream>();
+    tweak_ = [](config::Config& cfg) {
+      cfg.limits.idle_timeout = std::chrono::milliseconds(1500); // under the socket's 5 s
+    };
+    start(nullptr, "system");
+  }
+};
+
+TEST_F(IdleTest, KeepAliveConnectionServesRequestsThenClosesWhenIdle) {
   auto s = connect();
   for (int i = 0; i < 3; ++i) {
     auto res = exchange(s, "GET http://" + up() + "/allowed/" + std::to_string(i) +
