@@ -341,6 +341,23 @@ std::size_t HoldRegistry::pause_all(std::string_view by) {
   return n;
 }
 
+std::size_t HoldRegistry::expire_all(std::string_view by, std::string_view reason) {
+  Pending work;
+  std::size_t n = 0;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, h] : holds_) {
+      if (h.state == HoldState::pending) {
+        resolve_locked(id, h, HoldState::expired, by, reason, work);
+        ++n;
+      }
+    }
+    trim_resolved_locked();
+  }
+  finish(work);
+  return n;
+}
+
 void HoldRegistry::tick() {
   Pending work;
   {

@@ -149,6 +149,10 @@ public:
   std::size_t kill_run(std::string_view run, std::string_view by);
   /// Paused mode: every pending hold ends paused. Returns how many.
   std::size_t pause_all(std::string_view by);
+  /// Shutdown: every pending hold (deferred ones too) ends expired with `by` and `reason`,
+  /// as a timeout would, so nothing is released and nothing is left for the next process
+  /// to expire on restart. Returns how many.
+  std::size_t expire_all(std::string_view by, std::string_view reason);
 
   /// Fires deferrals and timeouts due at the clock's now. The proxy calls it from a
   /// timer at next_deadline() (or periodically).
