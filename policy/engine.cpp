@@ -521,6 +521,23 @@ struct UnitDecision {
   const RunbookAction* approval = nullptr;
 };
 
+/// How a runbook lists an action: an entry under allowed_actions (whose class decides), else
+/// a `diagnostics` name (class read_only), else not at all.
+struct Listing {
+  const RunbookAction* entry = nullptr;
+  const SourceMark* diagnostics = nullptr;
+};
+
+Listing listing(const Runbook& rb, std::string_view action) {
+  Listing l;
+  if (auto it = rb.actions.find(action); it != rb.actions.end()) {
+    l.entry = &it->second;
+  } else if (auto dit = rb.diagnostic_actions.find(action); dit != rb.diagnostic_actions.end()) {
+    l.diagnostics = &dit->second;
+  }
+  return l;
+}
+
 int verdict_rank(Verdict v) {
   switch (v) {
   case Verdict::allow:
@@ -558,36 +575,43 @@ UnitDecision judge(const std::vector<MatcherRef>& matched, const Runbook& rb, Mo
     return d;
   }
   // Restrictiveness: read_only 0 < allowed 1 < approval_required 2 < not in runbook 3 < denied 4.
+  // A diagnostics-only action is read_only (0).
   int best = -1;
   const MatcherRef* best_ref = nullptr;
-  const RunbookAction* best_ra = nullptr;
+  Listing best_l;
   for (const MatcherRef& ref : matched) {
-    auto it = rb.actions.find(ref.action->name);
-    const RunbookAction* ra = it == rb.actions.end() ? nullptr : &it->second;
+    const Listing l = listing(rb, ref.action->name);
     int r = 3;
-    if (ra != nullptr) {
-      r = ra->cls == ActionClass::denied ? 4 : static_cast<int>(ra->cls);
+    if (l.entry != nullptr) {
+      r = l.entry->cls == ActionClass::denied ? 4 : static_cast<int>(l.entry->cls);
+    } else if (l.diagnostics != nullptr) {
+      r = static_cast<int>(ActionClass::read_only);
     }
     if (r > best) {
       best = r;
       best_ref = &ref;
-      best_ra = ra;
+      best_l = l;
     }
   }
   const std::string& name = best_ref->action->name;
   std::string rule = "action " + name + " (" + where(best_ref->matcher->mark) + ")";
   d.action = name;
-  if (best_ra == nullptr) {
+  if (best_l.entry == nullptr && best_l.diagnostics == nullptr) {
     d.verdict = Verdict::deny;
     d.code = "not_in_runbook";
     d.reason = rule + " matched but is not listed in runbook " + rb.name;
     d.rank = verdict_rank(d.verdict);
     return d;
   }
-  d.cls = best_ra->cls;
-  std::string listed = " is " + std::string(to_string(best_ra->cls)) + " in runbook " + rb.name +
-                       " (" + where(best_ra->mark) + ")";
-  switch (best_ra->cls) {
+  const ActionClass cls = best_l.entry != nullptr ? best_l.entry->cls : ActionClass::read_only;
+  d.cls = cls;
+  std::string listed = " is " + std::string(to_string(cls)) + " in runbook " + rb.name;
+  if (best_l.entry != nullptr) {
+    listed += " (" + where(best_l.entry->mark) + ")";
+  } else {
+    listed += " as a diagnostics action (" + where(*best_l.diagnostics) + ")";
+  }
+  switch (cls) {
   case ActionClass::denied:
     d.verdict = Verdict::deny;
     d.code = "denied_by_runbook";
@@ -597,7 +621,7 @@ UnitDecision judge(const std::vector<MatcherRef>& matched, const Runbook& rb, Mo
     d.verdict = Verdict::hold;
     d.code = "approval_required";
     d.reason = rule + listed;
-    d.approval = best_ra;
+    d.approval = best_l.entry;
     break;
   case ActionClass::allowed:
   case ActionClass::read_only:
@@ -606,8 +630,7 @@ UnitDecision judge(const std::vector<MatcherRef>& matched, const Runbook& rb, Mo
     d.reason = rule + listed;
     break;
   }
-  if (mode == Mode::read_only && d.verdict != Verdict::deny &&
-      best_ra->cls != ActionClass::read_only) {
+  if (mode == Mode::read_only && d.verdict != Verdict::deny && cls != ActionClass::read_only) {
     d.verdict = Verdict::deny;
     d.code = "read_only_mode";
     d.reason = rule + listed + ", and read_only mode lets only read_only actions pass";
@@ -815,8 +838,12 @@ std::vector<MatcherExplanation> Engine::explain(const Request& req,
     e.action = ref.action->name;
     e.mark = ref.matcher->mark;
     if (rb != nullptr) {
-      if (auto it = rb->actions.find(ref.action->name); it != rb->actions.end()) {
-        e.cls = it->second.cls;
+      const Listing l = listing(*rb, ref.action->name);
+      if (l.entry != nullptr) {
+        e.cls = l.entry->cls;
+      } else if (l.diagnostics != nullptr) {
+        e.cls = ActionClass::read_only;
+        e.diagnostics = true;
       }
     }
     Outcome o = eval_base(*ref.matcher, ctx, &e.conditions);

@@ -70,6 +70,7 @@ struct ConditionResult {
 struct MatcherExplanation {
   std::string action;
   std::optional<ActionClass> cls; // nullopt: in catalogue but not in the runbook
+  bool diagnostics = false;       // listed only under the runbook's diagnostics (so read_only)
   SourceMark mark;
   bool matched = false;
   std::vector<ConditionResult> conditions;

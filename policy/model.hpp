@@ -207,6 +207,11 @@ struct Runbook {
   nlohmann::json escalation;
   nlohmann::json rollback;
   std::map<std::string, RunbookAction, std::less<>> actions;
+  /// `diagnostics:` names (with where each is written): what the agent runs first. An action
+  /// listed here counts as read_only (investigations, no side effects), so it passes in
+  /// read_only mode too; listed under allowed_actions as well, its class there decides (it is
+  /// never less restrictive than read_only, so the most restrictive class still wins).
+  std::map<std::string, SourceMark, std::less<>> diagnostic_actions;
   Unmatched unmatched = Unmatched::deny;
   Budgets budgets;
   SourceMark mark;

@@ -803,6 +803,107 @@ TEST_F(EngineTest, ExplainReportsUnevaluableBody) {
   EXPECT_NE(ex[0].conditions.back().detail.find("body_duplicate_key"), std::string::npos);
 }
 
+// `diagnostics:` names (DESIGN §3): read_only unless allowed_actions lists them too.
+std::shared_ptr<const Runbook> make_diag_runbook() {
+  auto rb = std::make_shared<Runbook>();
+  rb->name = "diag";
+  rb->file = "runbooks/diag.yaml";
+  int line = 3;
+  for (const char* n : {"fetch_logs", "mcp_read", "run_database_migration", "issue_small_refund",
+                        "fetch_metrics"}) {
+    rb->diagnostic_actions.emplace(n, SourceMark{"runbooks/diag.yaml", line++, 15});
+  }
+  list(*rb, "run_database_migration", ActionClass::denied);
+  list(*rb, "issue_small_refund", ActionClass::allowed);
+  list(*rb, "fetch_metrics", ActionClass::approval_required);
+  return rb;
+}
+
+class DiagnosticsTest : public ::testing::Test {
+protected:
+  DiagnosticsTest() : engine_(make_catalogue(), {make_diag_runbook()}) {}
+  Engine engine_;
+};
+
+TEST_F(DiagnosticsTest, DiagnosticsOnlyActionIsAllowedAsReadOnly) {
+  for (Mode mode : {Mode::normal, Mode::read_only}) {
+    Decision d = engine_.decide(make_request("GET", kLogs), "diag", mode);
+    EXPECT_EQ(d.verdict, Verdict::allow) << to_string(mode) << ": " << d.reason;
+    EXPECT_EQ(d.code, "allowed");
+    EXPECT_EQ(d.action, "fetch_logs");
+    EXPECT_EQ(d.cls, ActionClass::read_only);
+    // The reason names where the action is listed: under diagnostics, line 3.
+    EXPECT_NE(d.reason.find("is read_only in runbook diag as a diagnostics action "
+                            "(runbooks/diag.yaml:3)"),
+              std::string::npos)
+        << d.reason;
+    EXPECT_EQ(d.reason.find("not listed"), std::string::npos) << d.reason;
+  }
+}
+
+TEST_F(DiagnosticsTest, DiagnosticsOnlyMcpCallIsReadOnlyPerCall) {
+  Decision d = engine_.decide(make_request("POST", kMcp, rpc("get_pods")), "diag", Mode::read_only);
+  EXPECT_EQ(d.verdict, Verdict::allow) << d.reason;
+  ASSERT_EQ(d.jsonrpc.size(), 1U);
+  EXPECT_EQ(d.jsonrpc[0].action, "mcp_read");
+  EXPECT_EQ(d.jsonrpc[0].cls, ActionClass::read_only);
+}
+
+TEST_F(DiagnosticsTest, DeniedWinsOverDiagnostics) {
+  Decision d =
+      engine_.decide(make_request("POST", "https://db.internal/migrate"), "diag", Mode::normal);
+  EXPECT_EQ(d.verdict, Verdict::deny);
+  EXPECT_EQ(d.code, "denied_by_runbook");
+  EXPECT_EQ(d.cls, ActionClass::denied);
+  EXPECT_EQ(d.reason.find("diagnostics"), std::string::npos) << d.reason;
+}
+
+TEST_F(DiagnosticsTest, AllowedActionsClassWinsOverDiagnostics) {
+  // Listed under allowed too: its side effects keep it out of read_only mode.
+  const Request refund = make_request("POST", kRefunds, R"({"amount":100})");
+  EXPECT_EQ(engine_.decide(refund, "diag", Mode::normal).code, "allowed");
+  Decision ro = engine_.decide(refund, "diag", Mode::read_only);
+  EXPECT_EQ(ro.verdict, Verdict::deny);
+  EXPECT_EQ(ro.code, "read_only_mode");
+  EXPECT_EQ(ro.cls, ActionClass::allowed);
+  // Listed under approval_required too: held, not passed as read_only.
+  Decision held = engine_.decide(make_request("GET", "https://eu.metrics.internal/api/cpu"), "diag",
+                                 Mode::normal);
+  EXPECT_EQ(held.verdict, Verdict::hold);
+  ASSERT_NE(held.approval, nullptr);
+  EXPECT_EQ(held.approval->name, "fetch_metrics");
+}
+
+TEST_F(DiagnosticsTest, UnlistedActionMatchingTooStillWins) {
+  // shadow_logs matches as well and is listed nowhere: more restrictive than read_only.
+  Decision d = engine_.decide(make_request("GET", "https://logs.internal/api/v1/query/secret/x"),
+                              "diag", Mode::normal);
+  EXPECT_EQ(d.verdict, Verdict::deny);
+  EXPECT_EQ(d.code, "not_in_runbook");
+  EXPECT_EQ(d.action, "shadow_logs");
+}
+
+TEST_F(DiagnosticsTest, ExplainNamesTheDiagnosticsListing) {
+  std::vector<MatcherExplanation> ex = engine_.explain(make_request("GET", kLogs), "diag");
+  ASSERT_EQ(ex.size(), 2U); // fetch_logs matches; shadow_logs nearly does
+  for (const MatcherExplanation& e : ex) {
+    if (e.action == "fetch_logs") {
+      EXPECT_TRUE(e.matched);
+      EXPECT_EQ(e.cls, ActionClass::read_only);
+      EXPECT_TRUE(e.diagnostics);
+    } else {
+      EXPECT_EQ(e.action, "shadow_logs");
+      EXPECT_FALSE(e.cls.has_value());
+      EXPECT_FALSE(e.diagnostics);
+    }
+  }
+  std::vector<MatcherExplanation> refund =
+      engine_.explain(make_request("POST", kRefunds, R"({"amount":100})"), "diag");
+  for (const MatcherExplanation& e : refund) {
+    EXPECT_FALSE(e.diagnostics) << e.action; // allowed_actions decides, not diagnostics
+  }
+}
+
 TEST(EngineIndex, LargeCatalogueDecidesLikeSmall) {
   auto c = std::make_shared<Catalogue>();
   auto rb = std::make_shared<Runbook>();
