@@ -88,7 +88,9 @@ public:
 private:
   /// `diagnostics: [action, ...]`: what the agent runs first. Each must be a catalogue
   /// action, like every other action name in a runbook, so a typo is a load error rather
-  /// than a list that quietly names nothing.
+  /// than a list that quietly names nothing. The engine treats each as read_only unless
+  /// allowed_actions lists it too (that class then decides), so a diagnostics action may
+  /// also appear under allowed_actions without counting as listed twice.
   void parse_diagnostics(policy::Runbook& rb, const Field& f) {
     auto list = r_.elements(f);
     if (!list) {
@@ -99,6 +101,7 @@ private:
       auto name = r_.string(element);
       if (name && in_catalogue(*name, element.mark, element.path)) {
         names.push_back(*name);
+        rb.diagnostic_actions.emplace(*name, r_.mark(element.mark));
       }
     }
     rb.diagnostics = std::move(names);
@@ -292,10 +295,12 @@ private:
     }
   }
 
-  /// Budget entries must name actions the runbook lists (checked once every class is read).
+  /// Budget entries must name actions the runbook lists, under allowed_actions or
+  /// diagnostics (checked once every class is read).
   void check_budget_actions(const policy::Runbook& rb) {
     for (const auto& [name, field] : budget_actions_) {
-      if (rb.actions.find(name) == rb.actions.end()) {
+      if (rb.actions.find(name) == rb.actions.end() &&
+          rb.diagnostic_actions.find(name) == rb.diagnostic_actions.end()) {
         r_.error(field.mark, field.path,
                  "budget names action \"" + name + "\", which this runbook does not list");
       }
@@ -402,7 +407,56 @@ private:
   std::optional<Field> unmatched_approval_; // `unmatched: approval`
 };
 
+/// Why a matcher may have side effects, or "" when it can match only GET, HEAD or OPTIONS
+/// and no MCP tools/call.
+std::string side_effect_risk(const policy::Matcher& m) {
+  if (m.mcp) {
+    return "an MCP tools/call of \"" + m.mcp->tool + "\", which may have side effects";
+  }
+  if (m.jsonrpc && std::find(m.jsonrpc->methods.begin(), m.jsonrpc->methods.end(), "tools/call") !=
+                       m.jsonrpc->methods.end()) {
+    return "MCP tools/call (any tool), which may have side effects";
+  }
+  if (m.methods.empty()) {
+    return "any method";
+  }
+  for (const std::string& method : m.methods) {
+    if (method != "GET" && method != "HEAD" && method != "OPTIONS") {
+      return method;
+    }
+  }
+  return {};
+}
+
 } // namespace
+
+std::vector<std::string> runbook_warnings(const policy::Runbook& rb,
+                                          const policy::Catalogue& catalogue) {
+  std::vector<std::string> out;
+  for (const auto& [name, mark] : rb.diagnostic_actions) {
+    if (rb.actions.find(name) != rb.actions.end()) {
+      continue; // allowed_actions decides its class, not diagnostics
+    }
+    const auto it = catalogue.actions.find(name);
+    if (it == catalogue.actions.end()) {
+      continue;
+    }
+    for (const policy::Matcher& m : it->second.matchers) {
+      const std::string risk = side_effect_risk(m);
+      if (risk.empty()) {
+        continue;
+      }
+      out.push_back(mark.file + ":" + std::to_string(mark.line) + ":" + std::to_string(mark.col) +
+                    ": diagnostics: warning: action \"" + name + "\" can match " + risk + " (" +
+                    m.mark.file + ":" + std::to_string(m.mark.line) +
+                    "); listing it under diagnostics makes it read_only, so it passes even in "
+                    "read_only mode. If it can change anything, list it under allowed_actions "
+                    "(allowed or approval_required) instead");
+      break; // one warning per action
+    }
+  }
+  return out;
+}
 
 std::string sha256_hex(std::string_view bytes) {
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};

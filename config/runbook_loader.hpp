@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace runwarden::config {
 
@@ -21,6 +22,14 @@ std::shared_ptr<policy::Runbook> load_runbook(const std::filesystem::path& file,
                                               const policy::Catalogue* catalogue, Diagnostics& diag,
                                               const policy::SourceMark* from = nullptr,
                                               std::string_view from_path = {});
+
+/// Warnings for `runwarden check`: things that load but may not be what the author meant.
+/// A `diagnostics` action not also listed under allowed_actions counts as read_only, so
+/// when one of its matchers can match a method other than GET, HEAD or OPTIONS (or an MCP
+/// tools/call) it passes, even in read_only mode, a call that may have side effects. One
+/// "file:line:col: diagnostics: warning: ..." line per such action, in name order.
+std::vector<std::string> runbook_warnings(const policy::Runbook& rb,
+                                          const policy::Catalogue& catalogue);
 
 /// Lower-case hex SHA-256 of `bytes`.
 std::string sha256_hex(std::string_view bytes);

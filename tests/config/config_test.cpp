@@ -308,6 +308,87 @@ allowed_actions:
   EXPECT_EQ(config_->runbooks.at(0)->diagnostics, nlohmann::json::array({"read_logs"}));
 }
 
+TEST_F(ConfigTest, DiagnosticsActionsAreReadOnlyUnlessListedElsewhere) {
+  write("runbooks/rb.yaml", R"(runbook: rb
+diagnostics: [read_logs, delete_all]
+allowed_actions:
+  allowed: [refund]
+  denied: [delete_all]
+budgets: {actions: {read_logs: 50}}
+)");
+  ASSERT_EQ(errors(), std::vector<std::string>{});
+  const policy::Runbook& rb = *config_->runbooks.at(0);
+  ASSERT_EQ(rb.diagnostic_actions.size(), 2U);
+  EXPECT_EQ(rb.diagnostic_actions.at("read_logs").line, 2);
+  EXPECT_EQ(rb.diagnostic_actions.at("read_logs").col, 15);
+  EXPECT_EQ(rb.actions.count("read_logs"), 0U); // not copied into allowed_actions
+  EXPECT_EQ(rb.budgets.actions.at("read_logs"), 50U);
+
+  policy::Request logs;
+  ASSERT_EQ(policy::normalize_absolute_url("https://logs.internal/logs/today", logs),
+            policy::NormalizeError::ok);
+  logs.method = "GET";
+  const policy::Decision d = config_->engine->decide(logs, "rb", policy::Mode::read_only);
+  EXPECT_EQ(d.verdict, policy::Verdict::allow) << d.reason;
+  EXPECT_EQ(d.cls, policy::ActionClass::read_only);
+  EXPECT_NE(d.reason.find("as a diagnostics action (" + at("runbooks/rb.yaml") + "2)"),
+            std::string::npos)
+      << d.reason;
+
+  policy::Request del;
+  ASSERT_EQ(policy::normalize_absolute_url("https://api.stripe.com/v1/customers/cus_1", del),
+            policy::NormalizeError::ok);
+  del.method = "DELETE";
+  const policy::Decision denied = config_->engine->decide(del, "rb", policy::Mode::normal);
+  EXPECT_EQ(denied.code, "denied_by_runbook") << denied.reason;
+}
+
+TEST_F(ConfigTest, CheckWarnsWhenADiagnosticsActionCanHaveSideEffects) {
+  write("actions.yaml", std::string(kActions) + R"(  search_logs:
+    - {method: [GET, POST], host: logs.internal, path: /search}
+  head_logs:
+    - {method: [HEAD, OPTIONS], host: logs.internal, path: /logs}
+  anything_logs:
+    - {host: logs.internal, path: /any}
+  mcp_pods:
+    - {method: GET, host: mcp.internal, path: /mcp, mcp: {tool: list_pods}}
+)");
+  write("runbooks/rb.yaml", R"(runbook: rb
+diagnostics: [read_logs, search_logs, head_logs, anything_logs, mcp_pods, refund, delete_all]
+allowed_actions:
+  allowed: [refund]
+  read_only: [delete_all]
+)");
+  ASSERT_EQ(errors(), std::vector<std::string>{});
+  const std::string rb = at("runbooks/rb.yaml");
+  const std::string actions = at("actions.yaml");
+  const std::string tail = "); listing it under diagnostics makes it read_only, so it passes even "
+                           "in read_only mode. If it can change anything, list it under "
+                           "allowed_actions (allowed or approval_required) instead";
+  // Name order. read_logs and head_logs only read; refund and delete_all are listed under
+  // allowed_actions, whose class decides, so diagnostics grants them nothing.
+  EXPECT_EQ(runbook_warnings(*config_->runbooks.at(0), *config_->catalogue),
+            (std::vector<std::string>{
+                rb + "2:50: diagnostics: warning: action \"anything_logs\" can match any method (" +
+                    actions + "16" + tail,
+                rb +
+                    "2:65: diagnostics: warning: action \"mcp_pods\" can match an MCP tools/call "
+                    "of \"list_pods\", which may have side effects (" +
+                    actions + "18" + tail,
+                rb + "2:26: diagnostics: warning: action \"search_logs\" can match POST (" +
+                    actions + "12" + tail,
+            }));
+
+  write("runbooks/rb.yaml", R"(runbook: rb
+diagnostics: [read_logs, head_logs]
+allowed_actions:
+  read_only: [search_logs]
+)");
+  ASSERT_EQ(errors(), std::vector<std::string>{});
+  EXPECT_EQ(runbook_warnings(*config_->runbooks.at(0), *config_->catalogue),
+            std::vector<std::string>{});
+}
+
 TEST_F(ConfigTest, RollbackRequiredBeforeExecutionNeedsARollbackOnEveryApproval) {
   write("runbooks/rb.yaml", R"(runbook: rb
 allowed_actions:
