@@ -3,6 +3,7 @@
 
 #include "app/commands.hpp"
 #include "config/config.hpp"
+#include "config/runbook_loader.hpp"
 #include "config/units.hpp"
 #include "policy/engine.hpp"
 #include "policy/request.hpp"
@@ -72,11 +73,22 @@ int run_check(const CheckOptions& o) {
               << " in " << o.config << "\n";
     return 1;
   }
+  // Warnings do not fail the check: the configuration loads and serve would run it.
+  std::size_t warnings = 0;
+  for (const auto& rb : cfg->runbooks) {
+    for (const auto& line : config::runbook_warnings(*rb, *cfg->catalogue)) {
+      std::cerr << line << "\n";
+      ++warnings;
+    }
+  }
   const policy::Runbook* active = cfg->engine->runbook(cfg->active_runbook);
   std::cout << "ok: " << cfg->catalogue->actions.size() << " actions, " << cfg->runbooks.size()
             << " runbooks, active " << cfg->active_runbook;
   if (active != nullptr) {
     std::cout << " (sha256 " << short_sha(active->sha256) << ")";
+  }
+  if (warnings > 0) {
+    std::cout << ", " << warnings << " warning" << (warnings == 1 ? "" : "s");
   }
   std::cout << "\n";
   return 0;
@@ -127,6 +139,11 @@ bool read_body(const std::string& spec, std::string& out, std::string& why) {
 
 std::string class_name(const std::optional<policy::ActionClass>& c) {
   return c ? std::string(policy::to_string(*c)) : std::string("not in runbook");
+}
+
+/// A rule's class as listed: a diagnostics-only action says where its read_only comes from.
+std::string class_name(const policy::MatcherExplanation& r) {
+  return r.diagnostics ? class_name(r.cls) + ", via diagnostics" : class_name(r.cls);
 }
 
 std::string where(const policy::SourceMark& m) {
@@ -180,6 +197,7 @@ nlohmann::json to_json(const policy::Request& req, const std::string& runbook,
     }
     rule_list.push_back({{"action", r.action},
                          {"class", r.cls ? nlohmann::json(policy::to_string(*r.cls)) : nullptr},
+                         {"diagnostics", r.diagnostics},
                          {"file", r.mark.file},
                          {"line", r.mark.line},
                          {"col", r.mark.col},
@@ -269,8 +287,8 @@ void print_text(const policy::Request& req, const std::string& runbook, const po
   }
   out << "rules (matched or nearly matched):\n";
   for (const auto& r : rules) {
-    out << "  " << (r.matched ? "MATCH " : "miss  ") << r.action << " [" << class_name(r.cls)
-        << "] " << where(r.mark) << "\n";
+    out << "  " << (r.matched ? "MATCH " : "miss  ") << r.action << " [" << class_name(r) << "] "
+        << where(r.mark) << "\n";
     for (const auto& c : r.conditions) {
       out << "      " << (c.held ? "held      " : "NOT held  ") << c.condition;
       if (!c.held && !c.detail.empty()) {
@@ -349,6 +367,9 @@ void add_check_commands(CLI::App& root, Runner& run) {
   check->description("Validate runwarden.yaml, the action catalogue and every runbook.\n"
                      "Prints one summary line and exits 0, or prints every error as\n"
                      "file:line:col: path.to.key: message on stderr and exits 1.\n"
+                     "Warnings (file:line:col: path: warning: message, on stderr) do not fail\n"
+                     "the check: e.g. a diagnostics action (read_only) that can match a\n"
+                     "method other than GET, HEAD or OPTIONS, or an MCP tools/call.\n"
                      "tls.ca_cert and tls.ca_key must be set (`serve` needs them), but the\n"
                      "files the server opens at start-up (CA certificate and key, tokens file,\n"
                      "signing key) are not required to exist yet: `serve` checks them.");
