@@ -2,6 +2,7 @@
 // edit to the catalogue or a runbook that changes what an agent may do fails here.
 
 #include "config/config.hpp"
+#include "config/runbook_loader.hpp"
 #include "policy/engine.hpp"
 #include "policy/request.hpp"
 
@@ -66,13 +67,18 @@ TEST(ExamplesConfig, LoadsWithTheDemoActiveAndTheRealRunbooksSelectable) {
                                              "sales-crm-enrichment", "support-refunds"}));
   EXPECT_TRUE(config->approvals.on_timeout == "deny");
   EXPECT_TRUE(config->audit.fsync_always);
-  // Every catalogue action is used by at least one runbook: no dead policy.
+  // Every catalogue action is used by at least one runbook (under allowed_actions or
+  // diagnostics): no dead policy.
   for (const auto& [name, action] : config->catalogue->actions) {
     bool used = false;
     for (const auto& rb : config->runbooks) {
-      used = used || rb->actions.count(name) != 0;
+      used = used || rb->actions.count(name) != 0 || rb->diagnostic_actions.count(name) != 0;
     }
     EXPECT_TRUE(used) << name;
+  }
+  // `runwarden check` passes them without warnings: every diagnostics-only action only reads.
+  for (const auto& rb : config->runbooks) {
+    EXPECT_EQ(runbook_warnings(*rb, *config->catalogue), std::vector<std::string>{}) << rb->name;
   }
 }
 
@@ -136,6 +142,9 @@ const Case kPayments[] = {
   // A catalogue action this runbook does not list is not allowed.
   {"payment-api-latency", "POST", "https://api.stripe.com/v1/refunds", R"({"amount":100,"charge":"ch_1"})", Verdict::deny, "not_in_runbook", "issue_small_refund"},
   {"payment-api-latency", "POST", "https://incidents.internal/api/v1/incidents/INC-42/summary", R"({})", Verdict::deny, "read_only_mode", "open_incident_summary", Mode::read_only},
+  // Diagnostics actions are read_only: they pass in read_only mode too.
+  {"payment-api-latency", "GET", "https://deploy.internal/api/v1/deployments?service=payment-api", nullptr, Verdict::allow, "allowed", "query_recent_deploys", Mode::read_only},
+  {"payment-api-latency", "GET", "https://traces.internal/api/traces/abc123", nullptr, Verdict::allow, "allowed", "inspect_payment_api_traces", Mode::read_only},
 };
 
 const Case kRefunds[] = {
@@ -152,6 +161,8 @@ const Case kRefunds[] = {
   {"support-refunds", "POST", "https://api.stripe.com/v1/disputes/dp_1/close", nullptr, Verdict::deny, "denied_by_runbook", "respond_to_dispute"},
   {"support-refunds", "POST", "https://api.stripe.com/v1/customers/cus_1/sources", R"({"source":"btok_1"})", Verdict::deny, "denied_by_runbook", "change_customer_bank_details"},
   {"support-refunds", "DELETE", "https://api.stripe.com/v1/customers/cus_1/sources/ba_1", nullptr, Verdict::deny, "denied_by_runbook", "change_customer_bank_details"},
+  {"support-refunds", "GET", "https://api.stripe.com/v1/charges/ch_123", nullptr, Verdict::allow, "allowed", "stripe_read", Mode::read_only},
+  {"support-refunds", "POST", "https://api.stripe.com/v1/refunds", R"({"charge":"ch_1","amount":1200})", Verdict::deny, "read_only_mode", "issue_small_refund", Mode::read_only},
 };
 
 const Case kCrm[] = {
@@ -164,6 +175,7 @@ const Case kCrm[] = {
   {"sales-crm-enrichment", "POST", "https://acme.my.salesforce.com/services/data/v59.0/composite/batch", R"({"batchRequests":[]})", Verdict::deny, "denied_by_runbook", "crm_composite_batch"},
   {"sales-crm-enrichment", "POST", "https://acme.my.salesforce.com/services/data/v59.0/sobjects/Account", R"({"Name":"New"})", Verdict::deny, "unmatched", ""},
   {"sales-crm-enrichment", "GET", "https://evil.example/services/data/v59.0/sobjects/Account/1", nullptr, Verdict::deny, "unmatched", ""},
+  {"sales-crm-enrichment", "GET", "https://company.clearbit.com/v2/companies/find?domain=example.com", nullptr, Verdict::allow, "allowed", "enrichment_lookup", Mode::read_only},
 };
 
 const std::string kRestart = mcp_call("restart_deployment", R"({"namespace":"search","name":"api"})");
