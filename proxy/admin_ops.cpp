@@ -1,6 +1,7 @@
 #include "proxy/admin_ops.hpp"
 
 #include "certs/authority.hpp"
+#include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
 
 #include <nlohmann/json.hpp>
@@ -48,6 +49,29 @@ std::optional<std::string> authorize(const ProxyContext& ctx, const AdminRequest
   return std::nullopt;
 }
 
+/// Requests held for approval now; 0 when holds are refused (no approvals gate).
+std::size_t pending_holds(const ProxyContext& ctx) {
+  if (auto gate = std::dynamic_pointer_cast<ApprovalGate>(ctx.gate)) {
+    return gate->registry().stats().pending;
+  }
+  return 0;
+}
+
+/// Closes the open tunnels the new effective mode would refuse: every one when paused, those
+/// not judged read_only under read_only (a new CONNECT is judged the same way). Returns how
+/// many.
+std::size_t close_tunnels_for_mode(ProxyContext& ctx, policy::Mode mode) {
+  if (mode == policy::Mode::paused) {
+    return ctx.tunnels.close_if([](const TunnelRegistry::Entry&) { return true; },
+                                paused_tunnel_close());
+  }
+  if (mode == policy::Mode::read_only) {
+    return ctx.tunnels.close_if([](const TunnelRegistry::Entry& e) { return !e.read_only; },
+                                read_only_tunnel_close());
+  }
+  return 0;
+}
+
 nlohmann::json status_json(const ProxyContext& ctx) {
   const auto cfg = ctx.runtime->config();
   std::string sha;
@@ -71,6 +95,8 @@ nlohmann::json status_json(const ProxyContext& ctx) {
                         {"rejected_connections", ctx.rejected_connections.load()},
                         {"requests", ctx.requests.load()},
                         {"in_flight", ctx.in_flight.load()},
+                        {"pending_holds", pending_holds(ctx)},
+                        {"open_tunnels", ctx.tunnels.size()},
                         {"runs", ctx.runtime->run_count()},
                         {"draining", ctx.draining.load()}};
 }
@@ -88,15 +114,25 @@ bool change_mode(const std::shared_ptr<ProxyContext>& ctx, policy::Mode mode, co
   if (ctx->runtime->effective_mode() == policy::Mode::paused && ctx->gate) {
     denied = ctx->gate->pause_all(by);
   }
+  const std::size_t closed = close_tunnels_for_mode(*ctx, ctx->runtime->effective_mode());
   const std::string from(policy::to_string(previous->mode));
   const std::string to(policy::to_string(mode));
   log_event(LogLevel::warn, "mode_changed", 0, {},
-            {{"from", from}, {"to", to}, {"by", by}, {"via", via}});
+            {{"from", from},
+             {"to", to},
+             {"by", by},
+             {"via", via},
+             {"tunnels_closed", std::to_string(closed)}});
   if (ctx->metrics) {
     ctx->metrics->mode_changes.inc({to, via});
   }
   record_event(ctx, "mode_changed",
-               {{"from", from}, {"to", to}, {"by", by}, {"via", via}, {"holds_denied", denied}});
+               {{"from", from},
+                {"to", to},
+                {"by", by},
+                {"via", via},
+                {"holds_denied", denied},
+                {"tunnels_closed", closed}});
   return true;
 }
 
@@ -111,10 +147,15 @@ void apply_kill_switch(const std::shared_ptr<ProxyContext>& ctx, bool present) {
   if (after == policy::Mode::paused && ctx->gate) {
     denied = ctx->gate->pause_all("kill_switch_file");
   }
+  const std::size_t closed = close_tunnels_for_mode(*ctx, after);
   const std::string from(policy::to_string(before));
   const std::string to(policy::to_string(after));
   log_event(LogLevel::warn, "mode_changed", 0, {},
-            {{"from", from}, {"to", to}, {"by", "kill_switch_file"}, {"via", "kill_switch_file"}});
+            {{"from", from},
+             {"to", to},
+             {"by", "kill_switch_file"},
+             {"via", "kill_switch_file"},
+             {"tunnels_closed", std::to_string(closed)}});
   if (ctx->metrics) {
     ctx->metrics->mode_changes.inc({to, "kill_switch_file"});
   }
@@ -124,7 +165,8 @@ void apply_kill_switch(const std::shared_ptr<ProxyContext>& ctx, bool present) {
                 {"by", "kill_switch_file"},
                 {"via", "kill_switch_file"},
                 {"kill_switch", present},
-                {"holds_denied", denied}});
+                {"holds_denied", denied},
+                {"tunnels_closed", closed}});
 }
 
 bool kill_run(const std::shared_ptr<ProxyContext>& ctx, const std::string& run,
@@ -133,18 +175,26 @@ bool kill_run(const std::shared_ptr<ProxyContext>& ctx, const std::string& run,
     return false;
   }
   const std::size_t denied = ctx->gate ? ctx->gate->kill_run(run, by) : 0;
+  const std::size_t closed =
+      ctx->tunnels.close_if([&run](const TunnelRegistry::Entry& e) { return e.run == run; },
+                            run_killed_tunnel_close(run));
   log_event(LogLevel::warn, "run_killed", 0, {},
             {{"run", run},
              {"by", by},
              {"via", via},
              {"reason", reason},
-             {"holds_denied", std::to_string(denied)}});
+             {"holds_denied", std::to_string(denied)},
+             {"tunnels_closed", std::to_string(closed)}});
   if (ctx->metrics) {
     ctx->metrics->runs_killed.inc({via});
   }
-  record_event(
-      ctx, "run_killed",
-      {{"run", run}, {"by", by}, {"via", via}, {"reason", reason}, {"holds_denied", denied}});
+  record_event(ctx, "run_killed",
+               {{"run", run},
+                {"by", by},
+                {"via", via},
+                {"reason", reason},
+                {"holds_denied", denied},
+                {"tunnels_closed", closed}});
   return true;
 }
 

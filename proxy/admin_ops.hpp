@@ -12,13 +12,17 @@
 
 namespace runwarden::proxy {
 
-/// Sets the operator mode. Paused denies every pending hold. False when already in `mode`.
+/// Sets the operator mode. Paused denies every pending hold and closes every open passthrough
+/// tunnel; read_only closes the tunnels whose CONNECT was not a read_only action (closing
+/// records: outcome aborted, code paused or read_only_mode). False when already in `mode`.
 bool change_mode(const std::shared_ptr<ProxyContext>& ctx, policy::Mode mode, const std::string& by,
                  const std::string& via);
-/// The kill-switch file appeared (paused) or went away (back to the operator mode).
+/// The kill-switch file appeared (paused, as change_mode) or went away (back to the
+/// operator mode).
 void apply_kill_switch(const std::shared_ptr<ProxyContext>& ctx, bool present);
-/// Stops one run: its pending holds are denied and its new calls refused (403 run_killed).
-/// Returns false when the run was already killed.
+/// Stops one run: its pending holds are denied, its open passthrough tunnels closed (code
+/// run_killed) and its new calls refused (403 run_killed). `via` (admin_api, budget) labels
+/// runwarden_runs_killed_total. Returns false when the run was already killed.
 bool kill_run(const std::shared_ptr<ProxyContext>& ctx, const std::string& run,
               const std::string& by, const std::string& reason, const std::string& via);
 

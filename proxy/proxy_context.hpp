@@ -10,6 +10,7 @@
 #include "proxy/metrics.hpp"
 #include "proxy/name_lookup.hpp"
 #include "proxy/runtime_state.hpp"
+#include "proxy/tunnel_registry.hpp"
 
 #include <atomic>
 #include <boost/asio/ssl/context.hpp>
@@ -66,6 +67,9 @@ struct ProxyContext {
   /// Set by the drain before it tells open tunnels to close; a tunnel starting later closes
   /// itself at once.
   std::atomic<bool> closing_tunnels{false};
+  /// The passthrough tunnels open now (explicit and transparent), with their run: pausing,
+  /// a run kill or read_only closes those it covers (admin_ops.hpp).
+  TunnelRegistry tunnels;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 

@@ -258,7 +258,9 @@ bool is_loop(const ProxyContext& ctx, const std::string& host, std::uint16_t por
 // ---------------------------------------------------------------------------------------
 // Passthrough tunnel: bytes both ways, decided on host:port alone.
 
-class TunnelSession : public std::enable_shared_from_this<TunnelSession>, public InFlightExchange {
+class TunnelSession : public std::enable_shared_from_this<TunnelSession>,
+                      public InFlightExchange,
+                      public ClosableTunnel {
 public:
   TunnelSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream client,
                 PlainStream upstream, audit::Exchange exchange)
@@ -272,27 +274,43 @@ public:
     if (list_ != nullptr && in_flight_linked()) {
       list_->remove(*this);
     }
+    if (!finished_ && registry_key_ != 0) {
+      ctx_->tunnels.remove(registry_key_); // the shared registry: safe from any thread
+    }
   }
 
   /// A drain that ends with the tunnel open closes it here, with its closing record.
-  void abort_for_shutdown() override {
-    net::dispatch(client_.get_executor(), [self = shared_from_this()] {
+  void abort_for_shutdown() override { close_for(shutdown_close()); }
+  std::shared_ptr<InFlightExchange> lock_exchange() override { return weak_from_this().lock(); }
+
+  /// Pausing, a kill of its run or read_only closes it (admin_ops.cpp), as the drain does.
+  void close_for(TunnelClose why) override {
+    net::dispatch(client_.get_executor(), [self = shared_from_this(), why = std::move(why)] {
       if (!self->finished_) {
-        self->aborted_ = true;
+        self->abort_ = why;
         self->finish({});
       }
     });
   }
-  std::shared_ptr<InFlightExchange> lock_exchange() override { return weak_from_this().lock(); }
 
   void start(std::string early_bytes) {
     ctx_->open_tunnels.fetch_add(1);
     list_ = &net::use_service<InFlightExchanges>(
         net::query(client_.get_executor(), net::execution::context));
     list_->add(*this);
+    registry_key_ = ctx_->tunnels.add(
+        {exchange_.run, exchange_.cls == policy::to_string(policy::ActionClass::read_only),
+         weak_from_this()});
     if (ctx_->closing_tunnels.load()) {
       // The drain already told every linked tunnel to close: this one missed that call.
-      aborted_ = true;
+      abort_ = shutdown_close();
+      finish({});
+      return;
+    }
+    // Linked first, checked second: an operations change made while this CONNECT was being
+    // dialled either finds the tunnel in the registry or is seen here.
+    if (auto why = refused_now()) {
+      abort_ = std::move(why);
       finish({});
       return;
     }
@@ -316,6 +334,26 @@ public:
   }
 
 private:
+  static TunnelClose shutdown_close() {
+    return {"shutdown", "runwarden shut down with the tunnel open (the drain ended)"};
+  }
+
+  /// Whether the mode or a kill would refuse this tunnel's CONNECT now.
+  std::optional<TunnelClose> refused_now() const {
+    const policy::Mode mode = ctx_->mode.load();
+    if (mode == policy::Mode::paused) {
+      return paused_tunnel_close();
+    }
+    if (ctx_->runtime && ctx_->runtime->run_killed(exchange_.run)) {
+      return run_killed_tunnel_close(exchange_.run);
+    }
+    if (mode == policy::Mode::read_only &&
+        exchange_.cls != policy::to_string(policy::ActionClass::read_only)) {
+      return read_only_tunnel_close();
+    }
+    return std::nullopt;
+  }
+
   void pump(bool from_client) {
     auto& from = from_client ? client_ : upstream_;
     auto& buf = from_client ? to_up_ : to_client_;
@@ -371,22 +409,25 @@ private:
     exchange_.response->bytes = down_bytes_;
     exchange_.request.body_bytes = up_bytes_;
     exchange_.timing.total_ms = ms_since(started_);
-    if (aborted_) {
+    const char* event = "tunnel_closed";
+    if (abort_) {
       exchange_.outcome = "aborted";
-      exchange_.code = "shutdown";
-      exchange_.reason = "runwarden shut down with the tunnel open (the drain ended)";
+      exchange_.code = abort_->code;
+      exchange_.reason = abort_->reason;
+      event = abort_->code == "shutdown" ? "tunnel_aborted_at_shutdown" : "tunnel_aborted";
     } else if (ec) {
       exchange_.outcome = "upstream_error";
       exchange_.reason = "tunnel: " + ec.message();
     }
-    log_event(
-        LogLevel::info, aborted_ ? "tunnel_aborted_at_shutdown" : "tunnel_closed", conn_.id,
-        exchange_.id,
-        {{"up_bytes", std::to_string(up_bytes_)}, {"down_bytes", std::to_string(down_bytes_)}});
+    log_event(LogLevel::info, event, conn_.id, exchange_.id,
+              {{"up_bytes", std::to_string(up_bytes_)},
+               {"down_bytes", std::to_string(down_bytes_)},
+               {"code", abort_ ? abort_->code : std::string()}});
     // Unlinked here, on its own thread: the record's completion may run on the audit
     // writer's thread after the drain, when the list's io_context may be gone. The tunnel
     // still counts as open until its record is written, so a drain waits for the record.
     list_->remove(*this);
+    ctx_->tunnels.remove(registry_key_);
     // The completion may run on another thread (see audit::Completion): it gets copies.
     ctx_->audit->record(
         exchange_, true,
@@ -410,8 +451,10 @@ private:
   std::uint64_t down_bytes_ = 0;
   int open_dirs_ = 2;
   bool finished_ = false;
-  bool aborted_ = false; // ended by the drain (abort_for_shutdown)
+  /// Set when the drain or an operations change ended it (abort_for_shutdown, close_for).
+  std::optional<TunnelClose> abort_;
   InFlightExchanges* list_ = nullptr;
+  std::uint64_t registry_key_ = 0; // in ctx_->tunnels
   beast::error_code error_;
   Clock::time_point started_ = Clock::now();
 };
