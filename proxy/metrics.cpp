@@ -269,6 +269,7 @@ ProxyMetrics::ProxyMetrics()
       reloads(registry.counter("runwarden_reloads_total", "Policy reloads by result.", {"result"})),
       mode_changes(
           registry.counter("runwarden_mode_changes_total", "Mode changes.", {"to", "via"})),
-      runs_killed(registry.counter("runwarden_runs_killed_total", "Runs killed.", {"reason"})) {}
+      runs_killed(registry.counter("runwarden_runs_killed_total",
+                                   "Runs killed, by how: admin_api or budget.", {"via"})) {}
 
 } // namespace runwarden::proxy

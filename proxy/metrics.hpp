@@ -95,7 +95,7 @@ struct ProxyMetrics {
   MetricFamily& audit_errors;     // {}
   MetricFamily& reloads;          // {result}
   MetricFamily& mode_changes;     // {to, via}
-  MetricFamily& runs_killed;      // {reason}
+  MetricFamily& runs_killed;      // {via}: admin_api, budget
   ProxyMetrics();
 };
 
