@@ -6,6 +6,8 @@
 #include "approval/admin_client.hpp"
 #include "approval/display.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -14,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace runwarden::app {
@@ -240,12 +243,26 @@ int print(const AdminOptions& o, const nlohmann::json& j, void (*readable)(const
   return 0;
 }
 
+/// What an operator checks first (is it stopped? is anything waiting on a human or still
+/// relaying unjudged bytes?) on top, then every other field (alphabetical).
 void print_status(const nlohmann::json& j) {
+  static constexpr std::array<std::string_view, 6> kFirst = {
+      "mode", "kill_switch", "runs", "pending_holds", "open_tunnels", "in_flight"};
   std::vector<std::vector<std::string>> rows;
+  auto row = [&rows](const std::string& key, const nlohmann::json& value) {
+    rows.push_back({escape_display(key),
+                    escape_display(value.is_string() ? value.get<std::string>() : value.dump())});
+  };
   if (j.is_object()) {
+    for (std::string_view key : kFirst) {
+      if (auto it = j.find(key); it != j.end()) {
+        row(std::string(key), *it);
+      }
+    }
     for (const auto& [key, value] : j.items()) {
-      rows.push_back({escape_display(key),
-                      escape_display(value.is_string() ? value.get<std::string>() : value.dump())});
+      if (std::find(kFirst.begin(), kFirst.end(), key) == kFirst.end()) {
+        row(key, value);
+      }
     }
   }
   print_table(rows);
@@ -369,7 +386,8 @@ void add_ctl_commands(CLI::App& root, Runner& run) {
     };
   });
 
-  auto* status = ctl->add_subcommand("status", "Show mode, runs and hold counts");
+  auto* status = ctl->add_subcommand(
+      "status", "Show mode, runs, pending hold and open tunnel counts, and the rest of /v1/status");
   add_admin_options(*status, *opts);
   status->callback([&run, opts] {
     run = [opts] {
