@@ -812,6 +812,8 @@ void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
     objects = object ? (objects | bit) : (objects & ~bit);
     ++depth;
   };
+  // Only set while the top level is an object (set on '{' and on ',' in an object, cleared
+  // on its '}' and by every key), so it alone says "a key or '}' comes next".
   bool expect_key = false;
   std::size_t i = 0;
   // Every branch advances i or returns: bounded by the text length.
@@ -827,7 +829,7 @@ void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
       ++i;
       continue;
     }
-    if (expect_key && top_is_object()) {
+    if (expect_key) {
       if (c == '}') {
         --depth;
         expect_key = false;
@@ -885,13 +887,37 @@ void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
         continue;
       }
       // The value's first token, as the switch below would take it on the next round.
-      if (s[i] == '"') {
+      const char v = s[i];
+      if (v == '"') {
         bool value_escaped = false;
         i = string_end(i, value_escaped);
-      } else if (s[i] == '{') {
+      } else if (v == '{') {
         push(true);
         expect_key = true;
         ++i;
+        continue;
+      } else if (v == '[') {
+        push(false);
+        ++i;
+        continue;
+      } else if (v != ',' && v != '}' && v != ']' && !is_ws(v)) {
+        // A scalar (number, true, false, null or stray bytes), as skip_value ends it.
+        while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ']' && !is_ws(s[i])) {
+          ++i;
+        }
+      } else {
+        continue;
+      }
+      // The member's end, as the next round would take it: still in the object whose key
+      // was just read (depth unchanged), so ',' expects the next key.
+      if (i < n) {
+        if (s[i] == ',') {
+          expect_key = true;
+          ++i;
+        } else if (s[i] == '}') {
+          --depth;
+          ++i;
+        }
       }
       continue;
     }

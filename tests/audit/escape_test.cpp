@@ -178,6 +178,36 @@ TEST(Escape, EveryOffsetOfEveryChunk) {
   }
 }
 
+TEST(Escape, EveryQuotePatternOfEveryEightByteGroup) {
+  // The AVX2 loop expands each 8-byte group of a 32-byte chunk by a shuffle picked by its
+  // quote and backslash bits: every one of the 256 patterns in each of the four groups of
+  // the second chunk (the leading quote starts the chunks at offset 0), aligned and 5
+  // bytes later (straddling two chunks), with the other groups plain or full of quotes.
+  for (simd::Level level : levels()) {
+    const Pinned pinned(level);
+    for (std::size_t lead : {std::size_t{0}, std::size_t{5}}) {
+      for (char filler : {'x', '"'}) {
+        for (std::size_t group = 0; group < 4; ++group) {
+          for (unsigned bits = 0; bits < 256; ++bits) {
+            std::string s(32 + lead, 'a');
+            s[0] = '"';
+            s.append(32, filler == '"' ? '"' : 'z');
+            for (std::size_t k = 0; k < 8; ++k) {
+              const std::size_t at = 32 + lead + 8 * group + k;
+              s[at] = ((bits >> k) & 1u) == 0 ? static_cast<char>('A' + k)
+                      : k % 2 == 0            ? '"'
+                                              : '\\';
+            }
+            s.append(70, filler);
+            ASSERT_EQ(dump_string(s), reference(s))
+                << "lead " << lead << " group " << group << " bits " << bits;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Escape, ValidUtf8RoundTripsThroughAJsonParser) {
   const std::string s = "{\"note\":\"caf\xc3\xa9 \\\"quoted\\\" \xe2\x80\xa8 line\\nbreak "
                         "\xf0\x9f\x98\x80\",\"path\":\"C:\\\\tmp\\\\x\"}" +
