@@ -69,6 +69,7 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
     }
     return 1;
   }
+  proxy::log_runbook_warnings(*cfg); // what `runwarden check` warns about, in the serve log
   std::shared_ptr<audit::AuditLog> audit_log = audit::AuditLog::open(audit_options(*cfg));
   std::shared_ptr<certs::Authority> authority =
       certs::Authority::load(cfg->tls.ca_cert, cfg->tls.ca_key);

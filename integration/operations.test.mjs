@@ -508,6 +508,27 @@ c_total{path="a\\\\b\\"q\\"\\n"} 1e3
     assert.equal(arrived(`${run}&i=${attempt}`).length, 0, "the denied write reached the upstream");
   });
 
+  test("reload: a runbook check would warn about is logged (runbook_warning) and still applies", async () => {
+    assert.doesNotMatch(logs(), /runbook_warning/, "no runbook warned before");
+    const file = path.join(dir, "runbooks", "reloadable.yaml");
+    // write_echo is a POST: listed only under diagnostics it counts as read_only, which
+    // lets a call with side effects pass even in read_only mode: check warns, and so does serve.
+    replaceFile(file, `runbook: reloadable
+owner: integration-tests
+diagnostics: [write_echo]
+allowed_actions:
+  read_only: [read_echo]
+unmatched: deny
+`, tmp);
+    rw.child.kill("SIGHUP");
+    const warned = await until(() => /runbook_warning[^\n]*reloadable[^\n]*write_echo/.test(logs()), 5000);
+    assert.ok(warned, `no runbook_warning in the serve log:\n${logs().slice(-2000)}`);
+    const run = runId("diag");
+    const r = await viaProxy("POST", `/echo/rl?m=${run}`, { run, runbook: "reloadable", body: '{"kind":"note"}' });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(readAudit(auditPath).filter((x) => x.type === "exchange" && x.run === run).at(-1)?.class, "read_only");
+  });
+
   test("SIGTERM: runwarden drains and exits 0", async () => {
     const result = await rw.stop("SIGTERM");
     assert.deepEqual(result, { code: 0, signal: null }, logs().slice(-3000));

@@ -1,5 +1,6 @@
 #include "proxy/reload.hpp"
 
+#include "config/runbook_loader.hpp"
 #include "proxy/admin_ops.hpp"
 #include "proxy/log.hpp"
 #include "proxy/server.hpp"
@@ -222,6 +223,21 @@ void Reloader::poll() {
   schedule();
 }
 
+std::size_t log_runbook_warnings(const config::Config& cfg) {
+  std::size_t count = 0;
+  if (!cfg.catalogue) {
+    return 0;
+  }
+  for (const auto& rb : cfg.runbooks) {
+    for (const auto& line : config::runbook_warnings(*rb, *cfg.catalogue)) {
+      log_event(LogLevel::warn, "runbook_warning", 0, {},
+                {{"runbook", rb->name}, {"warning", line}});
+      ++count;
+    }
+  }
+  return count;
+}
+
 bool Reloader::reload(const std::string& via) {
   const auto old = ctx_->runtime->config();
   std::shared_ptr<const config::Config> fresh;
@@ -271,6 +287,7 @@ bool Reloader::reload(const std::string& via) {
     pending.push_back(r.setting);
   }
   ctx_->runtime->swap_config(fresh);
+  log_runbook_warnings(*fresh);
   if (tokens) {
     tokens_->replace_with(*tokens);
   }

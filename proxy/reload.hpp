@@ -33,6 +33,11 @@ struct RestartRequired {
 std::vector<RestartRequired> restart_required(const config::Config& running,
                                               const config::Config& fresh);
 
+/// Logs (warn, `runbook_warning`) what `runwarden check` warns about in `cfg`'s runbooks
+/// (config::runbook_warnings), so that a policy that loads but may not be what its author
+/// meant is visible in the serve log at start-up and after each reload. Returns the count.
+std::size_t log_runbook_warnings(const config::Config& cfg);
+
 class Reloader : public std::enable_shared_from_this<Reloader> {
 public:
   /// `poll` is the kill-switch period; policy files are checked every fourth poll.
