@@ -24,8 +24,8 @@ namespace {
 namespace net = boost::asio;
 
 TEST(NameLookup, ResolvesOnTheCallersExecutor) {
-  NameLookup lookups(2);
   net::io_context ioc;
+  NameLookup lookups(2);
   auto guard = net::make_work_guard(ioc); // until the answer is in
   bool called = false;
   std::thread::id ran_on;
@@ -46,8 +46,8 @@ TEST(NameLookup, ResolvesOnTheCallersExecutor) {
 }
 
 TEST(NameLookup, AFailedLookupIsAnError) {
-  NameLookup lookups(1);
   net::io_context ioc;
+  NameLookup lookups(1);
   auto guard = net::make_work_guard(ioc);
   bool called = false;
   // Not a valid host name or address; the C library refuses it without asking a server.
@@ -63,8 +63,8 @@ TEST(NameLookup, AFailedLookupIsAnError) {
 }
 
 TEST(NameLookup, NothingIsPostedAfterStop) {
-  NameLookup lookups(1);
   net::io_context ioc;
+  NameLookup lookups(1);
   lookups.stop();
   bool called = false;
   lookups.async_resolve(
@@ -76,22 +76,27 @@ TEST(NameLookup, NothingIsPostedAfterStop) {
 
 /// getaddrinfo, except that "hung.test" waits until release() (or 20 s) and then answers
 /// as 127.0.0.1 would; counts calls per name.
-class HeldResolver {
+class HeldResolver : public std::enable_shared_from_this<HeldResolver> {
 public:
+  /// The stand-in owns this object: a detached worker may still be inside it after the test.
   NameLookup::Resolve resolve() {
-    return [this](const char* host, const char* service, const addrinfo* hints, addrinfo** out) {
-      const std::string name(host);
-      {
-        std::unique_lock lock(mu_);
-        ++calls_[name];
-        cv_.notify_all();
-        if (name == "hung.test") {
-          cv_.wait_for(lock, std::chrono::seconds(20), [this] { return released_; });
-          host = "127.0.0.1";
-        }
-      }
-      return ::getaddrinfo(host, service, hints, out);
+    return [self = shared_from_this()](const char* host, const char* service, const addrinfo* hints,
+                                       addrinfo** out) {
+      return self->call(host, service, hints, out);
     };
+  }
+  int call(const char* host, const char* service, const addrinfo* hints, addrinfo** out) {
+    const std::string name(host);
+    {
+      std::unique_lock lock(mu_);
+      ++calls_[name];
+      cv_.notify_all();
+      if (name == "hung.test") {
+        cv_.wait_for(lock, std::chrono::seconds(20), [this] { return released_; });
+        host = "127.0.0.1";
+      }
+    }
+    return ::getaddrinfo(host, service, hints, out);
   }
   void release() {
     std::lock_guard lock(mu_);
@@ -116,9 +121,10 @@ private:
 };
 
 TEST(NameLookup, CallersOfOneNameShareOneLookupAndOtherNamesGoOn) {
-  HeldResolver held;
-  NameLookup lookups(2, held.resolve()); // two workers: enough for two separate hung lookups
+  auto held_owner = std::make_shared<HeldResolver>();
+  HeldResolver& held = *held_owner;
   net::io_context ioc;
+  NameLookup lookups(2, held.resolve()); // two workers: enough for two separate hung lookups
   auto guard = net::make_work_guard(ioc);
   constexpr int kCallers = 5;
   int hung_answers = 0;
@@ -154,9 +160,10 @@ TEST(NameLookup, CallersOfOneNameShareOneLookupAndOtherNamesGoOn) {
 }
 
 TEST(NameLookup, AWithdrawnCallerIsSkippedAndAQueuedLookupNobodyWantsIsNeverMade) {
-  HeldResolver held;
-  NameLookup lookups(1, held.resolve()); // one worker, held by hung.test
+  auto held_owner = std::make_shared<HeldResolver>();
+  HeldResolver& held = *held_owner;
   net::io_context ioc;
+  NameLookup lookups(1, held.resolve()); // one worker, held by hung.test
   auto guard = net::make_work_guard(ioc);
   bool withdrawn_called = false;
   bool kept_called = false;
@@ -191,9 +198,10 @@ TEST(NameLookup, AWithdrawnCallerIsSkippedAndAQueuedLookupNobodyWantsIsNeverMade
 }
 
 TEST(NameLookup, StopDuringALookupDestroysItsHandlersOnTheStoppingThreadUncalled) {
-  HeldResolver held;
-  NameLookup lookups(1, held.resolve());
+  auto held_owner = std::make_shared<HeldResolver>();
+  HeldResolver& held = *held_owner;
   net::io_context ioc;
+  NameLookup lookups(1, held.resolve());
   auto token = std::make_shared<int>(0);
   const std::weak_ptr<int> alive = token;
   bool called = false;
