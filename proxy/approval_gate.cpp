@@ -69,6 +69,19 @@ void warn_unmatched_approvers(const config::Config& config, const approval::Oper
   }
 }
 
+constexpr std::string_view kShutdownReason =
+    "runwarden shut down before a decision; nothing was forwarded";
+
+bool ended_by_shutdown(approval::HoldState state, std::string_view by) {
+  return state == approval::HoldState::expired && by == kShutdownBy;
+}
+
+/// One more held request waiting for its answer, until the returned handle is dropped.
+std::shared_ptr<const void> answering(const std::shared_ptr<std::atomic<std::size_t>>& count) {
+  count->fetch_add(1);
+  return std::shared_ptr<const void>(nullptr, [count](const void*) { count->fetch_sub(1); });
+}
+
 } // namespace
 
 ApprovalGate::ApprovalGate(boost::asio::io_context& ioc, boost::asio::ssl::context& webhook_tls,
@@ -112,6 +125,20 @@ void ApprovalGate::stop() {
   stopped_.store(true);
   boost::system::error_code ignored;
   timer_.cancel();
+}
+
+std::size_t ApprovalGate::shut_down() {
+  shutting_down_.store(true);
+  const std::size_t n = registry_.expire_all(kShutdownBy, kShutdownReason);
+  if (n > 0) {
+    log_event(LogLevel::info, "holds_ended_at_shutdown", 0, {}, {{"holds", std::to_string(n)}});
+  }
+  return n;
+}
+
+bool ApprovalGate::webhooks_idle() const {
+  const approval::WebhookStats s = notifier_.stats();
+  return s.queued == 0 && s.in_flight == 0;
 }
 
 void ApprovalGate::schedule_tick() {
@@ -169,7 +196,9 @@ void ApprovalGate::on_event(const approval::HoldEvent& e) {
     fields["by"] = e.hold.by;
     fields["reason"] = e.hold.reason;
     fields["wait_ms"] = e.hold.wait.count();
-    fields["outcome"] = approval::agent_code(e.hold.state, false);
+    fields["outcome"] = ended_by_shutdown(e.hold.state, e.hold.by)
+                            ? kShutdownCode
+                            : approval::agent_code(e.hold.state, false);
     audit_event(*audit_, "approval.resolved", std::move(fields));
     log_event(LogLevel::info, "approval_resolved", 0,
               e.hold.packet ? e.hold.packet->request_id : std::string(),
@@ -215,6 +244,16 @@ void ApprovalGate::forget_request(const std::string& request_id) {
 }
 
 void ApprovalGate::hold(HoldRequest request, HoldDone done) {
+  auto token = answering(unanswered_);
+  if (shutting_down_.load()) { // decided just before the drain began: nothing new is held
+    HoldResult r;
+    r.code = std::string(kShutdownCode);
+    r.outcome = r.code;
+    r.reason = "runwarden is shutting down: nothing was held or forwarded; retry once it is back";
+    r.answering = std::move(token);
+    done(std::move(r));
+    return;
+  }
   const policy::Request& req = request.request;
   const std::string body_sha = approval::sha256_hex(req.body);
   const std::string digest = approval::request_digest(req, body_sha);
@@ -231,6 +270,7 @@ void ApprovalGate::hold(HoldRequest request, HoldDone done) {
     r.approved = true;
     r.code = "approved";
     r.approval = audit::ApprovalInfo{grant->approval_id, grant->by, 0};
+    r.answering = std::move(token);
     done(std::move(r));
     return;
   }
@@ -245,6 +285,7 @@ void ApprovalGate::hold(HoldRequest request, HoldDone done) {
                                                                : std::chrono::milliseconds(5000);
     r.retry_after = std::max<std::chrono::seconds>(
         std::chrono::seconds(1), std::chrono::duration_cast<std::chrono::seconds>(wait));
+    r.answering = std::move(token);
     done(std::move(r));
     return;
   }
@@ -253,6 +294,7 @@ void ApprovalGate::hold(HoldRequest request, HoldDone done) {
     r.code = "approval_unavailable";
     r.outcome = "refused";
     r.reason = "the approvals journal cannot be written, so no hold can be kept safely";
+    r.answering = std::move(token);
     done(std::move(r));
     return;
   }
@@ -291,20 +333,26 @@ void ApprovalGate::hold(HoldRequest request, HoldDone done) {
   const std::string request_id = request.request_id;
   auto created = registry_.create(
       std::move(packet), hold_options,
-      [weak, shared_done, request_id, retry_after](const approval::HoldOutcome& o) {
+      [weak, shared_done, request_id, retry_after, token](const approval::HoldOutcome& o) {
         if (auto self = weak.lock()) {
           self->forget_request(request_id);
         }
         HoldResult r;
-        const std::string_view code = o.code();
+        const bool shutdown = ended_by_shutdown(o.state, o.by);
+        const std::string_view code = shutdown ? kShutdownCode : o.code();
         r.approved = code == "approved";
         r.code = std::string(code);
         r.reason = o.reason;
         r.approval_id = o.id;
         r.approval = audit::ApprovalInfo{o.id, o.by, o.wait.count()};
+        r.answering = token;
         if (!r.approved) {
           r.outcome = r.code;
-          if (code == "approval_pending") {
+          if (shutdown) {
+            r.reason = "runwarden is shutting down: approval " + o.id +
+                       " ended (expired) before a decision and nothing was forwarded; retry "
+                       "once runwarden is back (the request will be held again)";
+          } else if (code == "approval_pending") {
             r.reason = "no decision within the runbook's wait; approval " + o.id +
                        " stays pending: retry the same request after it is approved";
             r.retry_after = retry_after;
@@ -331,8 +379,13 @@ void ApprovalGate::hold(HoldRequest request, HoldDone done) {
                                                               : "approval_unavailable";
     r.outcome = "refused";
     r.reason = created.reason;
+    r.answering = std::move(token);
     (*shared_done)(std::move(r));
     return;
+  }
+  if (shutting_down_.load()) {
+    // The drain began while this hold was being created: shut_down() may have missed it.
+    registry_.expire_all(kShutdownBy, kShutdownReason);
   }
   {
     std::lock_guard lock(mutex_);

@@ -1,8 +1,8 @@
 #pragma once
 // The Gate that really holds (DESIGN §4-§5): a request that needs a human waits on its
 // live connection in approval::HoldRegistry until an operator approves or denies it, it
-// times out, its run is killed, runwarden is paused, or the agent disconnects. Every
-// transition is journaled, announced by webhook and recorded in the audit log.
+// times out, its run is killed, runwarden is paused or shuts down, or the agent disconnects.
+// Every transition is journaled, announced by webhook and recorded in the audit log.
 
 #include "approval/approval_packet.hpp"
 #include "approval/hold_registry.hpp"
@@ -24,12 +24,16 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 namespace runwarden::proxy {
 
 struct ProxyContext;
+
+/// Who ends the holds still pending when runwarden shuts down (HoldView::by).
+inline constexpr std::string_view kShutdownBy = "shutdown";
 
 struct ApprovalGateOptions {
   approval::RegistryOptions registry;
@@ -56,6 +60,19 @@ public:
   void start(const std::shared_ptr<ProxyContext>& ctx);
   /// Cancels the timer (before the io_context stops).
   void stop();
+
+  /// The drain began (SIGTERM/SIGINT): every pending hold ends now, expired by `shutdown`
+  /// (kShutdownBy), so each waiting agent is answered (503 approval_shutdown with its
+  /// approval id), the approval's end is journaled, recorded (approval.resolved) and sent
+  /// by webhook, and a hold asked for from now on is refused the same way. Without this
+  /// the I/O threads would stop under the waiting connections: no answer, no record.
+  /// Returns how many holds it ended; idempotent.
+  std::size_t shut_down();
+  /// Held requests whose answer is not yet written: from hold() until the session drops
+  /// HoldResult::answering. The drain waits for none to remain.
+  std::size_t unanswered() const { return unanswered_->load(); }
+  /// No webhook delivery is waiting or in flight (the drain gives them its grace).
+  bool webhooks_idle() const;
 
   void hold(HoldRequest request, HoldDone done) override;
   void abandon(const std::string& request_id) override;
@@ -96,6 +113,9 @@ private:
   boost::asio::steady_timer timer_;
   std::weak_ptr<ProxyContext> ctx_;
   std::atomic<bool> stopped_{false};
+  std::atomic<bool> shutting_down_{false};
+  std::shared_ptr<std::atomic<std::size_t>> unanswered_ =
+      std::make_shared<std::atomic<std::size_t>>(0);
 
   std::mutex mutex_;
   std::unordered_map<std::string, std::string> by_request_; // request id -> approval id

@@ -12,8 +12,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace runwarden::proxy {
+
+/// The code (and audit outcome) of a hold ended because runwarden shut down: the agent is
+/// answered 503, since the same request may be retried once runwarden is back.
+inline constexpr std::string_view kShutdownCode = "approval_shutdown";
 
 /// What the proxy knows about a request that must wait for approval.
 struct HoldRequest {
@@ -36,6 +41,9 @@ struct HoldResult {
   /// The audit outcome for a refusal (approval_denied, approval_timeout, approval_pending,
   /// client_gone, refused); empty: derived from `code`.
   std::string outcome;
+  /// Kept by the session until the agent's answer is written (or the approved request is
+  /// forwarded): a drain waits while any is alive (ApprovalGate::unanswered). May be null.
+  std::shared_ptr<const void> answering;
 };
 
 /// May complete on any thread; the session posts the result to its own strand.

@@ -390,6 +390,12 @@ void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) 
   log_event(LogLevel::info, "draining", 0, {},
             {{"in_flight", std::to_string(ctx_->in_flight.load())},
              {"open_connections", std::to_string(ctx_->open_connections.load())}});
+  // A held request is no exchange in flight: nothing would answer it once the I/O threads
+  // stop. Each pending hold ends now (503 approval_shutdown to its agent, its record, the
+  // approval's end and webhook); the drain below waits for those answers and deliveries.
+  if (approvals_) {
+    drain_ended_holds_ = approvals_->shut_down() > 0;
+  }
   std::vector<std::shared_ptr<Listener>> listeners = transparent_;
   listeners.push_back(proxy_);
   listeners.push_back(admin_);
@@ -422,7 +428,11 @@ void Server::poll_drain(std::chrono::steady_clock::time_point deadline,
                         std::function<void()> done) {
   drain_timer_.expires_after(std::chrono::milliseconds(50));
   drain_timer_.async_wait([this, deadline, done = std::move(done)](boost::system::error_code) {
-    const bool exchanges_idle = ctx_->in_flight.load() == 0;
+    // Held requests count until their answer is written; once the drain ended holds, the
+    // webhooks announcing it get the grace too (best effort: a dead endpoint waits it out).
+    const bool holds_idle = !approvals_ || (approvals_->unanswered() == 0 &&
+                                            (!drain_ended_holds_ || approvals_->webhooks_idle()));
+    const bool exchanges_idle = ctx_->in_flight.load() == 0 && holds_idle;
     const bool tunnels_open = ctx_->open_tunnels.load() > 0;
     const bool over = std::chrono::steady_clock::now() >= deadline;
     // Tunnels do not hold the drain open (an idle one cannot be told from a busy one), but
@@ -455,6 +465,7 @@ void Server::poll_drain(std::chrono::steady_clock::time_point deadline,
     if (idle || over) {
       log_event(LogLevel::info, "drained", 0, {},
                 {{"in_flight", std::to_string(ctx_->in_flight.load())},
+                 {"held", std::to_string(approvals_ ? approvals_->unanswered() : 0)},
                  {"tunnels", std::to_string(ctx_->open_tunnels.load())},
                  {"clean", idle ? "yes" : "no"}});
       done();

@@ -284,13 +284,14 @@ public:
   std::shared_ptr<InFlightExchange> lock_exchange() override { return weak_from_this().lock(); }
 
   /// Pausing, a kill of its run or read_only closes it (admin_ops.cpp), as the drain does.
-  void close_for(TunnelClose why) override {
-    net::dispatch(client_.get_executor(), [self = shared_from_this(), why = std::move(why)] {
-      if (!self->finished_) {
-        self->abort_ = why;
-        self->finish({});
-      }
-    });
+  void close_for(TunnelClose why, std::shared_ptr<ClosableTunnel> keep = nullptr) override {
+    net::dispatch(client_.get_executor(),
+                  [self = shared_from_this(), keep = std::move(keep), why = std::move(why)] {
+                    if (!self->finished_) {
+                      self->abort_ = why;
+                      self->finish({});
+                    }
+                  });
   }
 
   void start(std::string early_bytes) {
@@ -1358,6 +1359,7 @@ private:
   }
 
   void on_hold(HoldResult result) {
+    hold_answer_ = std::move(result.answering); // a drain waits until the answer is out
     if (ctx_->metrics) {
       ctx_->metrics->approvals.inc({result.approved ? std::string("approved") : result.code});
     }
@@ -1412,12 +1414,16 @@ private:
                                                                : result.code;
     retry_after_ = result.retry_after;
     approval_id_ = result.approval_id;
-    refuse_decision(result.code, result.reason.empty() ? decision_.reason : result.reason, outcome);
+    // Shut down before a decision: 503, the request may be retried once runwarden is back.
+    refuse_decision(result.code, result.reason.empty() ? decision_.reason : result.reason, outcome,
+                    result.code == kShutdownCode ? http::status::service_unavailable
+                                                 : http::status::forbidden);
   }
 
-  /// A runbook refusal: JSON-RPC errors for MCP bodies, else 403 JSON.
+  /// A runbook refusal: JSON-RPC errors for MCP bodies, else JSON with `status` (403, or
+  /// 503 for a hold ended by the shutdown).
   void refuse_decision(const std::string& code, const std::string& reason,
-                       const std::string& outcome) {
+                       const std::string& outcome, http::status status = http::status::forbidden) {
     if (!decision_.jsonrpc.empty()) {
       std::string body = jsonrpc_refusal_body(decision_, code, req_id_);
       if (!body.empty() && code != "approval_required" && code.rfind("approval_", 0) == 0) {
@@ -1436,7 +1442,7 @@ private:
         body = j.dump();
       }
     }
-    finish_refusal(http::status::forbidden, std::move(body), outcome, code, reason, false);
+    finish_refusal(status, std::move(body), outcome, code, reason, false);
   }
 
   audit::Exchange make_exchange(const std::string& outcome, const std::string& code,
@@ -1585,6 +1591,7 @@ private:
 
   void after_response(beast::error_code ec, bool keep) {
     disarm();
+    hold_answer_.reset();
     if (ec) {
       return;
     }
@@ -1782,6 +1789,7 @@ private:
   void forward() {
     ctx_->in_flight.fetch_add(1);
     in_flight_ = true;
+    hold_answer_.reset(); // an approved request: in_flight holds the drain open from here
     if (in_flight_list_ == nullptr) {
       in_flight_list_ = &net::use_service<InFlightExchanges>(
           net::query(stream_.get_executor(), net::execution::context));
@@ -2503,6 +2511,7 @@ private:
   std::optional<std::chrono::seconds> retry_after_; // approval_pending
   bool hold_active_ = false;                        // waiting on the gate; client watched
   bool client_gone_ = false;
+  std::shared_ptr<const void> hold_answer_; // HoldResult::answering, until the answer is out
   std::optional<net::steady_timer> hold_timer_;
   std::string run_;
   std::string runbook_;
