@@ -611,7 +611,39 @@ describe("holds and approvals", () => {
     assert.match(err, /RW_IT_WEBHOOK_SECRET/);
   });
 
-  test("SIGTERM: runwarden drains and exits 0", async () => {
-    assert.deepEqual(await rw.stop(), { code: 0, signal: null });
+  test("SIGTERM with a hold pending: 503 approval_shutdown, one record, the approval's end announced, exit 0", async () => {
+    const run = runId("shutdown");
+    const pending = agentPost("/open", run, "{\"x\":\"shutdown\"}");
+    const hold = await pendingOf(run);
+    const stopped = rw.stop("SIGTERM");
+    const res = await pending;
+    assert.deepEqual(await stopped, { code: 0, signal: null });
+    assert.match(rw.logs(), /holds_ended_at_shutdown holds=1/);
+    assert.match(rw.logs(), /drained in_flight=0 held=0 .*clean=yes/);
+    // The agent (curl) got an answer it can act on, naming the approval.
+    assert.equal(res.exitCode, 0, res.stderr);
+    assert.equal(res.status, 503);
+    assert.match(res.contentType, /application\/json/);
+    const body = JSON.parse(res.body);
+    assert.equal(body.error, "approval_shutdown");
+    assert.equal(body.approval_id, hold.id);
+    assert.match(body.reason, /shutting down/);
+    assert.ok(body.reason.includes(hold.id), body.reason);
+    // Exactly one record for the request, and the approval's end as an event and a webhook.
+    const recs = exchanges(run);
+    assert.equal(recs.length, 1);
+    assert.equal(recs[0].outcome, "approval_shutdown");
+    assert.equal(recs[0].approval?.id, hold.id);
+    assert.equal(recs[0].response?.status, 503);
+    const resolved = events("approval.resolved", hold.id);
+    assert.equal(resolved.length, 1);
+    assert.equal(resolved[0].data.state, "expired");
+    assert.equal(resolved[0].data.by, "shutdown");
+    assert.equal(resolved[0].data.outcome, "approval_shutdown");
+    const hook = hooks.accepted("approval.resolved", hold.id);
+    assert.equal(hook.length, 1, "the drain waits for the approval.resolved webhook");
+    assert.equal(hook[0].json.data.outcome, "expired");
+    assert.equal(hook[0].json.data.by, "shutdown");
+    assert.equal(arrivals(run).length, 0, "nothing held reaches the upstream");
   });
 });
