@@ -43,8 +43,10 @@ inline TunnelClose read_only_tunnel_close() {
 class ClosableTunnel {
 public:
   /// Ends the tunnel with its closing record (outcome aborted, `why`): called from any
-  /// thread, so it dispatches to the tunnel's own executor. Returns at once.
-  virtual void close_for(TunnelClose why) = 0;
+  /// thread, so it dispatches to the tunnel's own executor. Returns at once. `keep` (the
+  /// caller's reference, if any) moves into that dispatch, so the tunnel's last reference is
+  /// dropped on its own thread, never on the caller's.
+  virtual void close_for(TunnelClose why, std::shared_ptr<ClosableTunnel> keep = nullptr) = 0;
   virtual ~ClosableTunnel() = default;
 
 protected:
@@ -93,11 +95,14 @@ public:
         }
       }
     }
-    // Outside the lock: a tunnel on this thread closes inline and unlinks itself.
+    // Outside the lock: a tunnel on this thread closes inline and unlinks itself. Each
+    // reference moves into the close, so none is dropped here, on the wrong thread.
+    const std::size_t asked = live.size();
     for (auto& t : live) {
-      t->close_for(why);
+      ClosableTunnel& tunnel = *t;
+      tunnel.close_for(why, std::move(t));
     }
-    return live.size();
+    return asked;
   }
 
 private:
