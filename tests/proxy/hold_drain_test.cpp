@@ -2,7 +2,8 @@
 // loopback, the waiting agent is answered (503 approval_shutdown with its approval id, or a
 // JSON-RPC error for an MCP call), the request gets exactly one audit record, the approval's
 // end is recorded and sent by webhook, nothing reaches the upstream, the drain waits for all
-// of it and ends within its grace, and a later operator decision is a 409.
+// of it and ends within its grace, and a later operator decision is a 409. A hold asked for
+// after the drain began is refused the same way and still counted until it is answered.
 
 #include "approval/hold_state.hpp"
 #include "proxy/approval_gate.hpp"
@@ -11,6 +12,7 @@
 #include <boost/asio/post.hpp>
 #include <cstdlib>
 #include <future>
+#include <optional>
 
 namespace runwarden::proxy::testing {
 namespace {
@@ -302,6 +304,26 @@ TEST_F(HoldDrain, HeldMcpCallGetsAJsonRpcErrorWithTheApprovalId) {
   const std::string request_id = data.value("request_id", "");
   ASSERT_FALSE(request_id.empty());
   expect_ended_by_shutdown(id, request_id);
+}
+
+TEST_F(HoldDrain, AHoldAskedForAfterTheDrainBeganIsRefusedAndCountedUntilAnswered) {
+  EXPECT_EQ(gate_->shut_down(), 0u);
+  HoldRequest req;
+  req.request_id = "req_late";
+  req.run = "run-late";
+  req.decision.action = "change_things";
+  std::optional<HoldResult> got;
+  gate_->hold(req, [&got](HoldResult r) { got = std::move(r); });
+  ASSERT_TRUE(got) << "answered at once";
+  EXPECT_FALSE(got->approved);
+  EXPECT_EQ(got->code, "approval_shutdown");
+  EXPECT_EQ(got->outcome, "approval_shutdown");
+  EXPECT_TRUE(got->approval_id.empty()) << "no approval was opened";
+  EXPECT_NE(got->reason.find("shutting down"), std::string::npos) << got->reason;
+  EXPECT_EQ(gate_->registry().stats().created, 0u);
+  EXPECT_EQ(gate_->unanswered(), 1u) << "the drain waits until the session answers";
+  got.reset();
+  EXPECT_EQ(gate_->unanswered(), 0u);
 }
 
 } // namespace
