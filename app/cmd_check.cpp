@@ -23,6 +23,7 @@ namespace {
 
 struct CheckOptions {
   std::string config;
+  bool strict = false; // warnings fail the check (exit 3)
 };
 
 struct ExplainOptions {
@@ -91,6 +92,11 @@ int run_check(const CheckOptions& o) {
     std::cout << ", " << warnings << " warning" << (warnings == 1 ? "" : "s");
   }
   std::cout << "\n";
+  if (o.strict && warnings > 0) {
+    std::cerr << "runwarden: --strict: " << warnings << " warning" << (warnings == 1 ? "" : "s")
+              << " in " << o.config << "\n";
+    return 3;
+  }
   return 0;
 }
 
@@ -368,12 +374,15 @@ void add_check_commands(CLI::App& root, Runner& run) {
                      "Prints one summary line and exits 0, or prints every error as\n"
                      "file:line:col: path.to.key: message on stderr and exits 1.\n"
                      "Warnings (file:line:col: path: warning: message, on stderr) do not fail\n"
-                     "the check: e.g. a diagnostics action (read_only) that can match a\n"
-                     "method other than GET, HEAD or OPTIONS, or an MCP tools/call.\n"
+                     "the check unless --strict is given (then it exits 3): e.g. a diagnostics\n"
+                     "action (read_only) that can match a method other than GET, HEAD or\n"
+                     "OPTIONS, or an MCP tools/call.\n"
                      "tls.ca_cert and tls.ca_key must be set (`serve` needs them), but the\n"
                      "files the server opens at start-up (CA certificate and key, tokens file,\n"
                      "signing key) are not required to exist yet: `serve` checks them.");
   check->add_option("-c,--config", check_opts->config, "runwarden.yaml to validate")->required();
+  check->add_flag("--strict", check_opts->strict,
+                  "Fail (exit 3) on warnings too: for CI pipelines that gate policy changes");
   check->callback([&run, check_opts] { run = [check_opts] { return run_check(*check_opts); }; });
 
   auto o = std::make_shared<ExplainOptions>();

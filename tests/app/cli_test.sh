@@ -40,6 +40,17 @@ expect_exit 1 "check on a broken config" "$bin" check -c "$tmp/ex/runwarden.yaml
 expect_in "$tmp/err" "runwarden.yaml:[0-9]+:[0-9]+: .*active_runbok" "unknown key with file:line:col"
 expect_in "$tmp/err" "demo.yaml:[0-9]+:[0-9]+: .*no_such_action" "unknown action with file:line:col"
 
+# --strict: a clean example passes; a diagnostics action that can POST warns, and fails the
+# check only under --strict (exit 3).
+expect_exit 0 "check --strict on the example" "$bin" check --strict -c "$src/examples/runwarden.yaml"
+cp -r "$src/examples" "$tmp/ex2"
+sed -i '0,/^allowed_actions:/s//diagnostics: [open_incident_summary]\nallowed_actions:/' "$tmp/ex2/runbooks/demo.yaml"
+grep -q "^diagnostics: \[open_incident_summary\]" "$tmp/ex2/runbooks/demo.yaml" && ok || bad "test setup: diagnostics line not added"
+expect_exit 0 "check with a warning" "$bin" check -c "$tmp/ex2/runwarden.yaml"
+expect_in "$tmp/err" "warning: .*open_incident_summary" "the warning names the action"
+expect_in "$tmp/out" "^ok: .*, 1 warning" "the ok line counts the warning"
+expect_exit 3 "check --strict with a warning" "$bin" check --strict -c "$tmp/ex2/runwarden.yaml"
+
 expect_exit 0 "explain a denied DELETE" "$bin" explain -c "$src/examples/runwarden.yaml" \
   --method DELETE --url http://127.0.0.1:18080/customers/42 --json
 expect_in "$tmp/out" '"verdict": ?"deny"' "explain --json verdict"
