@@ -58,7 +58,19 @@ NameLookup::Ticket NameLookup::async_resolve(std::string host, std::string servi
     Waiter waiter{std::move(ex), std::move(done), wanted};
     Key key(std::move(host), std::move(service));
     if (auto it = state_->pending.find(key); it != state_->pending.end()) {
-      it->second->waiters.push_back(std::move(waiter)); // the same name is being looked up
+      // The same name is being looked up: join it. Callers that gave up meanwhile are let
+      // go now (their sessions freed) rather than when a hung lookup finally returns.
+      auto& waiters = it->second->waiters;
+      waiters.erase(std::remove_if(waiters.begin(), waiters.end(),
+                                   [](Waiter& w) {
+                                     if (w.wanted->load()) {
+                                       return false;
+                                     }
+                                     discard(w);
+                                     return true;
+                                   }),
+                    waiters.end());
+      waiters.push_back(std::move(waiter));
       return wanted;
     }
     auto lookup = std::make_shared<Lookup>();

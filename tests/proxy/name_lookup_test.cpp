@@ -197,6 +197,39 @@ TEST(NameLookup, AWithdrawnCallerIsSkippedAndAQueuedLookupNobodyWantsIsNeverMade
   EXPECT_EQ(held.calls("localhost"), 0); // skipped: its only caller had given up
 }
 
+// A caller that gave up on a lookup that hangs is let go (its handler, which owns its
+// session, destroyed uncalled) when the next caller joins, not when the lookup returns.
+TEST(NameLookup, ACallerWhoGaveUpIsLetGoWhenAnotherJoinsAHungLookup) {
+  auto held_owner = std::make_shared<HeldResolver>();
+  HeldResolver& held = *held_owner;
+  net::io_context ioc;
+  NameLookup lookups(1, held.resolve());
+  auto token = std::make_shared<int>(0);
+  const std::weak_ptr<int> alive = token;
+  bool gave_up_called = false;
+  const NameLookup::Ticket gave_up = lookups.async_resolve(
+      "hung.test", "80", ioc.get_executor(),
+      [&gave_up_called, token = std::move(token)](
+          boost::system::error_code, const NameLookup::Results&) { gave_up_called = true; });
+  ASSERT_TRUE(held.wait_for_call("hung.test"));
+  gave_up->store(false);
+  EXPECT_FALSE(alive.expired()); // still waiting in the hung lookup
+  bool joined_called = false;
+  lookups.async_resolve(
+      "hung.test", "80", ioc.get_executor(),
+      [&](boost::system::error_code, const NameLookup::Results&) { joined_called = true; });
+  ioc.poll();                   // runs the disposal the join posted
+  EXPECT_TRUE(alive.expired()); // let go while hung.test is still held
+  held.release();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!joined_called && std::chrono::steady_clock::now() < until) {
+    ioc.run_one_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(joined_called);
+  EXPECT_FALSE(gave_up_called);
+  EXPECT_EQ(held.calls("hung.test"), 1);
+}
+
 TEST(NameLookup, StopDuringALookupDestroysItsHandlersOnTheStoppingThreadUncalled) {
   auto held_owner = std::make_shared<HeldResolver>();
   HeldResolver& held = *held_owner;
