@@ -29,16 +29,27 @@
 
 namespace runwarden::proxy::testing {
 
-/// Answers every request 200 "hello" and counts them.
+/// Answers every request 200 "hello" and counts them; with a leaf, over TLS, recording the
+/// SNI each connection sent.
 class HelloUpstream {
 public:
-  HelloUpstream() : server_(*this, nullptr, 64) {}
+  explicit HelloUpstream(std::shared_ptr<const certs::Leaf> leaf = nullptr)
+      : server_(*this, std::move(leaf), 64) {}
   std::uint16_t port() const { return server_.port(); }
+  int accepted() { return server_.accepted(); }
   int requests() {
     std::lock_guard lock(mutex_);
     return requests_;
   }
-  template <class Stream> void serve_on(Stream& stream, const Accepted&) {
+  std::vector<std::string> snis() {
+    std::lock_guard lock(mutex_);
+    return snis_;
+  }
+  template <class Stream> void serve_on(Stream& stream, const Accepted& conn) {
+    {
+      std::lock_guard lock(mutex_);
+      snis_.push_back(conn.sni);
+    }
     serve_requests(stream, 100,
                    [&](const boost::beast::http::request<boost::beast::http::string_body>& req) {
                      {
@@ -52,6 +63,7 @@ public:
 private:
   std::mutex mutex_;
   int requests_ = 0;
+  std::vector<std::string> snis_;
   LoopbackUpstream<HelloUpstream> server_; // last: stops before the state above
 };
 

@@ -31,43 +31,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
 
-/// A TLS upstream on 127.0.0.1 that answers every request 200 "hello" and keeps the server
-/// name each connection's ClientHello carried.
-class TlsHelloUpstream {
-public:
-  explicit TlsHelloUpstream(std::shared_ptr<const certs::Leaf> leaf)
-      : server_(*this, std::move(leaf), 16) {}
-  std::uint16_t port() const { return server_.port(); }
-  int accepted() { return server_.accepted(); }
-  int requests() {
-    std::lock_guard lock(mutex_);
-    return requests_;
-  }
-  std::vector<std::string> snis() {
-    std::lock_guard lock(mutex_);
-    return snis_;
-  }
-  template <class Stream> void serve_on(Stream& stream, const Accepted& conn) {
-    {
-      std::lock_guard lock(mutex_);
-      snis_.push_back(conn.sni);
-    }
-    serve_requests(stream, 8, [&](const http::request<http::string_body>& req) {
-      {
-        std::lock_guard lock(mutex_);
-        ++requests_;
-      }
-      return write_hello(stream, req.keep_alive()) && req.keep_alive();
-    });
-  }
-
-private:
-  std::mutex mutex_;
-  int requests_ = 0;
-  std::vector<std::string> snis_;
-  LoopbackUpstream<TlsHelloUpstream> server_; // last: stops before the state above
-};
-
 /// What the agent saw of one transparent TLS connection.
 struct Seen {
   boost::system::error_code handshake;
@@ -225,7 +188,7 @@ protected:
   std::shared_ptr<certs::Authority> upstream_ca_;
   std::shared_ptr<certs::Authority> proxy_ca_;
   std::shared_ptr<const certs::Leaf> leaf_;
-  TlsHelloUpstream upstream_;
+  HelloUpstream upstream_;
   net::io_context ioc_;
   net::io_context client_ioc_;
   std::shared_ptr<MemoryAudit> audit_;

@@ -34,32 +34,6 @@ constexpr const char* kToken = "tunnel-operator-token";
 /// The held action's port: nothing listens there, and nothing dials it (the hold comes first).
 constexpr std::uint16_t kHeldPort = 9;
 
-/// A TLS upstream on 127.0.0.1 that answers every request 200 "hello".
-class TlsHelloUpstream {
-public:
-  explicit TlsHelloUpstream(std::shared_ptr<const certs::Leaf> leaf)
-      : server_(*this, std::move(leaf), 16) {}
-  std::uint16_t port() const { return server_.port(); }
-  int requests() {
-    std::lock_guard lock(mutex_);
-    return requests_;
-  }
-  template <class Stream> void serve_on(Stream& stream, const Accepted&) {
-    serve_requests(stream, 32, [&](const http::request<http::string_body>& req) {
-      {
-        std::lock_guard lock(mutex_);
-        ++requests_;
-      }
-      return write_hello(stream, req.keep_alive()) && req.keep_alive();
-    });
-  }
-
-private:
-  std::mutex mutex_;
-  int requests_ = 0;
-  LoopbackUpstream<TlsHelloUpstream> server_; // last: stops before the state above
-};
-
 std::shared_ptr<certs::Authority> make_ca(const std::filesystem::path& dir) {
   certs::Authority::create(dir, "upstream test CA");
   return certs::Authority::load(dir / "ca.pem", dir / "ca.key");
@@ -225,7 +199,7 @@ protected:
   std::shared_ptr<certs::Authority> upstream_ca_;
   std::string leaf_error_;
   std::shared_ptr<const certs::Leaf> leaf_;
-  TlsHelloUpstream upstream_;
+  HelloUpstream upstream_;
   std::shared_ptr<MemoryAudit> audit_;
   std::unique_ptr<OpsServer> server_;
   net::io_context client_ioc_;
