@@ -204,6 +204,7 @@ TEST(NameLookup, ACallerWhoGaveUpIsLetGoWhenAnotherJoinsAHungLookup) {
   HeldResolver& held = *held_owner;
   net::io_context ioc;
   NameLookup lookups(1, held.resolve());
+  auto guard = net::make_work_guard(ioc); // poll() below must not leave it stopped
   auto token = std::make_shared<int>(0);
   const std::weak_ptr<int> alive = token;
   bool gave_up_called = false;
