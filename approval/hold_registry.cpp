@@ -229,6 +229,11 @@ void HoldRegistry::finish(Pending& work) {
   drain_events();
 }
 
+bool HoldRegistry::events_idle() const {
+  std::lock_guard lock(mutex_);
+  return !draining_ && events_.empty();
+}
+
 void HoldRegistry::drain_events() {
   {
     std::lock_guard lock(mutex_);

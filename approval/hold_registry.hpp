@@ -170,6 +170,9 @@ public:
   /// Newest first; `state` nullopt means all kept holds.
   std::vector<HoldView> list(std::optional<HoldState> state) const;
   RegistryStats stats() const;
+  /// No event is waiting to be delivered and no thread is delivering one: every transition
+  /// so far has reached the listener (journal, audit, webhook queue).
+  bool events_idle() const;
   /// How long the oldest pending hold has waited (zero when none): the approval queue's age,
   /// which on-call watches (metrics). Linear in pending holds; meant for scrapes.
   std::chrono::milliseconds oldest_pending_age() const;

@@ -130,6 +130,7 @@ void ApprovalGate::stop() {
 std::size_t ApprovalGate::shut_down() {
   shutting_down_.store(true);
   const std::size_t n = registry_.expire_all(kShutdownBy, kShutdownReason);
+  ended_by_shutdown_.fetch_add(n);
   if (n > 0) {
     log_event(LogLevel::info, "holds_ended_at_shutdown", 0, {}, {{"holds", std::to_string(n)}});
   }
@@ -385,7 +386,7 @@ void ApprovalGate::hold(HoldRequest request, HoldDone done) {
   }
   if (shutting_down_.load()) {
     // The drain began while this hold was being created: shut_down() may have missed it.
-    registry_.expire_all(kShutdownBy, kShutdownReason);
+    ended_by_shutdown_.fetch_add(registry_.expire_all(kShutdownBy, kShutdownReason));
   }
   {
     std::lock_guard lock(mutex_);

@@ -73,6 +73,11 @@ public:
   std::size_t unanswered() const { return unanswered_->load(); }
   /// No webhook delivery is waiting or in flight (the drain gives them its grace).
   bool webhooks_idle() const;
+  /// Every hold transition so far has been journaled, recorded and queued as a webhook
+  /// (another thread may still be delivering the shutdown's events when it returns).
+  bool events_idle() const { return registry_.events_idle(); }
+  /// Holds ended by shut_down() or by a hold() that raced it: their webhooks get the grace.
+  std::size_t shutdown_ended() const { return ended_by_shutdown_.load(); }
 
   void hold(HoldRequest request, HoldDone done) override;
   void abandon(const std::string& request_id) override;
@@ -114,6 +119,7 @@ private:
   std::weak_ptr<ProxyContext> ctx_;
   std::atomic<bool> stopped_{false};
   std::atomic<bool> shutting_down_{false};
+  std::atomic<std::size_t> ended_by_shutdown_{0}; // holds the drain ended (their webhooks)
   std::shared_ptr<std::atomic<std::size_t>> unanswered_ =
       std::make_shared<std::atomic<std::size_t>>(0);
 

@@ -386,6 +386,8 @@ tcp::socket Server::adopt_on_io_thread(tcp::socket socket) {
 }
 
 void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) {
+  // The grace counts from the signal: ending many holds below is part of it.
+  const auto deadline = std::chrono::steady_clock::now() + grace;
   ctx_->draining.store(true);
   log_event(LogLevel::info, "draining", 0, {},
             {{"in_flight", std::to_string(ctx_->in_flight.load())},
@@ -394,7 +396,7 @@ void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) 
   // stop. Each pending hold ends now (503 approval_shutdown to its agent, its record, the
   // approval's end and webhook); the drain below waits for those answers and deliveries.
   if (approvals_) {
-    drain_ended_holds_ = approvals_->shut_down() > 0;
+    approvals_->shut_down();
   }
   std::vector<std::shared_ptr<Listener>> listeners = transparent_;
   listeners.push_back(proxy_);
@@ -416,7 +418,7 @@ void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) 
       }
     });
   }
-  poll_drain(std::chrono::steady_clock::now() + grace, std::move(done));
+  poll_drain(deadline, std::move(done));
 }
 
 namespace {
@@ -428,11 +430,17 @@ void Server::poll_drain(std::chrono::steady_clock::time_point deadline,
                         std::function<void()> done) {
   drain_timer_.expires_after(std::chrono::milliseconds(50));
   drain_timer_.async_wait([this, deadline, done = std::move(done)](boost::system::error_code) {
-    // Held requests count until their answer is written; once the drain ended holds, the
-    // webhooks announcing it get the grace too (best effort: a dead endpoint waits it out).
-    const bool holds_idle = !approvals_ || (approvals_->unanswered() == 0 &&
-                                            (!drain_ended_holds_ || approvals_->webhooks_idle()));
+    // Held requests count until their answer is written and every hold transition has
+    // reached the journal, the audit log and the webhook queue (another thread may still be
+    // delivering the shutdown's events).
+    const bool holds_idle =
+        !approvals_ || (approvals_->unanswered() == 0 && approvals_->events_idle());
     const bool exchanges_idle = ctx_->in_flight.load() == 0 && holds_idle;
+    // Once the drain ended holds, the webhooks announcing it get what is left of the grace
+    // (best effort: a dead endpoint waits it out). They never make the drain abort anything,
+    // nor mark it unclean.
+    const bool webhooks_pending =
+        approvals_ && approvals_->shutdown_ended() > 0 && !approvals_->webhooks_idle();
     const bool tunnels_open = ctx_->open_tunnels.load() > 0;
     const bool over = std::chrono::steady_clock::now() >= deadline;
     // Tunnels do not hold the drain open (an idle one cannot be told from a busy one), but
@@ -462,11 +470,12 @@ void Server::poll_drain(std::chrono::steady_clock::time_point deadline,
       return;
     }
     const bool idle = exchanges_idle && !tunnels_open;
-    if (idle || over) {
+    if ((idle && !webhooks_pending) || over) {
       log_event(LogLevel::info, "drained", 0, {},
                 {{"in_flight", std::to_string(ctx_->in_flight.load())},
                  {"held", std::to_string(approvals_ ? approvals_->unanswered() : 0)},
                  {"tunnels", std::to_string(ctx_->open_tunnels.load())},
+                 {"webhooks_pending", webhooks_pending ? "yes" : "no"},
                  {"clean", idle ? "yes" : "no"}});
       done();
       return;

@@ -77,8 +77,7 @@ private:
   /// (round-robin); a closed socket when that fails (logged).
   boost::asio::ip::tcp::socket adopt_on_io_thread(boost::asio::ip::tcp::socket socket);
   void poll_drain(std::chrono::steady_clock::time_point deadline, std::function<void()> done);
-  bool drain_aborting_ = false;    // the grace ran out: in-flight exchanges were told to end
-  bool drain_ended_holds_ = false; // the drain ended pending holds: their webhooks get the grace
+  bool drain_aborting_ = false; // the grace ran out: in-flight exchanges were told to end
 
   using WorkGuard = boost::asio::executor_work_guard<boost::asio::io_context::executor_type>;
 

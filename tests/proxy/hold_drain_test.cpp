@@ -153,10 +153,12 @@ protected:
 
   /// Starts the drain as serve does on SIGTERM and waits for its end (grace + 3 s bound).
   bool drain() {
-    std::promise<void> drained;
-    auto done = drained.get_future();
-    boost::asio::post(server_->ioc(),
-                      [&] { server_->server().drain(kGrace, [&] { drained.set_value(); }); });
+    // Shared: should the wait below time out, a late end of the drain still has its promise.
+    auto drained = std::make_shared<std::promise<void>>();
+    auto done = drained->get_future();
+    boost::asio::post(server_->ioc(), [this, drained] {
+      server_->server().drain(kGrace, [drained] { drained->set_value(); });
+    });
     const bool ended = done.wait_for(kGrace + std::chrono::seconds(3)) == std::future_status::ready;
     if (ended) {
       server_->server().stop_io_threads(); // what serve does next: nothing answers after this
@@ -241,10 +243,18 @@ TEST_F(HoldDrain, HeldRequestIsAnsweredRecordedAndAnnouncedBeforeTheServerStops)
                 std::to_string(body.size()) + "\r\n\r\n" + body);
   const std::string id = wait_for_hold();
   ASSERT_FALSE(id.empty()) << "the request was never held";
-  // An operator connection opened before the drain (the admin listener closes when it starts).
+  // An operator connection opened before the drain (the admin listener closes when it
+  // starts), and known to be accepted: one answered request on it first.
   boost::asio::io_context ioc;
   tcp::socket admin(ioc);
   admin.connect(server_->server().admin_endpoint());
+  boost::asio::write(admin, boost::asio::buffer("GET /v1/approvals/" + id +
+                                                " HTTP/1.1\r\nHost: admin\r\n"
+                                                "Authorization: Bearer alice-token\r\n\r\n"));
+  http::response<http::string_body> shown;
+  const auto shown_ec = read_within(ioc, admin, shown, std::chrono::seconds(5));
+  ASSERT_FALSE(shown_ec) << shown_ec.message();
+  ASSERT_EQ(shown.result_int(), 200) << shown.body();
 
   ASSERT_TRUE(drain()) << "the drain did not end within its grace";
   ASSERT_EQ(answer.wait_for(std::chrono::seconds(5)), std::future_status::ready);
