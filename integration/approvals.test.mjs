@@ -590,7 +590,17 @@ describe("holds and approvals", () => {
     const ev = events("approval.expired_on_restart", hold.id);
     assert.equal(ev.length, 1);
     assert.equal(ev[0].data.run, run);
-    assert.equal((await admin("POST", `/v1/approvals/${hold.id}/approve`)).status, 404);
+    // The operator following the old webhook link sees that it expired, not "not found",
+    // and approving it now is a conflict: nothing can release it.
+    const shown = await admin("GET", `/v1/approvals/${hold.id}`);
+    assert.equal(shown.status, 200, shown.text);
+    assert.equal(shown.json.state, "expired");
+    assert.equal(shown.json.by, "restart");
+    assert.equal(shown.json.run, run);
+    const late = await admin("POST", `/v1/approvals/${hold.id}/approve`);
+    assert.equal(late.status, 409, late.text);
+    assert.equal(late.json.approval.state, "expired");
+    assert.equal((await admin("GET", "/v1/approvals/apr_no_such_hold")).status, 404);
     await sleep(300);
     assert.equal(arrivals(run).length, 0, "nothing was released by the restart");
     const journal = fs.readFileSync(path.join(world.dir, "audit", "approvals.journal.prev"), "utf8");

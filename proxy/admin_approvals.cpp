@@ -8,6 +8,8 @@
 #include "proxy/log.hpp"
 
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 
 namespace runwarden::proxy {
 namespace {
@@ -135,6 +137,27 @@ AdminResponse not_an_approver(ApprovalGate& gate, const approval::HoldView& hold
   return json_response(403, j);
 }
 
+/// A hold that was still pending when runwarden last stopped (replayed from the journal at
+/// start-up, recorded as approval.expired_on_restart): an operator following the old
+/// webhook link sees that it expired, not "not found".
+std::optional<nlohmann::json> recovered_json(const ApprovalGate& gate, const std::string& id) {
+  for (const auto& h : gate.recovered()) {
+    if (h.id == id) {
+      return nlohmann::json{{"id", h.id},
+                            {"state", "expired"},
+                            {"by", "restart"},
+                            {"reason", "pending when runwarden stopped; nothing was released"},
+                            {"created", h.created},
+                            {"run", h.run},
+                            {"agent", h.agent},
+                            {"runbook", h.runbook},
+                            {"action", h.action},
+                            {"request_id", h.request_id}};
+    }
+  }
+  return std::nullopt;
+}
+
 } // namespace
 
 AdminAuth::AdminAuth(approval::OperatorTokens tokens, std::vector<approval::SignatureKey> keys)
@@ -212,6 +235,9 @@ void add_approval_routes(AdminRouter& router, std::shared_ptr<ApprovalGate> gate
         }
         auto h = gate->registry().get(id);
         if (!h) {
+          if (auto old = recovered_json(*gate, id)) {
+            return json_response(200, *old);
+          }
           return error(404, "not_found");
         }
         return json_response(200, h->to_json(true));
@@ -245,6 +271,13 @@ void add_approval_routes(AdminRouter& router, std::shared_ptr<ApprovalGate> gate
         auto result = gate->registry().decide(id, choice, by, reason);
         switch (result.error) {
         case approval::DecideError::not_found:
+          if (auto old = recovered_json(*gate, id)) {
+            // Pending when runwarden last stopped: it ended then, nothing can release it.
+            return json_response(409, {{"error", "conflict"},
+                                       {"reason", "approval already ended expired (pending when "
+                                                  "runwarden stopped; nothing was released)"},
+                                       {"approval", *old}});
+          }
           return error(404, "not_found");
         case approval::DecideError::forbidden:
           return not_an_approver(*gate, *result.hold, choice, by);
