@@ -288,6 +288,12 @@ bool Reloader::reload(const std::string& via) {
   }
   ctx_->runtime->swap_config(fresh);
   log_runbook_warnings(*fresh);
+  // A host taken out of tls.passthrough is to be intercepted and judged from now on: its
+  // open tunnels close (with their records) rather than carry on unjudged. After the swap:
+  // a tunnel starting meanwhile checks the swapped config itself.
+  const std::size_t tunnels_closed = ctx_->tunnels.close_if(
+      [&fresh](const TunnelRegistry::Entry& e) { return !fresh->tls.passes_through(e.host); },
+      passthrough_removed_tunnel_close());
   if (tokens) {
     tokens_->replace_with(*tokens);
   }
@@ -301,7 +307,8 @@ bool Reloader::reload(const std::string& via) {
              {"active_runbook", fresh->active_runbook},
              {"runbooks", std::to_string(fresh->runbooks.size())},
              {"operator_tokens", tokens ? std::to_string(tokens->size()) : std::string("-")},
-             {"restart_required", std::to_string(restart.size())}});
+             {"restart_required", std::to_string(restart.size())},
+             {"tunnels_closed", std::to_string(tunnels_closed)}});
   if (ctx_->metrics) {
     ctx_->metrics->reloads.inc({"ok"});
   }
@@ -310,7 +317,8 @@ bool Reloader::reload(const std::string& via) {
                        {{"via", via},
                         {"active_runbook", fresh->active_runbook},
                         {"runbooks", runbooks},
-                        {"restart_required", pending}},
+                        {"restart_required", pending},
+                        {"tunnels_closed", tunnels_closed}},
                        [](std::error_code) {});
   }
   return true;

@@ -263,9 +263,9 @@ class TunnelSession : public std::enable_shared_from_this<TunnelSession>,
                       public ClosableTunnel {
 public:
   TunnelSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream client,
-                PlainStream upstream, audit::Exchange exchange)
+                PlainStream upstream, audit::Exchange exchange, std::string host)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), client_(std::move(client)),
-        upstream_(std::move(upstream)), exchange_(std::move(exchange)) {}
+        upstream_(std::move(upstream)), exchange_(std::move(exchange)), host_(std::move(host)) {}
 
   ~TunnelSession() override {
     // Unlinked by finish(), unless the io_context went away first (its services outlive the
@@ -300,7 +300,7 @@ public:
         net::query(client_.get_executor(), net::execution::context));
     list_->add(*this);
     registry_key_ = ctx_->tunnels.add(
-        {exchange_.run, exchange_.cls == policy::to_string(policy::ActionClass::read_only),
+        {exchange_.run, exchange_.cls == policy::to_string(policy::ActionClass::read_only), host_,
          weak_from_this()});
     if (ctx_->closing_tunnels.load()) {
       // The drain already told every linked tunnel to close: this one missed that call.
@@ -344,6 +344,10 @@ private:
     const policy::Mode mode = ctx_->mode.load();
     if (mode == policy::Mode::paused) {
       return paused_tunnel_close();
+    }
+    // A reload that took the host out of tls.passthrough after this CONNECT was judged.
+    if (ctx_->runtime && !ctx_->runtime->config()->tls.passes_through(host_)) {
+      return passthrough_removed_tunnel_close();
     }
     if (ctx_->runtime && ctx_->runtime->run_killed(exchange_.run)) {
       return run_killed_tunnel_close(exchange_.run);
@@ -445,6 +449,7 @@ private:
   PlainStream client_;
   PlainStream upstream_;
   audit::Exchange exchange_;
+  std::string host_; // the tls.passthrough host it was opened for
   std::string early_;
   std::array<char, kRelayBuffer> to_up_{};
   std::array<char, kRelayBuffer> to_client_{};
@@ -532,6 +537,7 @@ public:
     raw_url_ = target_.host + ":" + std::to_string(target_.port);
     have_request_ = true;
     tunnel_ = true;
+    tunnel_host_ = target_.host;
     // No header can name the run here: under agent.runs shared the tunnel joins the agent's
     // run; otherwise (required too) it is the connection's own.
     if (policy_->run_ids == config::RunIds::shared) {
@@ -1696,6 +1702,7 @@ private:
     if (passthrough) {
       have_request_ = true;
       tunnel_ = true;
+      tunnel_host_ = target.host;
       decide();
       return;
     }
@@ -1934,7 +1941,7 @@ private:
     std::string early = beast::buffers_to_string(buffer_.data());
     auto tunnel = std::make_shared<TunnelSession>(
         ctx_, conn_, std::move(stream_), std::move(up_->stream),
-        make_exchange("forwarded", decision_.code, decision_.reason));
+        make_exchange("forwarded", decision_.code, decision_.reason), tunnel_host_);
     tunnel->start(std::move(early));
     // Only now: a drain polling in between must see the exchange or the tunnel, never neither.
     release_in_flight(); // a tunnel is not an exchange in flight: it lives on its own
@@ -2530,6 +2537,7 @@ private:
   bool body_room_ = false; // read_body reserved room for the body: on_body gives it back
   bool head_ = false;
   bool tunnel_ = false;
+  std::string tunnel_host_;           // with tunnel_: the tls.passthrough host it was judged for
   bool transparent_ = false;          // plain HTTP on the transparent listener (target_ is fixed)
   std::optional<tcp::endpoint> dial_; // transparent passthrough: connect here, no resolve
   bool in_flight_ = false;

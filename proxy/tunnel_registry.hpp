@@ -39,6 +39,13 @@ inline TunnelClose read_only_tunnel_close() {
                             "tunnel's action is not read_only"};
 }
 
+/// tls.passthrough no longer lists the tunnel's host (a reload took it out): its calls are
+/// to be intercepted and judged one by one from now on, not carried unjudged.
+inline TunnelClose passthrough_removed_tunnel_close() {
+  return {"passthrough_changed", "a reload took the host out of tls.passthrough with the "
+                                 "tunnel open: reconnect, and each call is judged"};
+}
+
 /// A tunnel that can be told to close.
 class ClosableTunnel {
 public:
@@ -60,6 +67,7 @@ public:
   struct Entry {
     std::string run;
     bool read_only = false; // its CONNECT was allowed as a read_only action
+    std::string host;       // the tls.passthrough host it was opened for
     std::weak_ptr<ClosableTunnel> tunnel;
   };
 

@@ -213,6 +213,70 @@ TEST_F(ReloadTest, PassthroughChangeAppliesLive) {
   EXPECT_EQ(upstream_.requests(), before + 1); // nothing more reached the upstream
 }
 
+// A tunnel already open to a host that a reload takes out of tls.passthrough does not carry
+// on unjudged: the reload closes it, with its record (aborted, passthrough_changed).
+TEST_F(ReloadTest, AHostTakenOutOfPassthroughClosesItsOpenTunnel) {
+  const std::string port = std::to_string(upstream_.port());
+  write_file(dir_.file("actions.yaml"), actions_yaml(upstream_.port(), "/allowed/**") +
+                                            "  tunnel_things:\n    - {host: 127.0.0.1, port: " +
+                                            port + ", method: CONNECT, path: /}\n");
+  write_file(dir_.file("runbooks") / "rb.yaml", "runbook: rb\n"
+                                                "owner: test\n"
+                                                "trigger: {manual: test}\n"
+                                                "allowed_actions:\n"
+                                                "  read_only: [read_things]\n"
+                                                "  allowed: [tunnel_things]\n"
+                                                "unmatched: deny\n");
+  write_file(dir_.file("runwarden.yaml"), runwarden_yaml("tls:\n  passthrough: [127.0.0.1]\n"));
+  ASSERT_TRUE(reloader_->reload("signal"));
+  boost::asio::io_context ioc;
+  boost::asio::ip::tcp::socket s(ioc);
+  s.connect(server_->server().proxy_endpoint());
+  set_timeouts(s);
+  const std::string authority = "127.0.0.1:" + port;
+  boost::asio::write(s, boost::asio::buffer("CONNECT " + authority +
+                                            " HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"));
+  boost::beast::flat_buffer buffer;
+  boost::beast::http::response_parser<boost::beast::http::empty_body> head;
+  head.skip(true); // a CONNECT answer has no body
+  boost::system::error_code ec;
+  boost::beast::http::read_header(s, buffer, head, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_EQ(head.get().result_int(), 200u);
+  // One keep-alive call through the tunnel: it is open and relaying.
+  boost::asio::write(
+      s, boost::asio::buffer("GET /allowed/t HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"));
+  boost::beast::http::response<boost::beast::http::string_body> res;
+  boost::beast::http::read(s, buffer, res, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(res.body(), "hello");
+  const int before = upstream_.requests();
+
+  write_file(dir_.file("runwarden.yaml"), runwarden_yaml(""));
+  ASSERT_TRUE(reloader_->reload("signal"));
+  // The agent's side ends (bounded by the socket's receive timeout), not on the timeout.
+  char byte = 0;
+  const auto started = std::chrono::steady_clock::now();
+  s.read_some(boost::asio::buffer(&byte, 1), ec);
+  EXPECT_TRUE(ec == boost::asio::error::eof || ec == boost::asio::error::connection_reset)
+      << ec.message();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(4));
+  boost::asio::write(
+      s, boost::asio::buffer("GET /allowed/u HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"), ec);
+  EXPECT_EQ(upstream_.requests(), before); // nothing more reached the upstream
+  bool recorded = false;
+  for (int i = 0; i < 200 && !recorded; ++i) {
+    for (const auto& r : audit_->records()) {
+      recorded = recorded || (r.request.method == "CONNECT" && r.outcome == "aborted" &&
+                              r.code == "passthrough_changed");
+    }
+    if (!recorded) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  EXPECT_TRUE(recorded) << "no closing record with code passthrough_changed";
+}
+
 TEST(RestartRequired, NamesEachStartUpOnlySettingThatDiffers) {
   config::Config a;
   config::Config b;
