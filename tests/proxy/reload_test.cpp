@@ -88,6 +88,38 @@ protected:
     return out;
   }
 
+  /// Reloads into a policy that allows CONNECT to the upstream, with 127.0.0.1 listed in
+  /// tls.passthrough.
+  bool reload_with_passthrough() {
+    const std::string port = std::to_string(upstream_.port());
+    write_file(dir_.file("actions.yaml"), actions_yaml(upstream_.port(), "/allowed/**") +
+                                              "  tunnel_things:\n    - {host: 127.0.0.1, port: " +
+                                              port + ", method: CONNECT, path: /}\n");
+    write_file(dir_.file("runbooks") / "rb.yaml", "runbook: rb\n"
+                                                  "owner: test\n"
+                                                  "trigger: {manual: test}\n"
+                                                  "allowed_actions:\n"
+                                                  "  read_only: [read_things]\n"
+                                                  "  allowed: [tunnel_things]\n"
+                                                  "unmatched: deny\n");
+    write_file(dir_.file("runwarden.yaml"), runwarden_yaml("tls:\n  passthrough: [127.0.0.1]\n"));
+    return reloader_->reload("signal");
+  }
+
+  /// CONNECTs `s` to the upstream through the proxy: the answer's status, 0 on error.
+  int open_tunnel(boost::asio::ip::tcp::socket& s, boost::beast::flat_buffer& buffer) {
+    s.connect(server_->server().proxy_endpoint());
+    set_timeouts(s);
+    const std::string authority = "127.0.0.1:" + std::to_string(upstream_.port());
+    boost::asio::write(s, boost::asio::buffer("CONNECT " + authority +
+                                              " HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"));
+    boost::beast::http::response_parser<boost::beast::http::empty_body> head;
+    head.skip(true); // a CONNECT answer has no body
+    boost::system::error_code ec;
+    boost::beast::http::read_header(s, buffer, head, ec);
+    return ec ? 0 : static_cast<int>(head.get().result_int());
+  }
+
   HelloUpstream upstream_;
   TempDir dir_;
   std::shared_ptr<MemoryAudit> audit_;
@@ -168,35 +200,17 @@ TEST_F(ReloadTest, PolicyChangeAppliesLiveWithoutARestartWarning) {
 // intercept, so a CONNECT that is not passthrough is refused.
 TEST_F(ReloadTest, PassthroughChangeAppliesLive) {
   const std::string port = std::to_string(upstream_.port());
-  write_file(dir_.file("actions.yaml"), actions_yaml(upstream_.port(), "/allowed/**") +
-                                            "  tunnel_things:\n    - {host: 127.0.0.1, port: " +
-                                            port + ", method: CONNECT, path: /}\n");
-  write_file(dir_.file("runbooks") / "rb.yaml", "runbook: rb\n"
-                                                "owner: test\n"
-                                                "trigger: {manual: test}\n"
-                                                "allowed_actions:\n"
-                                                "  read_only: [read_things]\n"
-                                                "  allowed: [tunnel_things]\n"
-                                                "unmatched: deny\n");
-  write_file(dir_.file("runwarden.yaml"), runwarden_yaml("tls:\n  passthrough: [127.0.0.1]\n"));
-  ASSERT_TRUE(reloader_->reload("signal"));
+  ASSERT_TRUE(reload_with_passthrough());
   // CONNECT, then a plain GET inside: it reaches the upstream only through a tunnel.
   auto tunnel_get = [&] {
     boost::asio::io_context ioc;
     boost::asio::ip::tcp::socket s(ioc);
-    s.connect(server_->server().proxy_endpoint());
-    set_timeouts(s);
-    const std::string authority = "127.0.0.1:" + port;
-    boost::asio::write(s, boost::asio::buffer("CONNECT " + authority +
-                                              " HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"));
     boost::beast::flat_buffer buffer;
-    boost::beast::http::response_parser<boost::beast::http::empty_body> head;
-    head.skip(true); // a CONNECT answer has no body
-    boost::system::error_code ec;
-    boost::beast::http::read_header(s, buffer, head, ec);
-    if (ec || head.get().result_int() != 200) {
-      return static_cast<int>(ec ? 0 : head.get().result_int());
+    if (const int status = open_tunnel(s, buffer); status != 200) {
+      return status;
     }
+    const std::string authority = "127.0.0.1:" + port;
+    boost::system::error_code ec;
     boost::asio::write(s, boost::asio::buffer("GET /allowed/t HTTP/1.1\r\nHost: " + authority +
                                               "\r\nConnection: close\r\n\r\n"));
     boost::beast::http::response<boost::beast::http::string_body> res;
@@ -217,32 +231,13 @@ TEST_F(ReloadTest, PassthroughChangeAppliesLive) {
 // on unjudged: the reload closes it, with its record (aborted, passthrough_changed).
 TEST_F(ReloadTest, AHostTakenOutOfPassthroughClosesItsOpenTunnel) {
   const std::string port = std::to_string(upstream_.port());
-  write_file(dir_.file("actions.yaml"), actions_yaml(upstream_.port(), "/allowed/**") +
-                                            "  tunnel_things:\n    - {host: 127.0.0.1, port: " +
-                                            port + ", method: CONNECT, path: /}\n");
-  write_file(dir_.file("runbooks") / "rb.yaml", "runbook: rb\n"
-                                                "owner: test\n"
-                                                "trigger: {manual: test}\n"
-                                                "allowed_actions:\n"
-                                                "  read_only: [read_things]\n"
-                                                "  allowed: [tunnel_things]\n"
-                                                "unmatched: deny\n");
-  write_file(dir_.file("runwarden.yaml"), runwarden_yaml("tls:\n  passthrough: [127.0.0.1]\n"));
-  ASSERT_TRUE(reloader_->reload("signal"));
+  ASSERT_TRUE(reload_with_passthrough());
   boost::asio::io_context ioc;
   boost::asio::ip::tcp::socket s(ioc);
-  s.connect(server_->server().proxy_endpoint());
-  set_timeouts(s);
-  const std::string authority = "127.0.0.1:" + port;
-  boost::asio::write(s, boost::asio::buffer("CONNECT " + authority +
-                                            " HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"));
   boost::beast::flat_buffer buffer;
-  boost::beast::http::response_parser<boost::beast::http::empty_body> head;
-  head.skip(true); // a CONNECT answer has no body
+  ASSERT_EQ(open_tunnel(s, buffer), 200);
+  const std::string authority = "127.0.0.1:" + port;
   boost::system::error_code ec;
-  boost::beast::http::read_header(s, buffer, head, ec);
-  ASSERT_FALSE(ec) << ec.message();
-  ASSERT_EQ(head.get().result_int(), 200u);
   // One keep-alive call through the tunnel: it is open and relaying.
   boost::asio::write(
       s, boost::asio::buffer("GET /allowed/t HTTP/1.1\r\nHost: " + authority + "\r\n\r\n"));
