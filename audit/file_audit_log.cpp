@@ -319,15 +319,12 @@ void FileAuditLog::record(const Exchange& exchange, bool final, Completion done)
     done(current_error());
     return;
   }
-  // One members buffer per thread, reused: the record is copied into the batch when it is
-  // sealed, before any completion (which may record again) runs.
-  thread_local std::string members;
-  members.clear();
-  if (members.capacity() > kKeptBatchBytes) {
-    std::string().swap(members);
-  }
-  builder_.exchange_members(exchange, final, members);
-  submit(members, std::move(done));
+  // The members sit in the builder's per-thread buffer with room around them: a leader
+  // seals and writes its record right there, a follower's record is copied into the batch
+  // when it is sealed, in both cases before any completion (which may record again and
+  // reuse the buffer) runs.
+  RecordBuilder::Slot slot = builder_.exchange_slot(exchange, final);
+  submit(slot.view(), std::move(done), &slot);
 }
 
 void FileAuditLog::event(std::string_view type, const nlohmann::json& fields, Completion done) {
@@ -379,7 +376,7 @@ void FileAuditLog::seal_locked(std::string_view members, bool force_checkpoint, 
   out.last_seq = next_seq_ - 1;
 }
 
-void FileAuditLog::submit(std::string_view members, Completion done) {
+void FileAuditLog::submit(std::string_view members, Completion done, RecordBuilder::Slot* slot) {
   std::unique_lock lock(mu_);
   if (!healthy_.load()) {
     lock.unlock();
@@ -403,6 +400,32 @@ void FileAuditLog::submit(std::string_view members, Completion done) {
     lock.unlock();
     queue_cv_.notify_one();
     return;
+  }
+  // No writer and nothing waiting (the usual case with one thread recording): this caller
+  // is the leader, and its record is the first of the file order from here, so it is sealed
+  // and written where the builder put it, without a copy into the batch. Records sealed
+  // meanwhile join open_ and are written after it. With checkpoints the batch path below
+  // keeps a due checkpoint line right after its record.
+  if (slot != nullptr && !writing_ && open_.dones.empty() && !key_) {
+    std::array<char, 32> ts{};
+    std::array<char, 64> hash{};
+    const std::string_view line = RecordCodec::seal_in_place(
+        slot->data, slot->size, RecordBuilder::kSlotHeadroom, RecordBuilder::kSlotTailroom,
+        next_seq_, RecordCodec::now_rfc3339(ts), head_hash_, hash);
+    if (!line.empty()) {
+      const std::uint64_t seq = next_seq_;
+      ++next_seq_;
+      head_hash_.assign(hash.data(), hash.size()); // within its capacity: no allocation
+      ++since_checkpoint_;
+      writing_ = true;
+      lock.unlock();
+      const std::error_code ec = write_batch(line, seq, seq, false);
+      done(ec);
+      done = nullptr; // what it captured is destroyed unlocked, as in drain_locked
+      lock.lock();
+      drain_locked(lock, kLeaderRounds - 1);
+      return;
+    }
   }
   // Group commit, leader/follower: the record is sealed straight onto the end of the open
   // batch, in seal order, so the file order is the chain order. A follower returns at
@@ -456,18 +479,23 @@ void FileAuditLog::drain_locked(std::unique_lock<std::mutex>& lock, int max_roun
 }
 
 std::error_code FileAuditLog::write_batch(const Pending& batch, bool sync_now) {
+  return write_batch(batch.bytes, batch.first_seq, batch.last_seq, sync_now);
+}
+
+std::error_code FileAuditLog::write_batch(std::string_view bytes, std::uint64_t first_seq,
+                                          std::uint64_t last_seq, bool sync_now) {
   std::lock_guard io(io_mu_);
   if (!healthy_.load()) {
     return current_error();
   }
-  if (const int err = write_all(file_->fd, batch.bytes); err != 0) {
+  if (const int err = write_all(file_->fd, bytes); err != 0) {
     return fail("write to", err);
   }
   if (file_first_seq_ == 0) {
-    file_first_seq_ = batch.first_seq;
+    file_first_seq_ = first_seq;
   }
-  file_last_seq_ = batch.last_seq;
-  file_bytes_ += batch.bytes.size();
+  file_last_seq_ = last_seq;
+  file_bytes_ += bytes.size();
   dirty_.store(true);
   if (sync_now) {
     if (::fdatasync(file_->fd) != 0) {

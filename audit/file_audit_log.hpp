@@ -70,7 +70,9 @@ private:
   };
 
   void recover_and_open();
-  void submit(std::string_view members, Completion done);
+  // `slot`, when given, holds `members` with room around them (RecordBuilder::Slot): an
+  // uncontended leader seals and writes the record there instead of copying it.
+  void submit(std::string_view members, Completion done, RecordBuilder::Slot* slot = nullptr);
   // mu_ held on entry and on return, writing_ set by this thread: writes batches until
   // none is left (then clears writing_) or `max_rounds` are done (then hands off).
   void drain_locked(std::unique_lock<std::mutex>& lock, int max_rounds);
@@ -81,6 +83,8 @@ private:
   // mu_ held: the same checkpoint line appended to `out`.
   void append_checkpoint_locked(std::string& out);
   std::error_code write_batch(const Pending& batch, bool sync_now);
+  std::error_code write_batch(std::string_view bytes, std::uint64_t first_seq,
+                              std::uint64_t last_seq, bool sync_now);
   std::error_code rotate_io_locked();
   std::error_code fail(const std::string& what, int err);
   std::error_code current_error() const;

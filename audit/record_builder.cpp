@@ -159,13 +159,15 @@ struct RawBuffer {
 
 class RawWriter {
 public:
-  explicit RawWriter(RawBuffer& buffer) : buffer_(buffer) {
+  /// Writes from `headroom` bytes into the buffer (bytes the caller fills in later).
+  explicit RawWriter(RawBuffer& buffer, std::size_t headroom = 0) : buffer_(buffer) {
     if (buffer_.size == 0) {
       buffer_.data = std::make_unique_for_overwrite<char[]>(kInitial);
       buffer_.size = kInitial;
     }
     base_ = buffer_.data.get();
-    p_ = base_;
+    p_ = base_ + headroom;
+    start_ = p_;
     end_ = base_ + buffer_.size;
   }
   RawWriter(const RawWriter&) = delete;
@@ -236,7 +238,11 @@ public:
     return p + n;
   }
   std::string_view view() const {
-    return std::string_view(base_, static_cast<std::size_t>(p_ - base_));
+    return std::string_view(start_, static_cast<std::size_t>(p_ - start_));
+  }
+  /// The written bytes, writable (a slot the writer seals in place).
+  char* start() {
+    return start_;
   }
 
 private:
@@ -251,6 +257,7 @@ private:
     }
     buffer_.data = std::move(bigger);
     buffer_.size = size;
+    start_ = buffer_.data.get() + (start_ - base_);
     base_ = buffer_.data.get();
     p_ = base_ + used;
     end_ = base_ + size;
@@ -258,6 +265,7 @@ private:
 
   RawBuffer& buffer_;
   char* base_ = nullptr;
+  char* start_ = nullptr; // where view() begins: base_ + headroom
   char* p_ = nullptr;
   char* end_ = nullptr;
 };
@@ -662,6 +670,17 @@ void RecordBuilder::exchange_members(const Exchange& ex, bool final, std::string
     out.append(w.view());
   }
   release_if_large(buffer);
+}
+
+RecordBuilder::Slot RecordBuilder::exchange_slot(const Exchange& ex, bool final) const {
+  thread_local RawBuffer buffer;
+  // The previous slot is no longer used: a buffer one large record left oversized goes now.
+  release_if_large(buffer);
+  RawWriter w(buffer, kSlotHeadroom);
+  write_exchange(w, ex, final);
+  const std::size_t size = w.view().size();
+  w.room(kSlotTailroom);
+  return Slot{w.start(), size};
 }
 
 void RecordBuilder::write_exchange(RawWriter& w, const Exchange& ex, bool final) const {

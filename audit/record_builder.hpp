@@ -23,6 +23,22 @@ public:
   std::string exchange_members(const Exchange& exchange, bool final) const;
   /// The same members appended to `out` (the writer reuses one buffer per thread).
   void exchange_members(const Exchange& exchange, bool final, std::string& out) const;
+  /// Room the writer may use around a slot's members without copying them: the record's
+  /// head (`{"v":1,"seq":N,"ts":"...",`) before, `,"prev":"<64 hex>"}` and the hash suffix
+  /// after (RecordCodec::seal_in_place).
+  static constexpr std::size_t kSlotHeadroom = 96;
+  static constexpr std::size_t kSlotTailroom = 192;
+  /// Members written in place, with kSlotHeadroom writable bytes before `data` and
+  /// kSlotTailroom after `data + size`.
+  struct Slot {
+    char* data = nullptr;
+    std::size_t size = 0;
+    std::string_view view() const { return {data, size}; }
+  };
+  /// The same members as exchange_members, in a per-thread buffer the writer seals in place
+  /// (no copy of the ~4 KB record into a string and then into the batch). Valid until this
+  /// thread's next exchange_slot call, and the slot may be written to around its members.
+  Slot exchange_slot(const Exchange& exchange, bool final) const;
   /// `"type":"event","event":"<type>","data":{...}`; string values pass the text patterns.
   std::string event_members(std::string_view type, const nlohmann::json& fields) const;
 

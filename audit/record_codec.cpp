@@ -93,6 +93,52 @@ void RecordCodec::seal_into(std::string& out, std::uint64_t seq, std::string_vie
   out.append("\"}\n", 3);
 }
 
+std::string_view RecordCodec::seal_in_place(char* members, std::size_t size, std::size_t headroom,
+                                            std::size_t tailroom, std::uint64_t seq,
+                                            std::string_view ts, std::string_view prev,
+                                            std::array<char, 64>& hash_out) {
+  static constexpr std::string_view kHead = "{\"v\":1,\"seq\":";
+  static constexpr std::string_view kTs = ",\"ts\":\"";
+  static constexpr std::string_view kPrev = ",\"prev\":\"";
+  char seq_digits[20];
+  const char* const seq_end = std::to_chars(seq_digits, seq_digits + sizeof seq_digits, seq).ptr;
+  const auto seq_size = static_cast<std::size_t>(seq_end - seq_digits);
+  const std::size_t head = kHead.size() + seq_size + kTs.size() + ts.size() + 2;
+  // After the members: the prev member and its brace, which the hash suffix then replaces
+  // (one byte fewer than both), and the newline.
+  const std::size_t tail = kPrev.size() + prev.size() + 1 + kSuffixSize + 1;
+  if (head > headroom || tail > tailroom) {
+    return {};
+  }
+  char* const line = members - head;
+  char* p = line;
+  const auto put = [&p](std::string_view piece) {
+    std::memcpy(p, piece.data(), piece.size());
+    p += piece.size();
+  };
+  put(kHead);
+  put(std::string_view(seq_digits, seq_size));
+  put(kTs);
+  put(ts);
+  put("\",");
+  p += size; // the members, already in place
+  put(kPrev);
+  put(prev);
+  put("\"}");
+  // U is [line, p): hash = SHA-256(prev_hex || U).
+  const Sha256 digest = sha256(prev, std::string_view(line, static_cast<std::size_t>(p - line)));
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < digest.size(); ++i) {
+    hash_out[2 * i] = kDigits[digest[i] >> 4];
+    hash_out[2 * i + 1] = kDigits[digest[i] & 0x0f];
+  }
+  --p; // U' : U without its closing brace
+  put(kHashPrefix);
+  put(std::string_view(hash_out.data(), hash_out.size()));
+  put("\"}\n");
+  return std::string_view(line, static_cast<std::size_t>(p - line));
+}
+
 std::string RecordCodec::seal(std::uint64_t seq, std::string_view ts, std::string_view members,
                               std::string_view prev, std::string& hash_out) {
   std::string line;

@@ -35,6 +35,14 @@ public:
   static void seal_into(std::string& out, std::uint64_t seq, std::string_view ts,
                         std::string_view members, std::string_view prev,
                         std::array<char, 64>& hash_out);
+  /// The same line built around `members` where they lie: the head is written into the
+  /// `headroom` bytes before them and the rest into the `tailroom` bytes after, so a
+  /// record built in a writable buffer is sealed without being copied. Returns the line (a
+  /// view into that buffer), or an empty view, writing nothing, when the room is too small.
+  static std::string_view seal_in_place(char* members, std::size_t size, std::size_t headroom,
+                                        std::size_t tailroom, std::uint64_t seq,
+                                        std::string_view ts, std::string_view prev,
+                                        std::array<char, 64>& hash_out);
   /// Splits a line (without '\n') at its hash member; nullopt if the suffix is malformed.
   static std::optional<UnsealedLine> unseal(std::string_view line);
   /// hash of U with the given prev.

@@ -130,6 +130,46 @@ TEST(Golden, SealIntoAppendsTheDefinedLineAtEveryWidth) {
   }
 }
 
+// seal_in_place writes the same line around members already in a buffer, using exactly
+// the room it needs (the largest seq fills the head room to the byte here), and refuses,
+// writing nothing, when either room is one byte short.
+TEST(Golden, SealInPlaceWritesTheSameLineAroundTheMembers) {
+  const std::string members = R"("type":"event","event":"x","data":{"q":"\"}")";
+  const std::string prev(64, 'c');
+  for (const std::uint64_t seq : {std::uint64_t{0}, std::uint64_t{9}, std::uint64_t{1234567},
+                                  std::uint64_t{18446744073709551615u}}) {
+    std::string expected_hash;
+    const std::string line = RecordCodec::seal(seq, kTs, members, prev, expected_hash);
+    const std::size_t head = line.find(members);
+    ASSERT_NE(head, std::string::npos);
+    const std::size_t tail = line.size() - head - members.size();
+    for (const std::size_t spare : {std::size_t{0}, std::size_t{5}}) {
+      std::string buffer(spare + head + members.size() + tail + spare, '#');
+      buffer.replace(spare + head, members.size(), members);
+      std::array<char, 64> hash{};
+      const std::string_view sealed =
+          RecordCodec::seal_in_place(buffer.data() + spare + head, members.size(), spare + head,
+                                     spare + tail, seq, kTs, prev, hash);
+      EXPECT_EQ(sealed, line) << seq;
+      EXPECT_EQ(sealed.data(), buffer.data() + spare) << seq;
+      EXPECT_EQ(std::string(hash.data(), hash.size()), expected_hash) << seq;
+      EXPECT_EQ(buffer.substr(0, spare), std::string(spare, '#')) << seq;
+      EXPECT_EQ(buffer.substr(spare + line.size()), std::string(spare, '#')) << seq;
+    }
+    for (const bool short_head : {true, false}) {
+      std::string buffer(head + members.size() + tail, '#');
+      buffer.replace(head, members.size(), members);
+      const std::string before = buffer;
+      std::array<char, 64> hash{};
+      const std::string_view sealed = RecordCodec::seal_in_place(
+          buffer.data() + head, members.size(), short_head ? head - 1 : head,
+          short_head ? tail : tail - 1, seq, kTs, prev, hash);
+      EXPECT_TRUE(sealed.empty()) << seq;
+      EXPECT_EQ(buffer, before) << seq;
+    }
+  }
+}
+
 struct Case {
   const char* name;
   std::string line_sha256;

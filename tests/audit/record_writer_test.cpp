@@ -7,6 +7,7 @@
 #include "audit/record_builder.hpp"
 #include "test_support.hpp"
 
+#include <cstring>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -59,6 +60,12 @@ TEST(RecordWriter, GrowthMidRecordAndReleaseKeepEveryByte) {
     EXPECT_EQ(parsed["timing"]["total_ms"], big.timing.total_ms) << size;
     // After each (including the released buffer), a small record is byte-identical.
     EXPECT_EQ(builder.exchange_members(small, true), before) << size;
+    // The writer's slot holds the same members, with its room around them writable.
+    const RecordBuilder::Slot slot = builder.exchange_slot(big, true);
+    EXPECT_EQ(slot.view(), out.substr(7)) << size;
+    std::memset(slot.data - RecordBuilder::kSlotHeadroom, '<', RecordBuilder::kSlotHeadroom);
+    std::memset(slot.data + slot.size, '>', RecordBuilder::kSlotTailroom);
+    EXPECT_EQ(builder.exchange_slot(small, true).view(), before) << size;
   }
 }
 
