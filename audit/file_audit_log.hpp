@@ -122,6 +122,8 @@ private:
   std::uint64_t file_bytes_ = 0;
   std::uint64_t file_first_seq_ = 0;
   std::uint64_t file_last_seq_ = 0;
+  std::uint64_t preallocated_end_ = 0; // blocks reserved up to here (0: none, or trimmed)
+  bool preallocate_ = true;            // false once the file system refused fallocate
   std::atomic<bool> dirty_{false};
 
   std::atomic<bool> healthy_{true};

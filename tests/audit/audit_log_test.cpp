@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <csignal>
+#include <fcntl.h>
 #include <filesystem>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -311,6 +313,48 @@ TEST(AuditLog, UnsignedTailIsReported) {
 
 // A child process gets a 4 KiB file-size limit (SIGXFSZ ignored, so write(2) fails with
 // EFBIG): the log must turn unhealthy, say why, and fail every later record.
+// The active file reserves blocks ahead of its end while open (fallocate, KEEP_SIZE), never
+// changes its size for it, and gives them back when the log closes.
+TEST(AuditLog, BlocksReservedAheadAreGivenBackAtClose) {
+  TempDir dir;
+  const Options o = options_for(dir);
+  // Whether this file system reserves blocks at all (tmpfs and ext4 do).
+  bool reserves = false;
+  {
+    const std::string probe = dir.file("probe");
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    reserves = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20) == 0;
+    ::close(fd);
+    std::filesystem::remove(probe);
+  }
+  const auto blocks_bytes = [&] {
+    struct stat st {};
+    EXPECT_EQ(::stat(o.path.c_str(), &st), 0);
+    return std::pair<std::uint64_t, std::uint64_t>{static_cast<std::uint64_t>(st.st_size),
+                                                   static_cast<std::uint64_t>(st.st_blocks) * 512};
+  };
+  {
+    auto log = AuditLog::open(o);
+    Completions c;
+    for (int i = 0; i < 20; ++i) {
+      log->record(testing::sample_exchange(i), true, c.make());
+    }
+    ASSERT_TRUE(c.wait(20));
+    ASSERT_EQ(c.errors(), 0);
+    const auto [size, allocated] = blocks_bytes();
+    EXPECT_EQ(size, testing::read_all(o.path).size());
+    if (reserves) {
+      EXPECT_GE(allocated, size + (1u << 20)) << "no blocks reserved ahead";
+    }
+  }
+  const auto [size, allocated] = blocks_bytes();
+  EXPECT_LT(allocated, size + (64u << 10)) << "reserved blocks kept after close";
+  const auto report = Verifier::verify({dir.path()}, {});
+  EXPECT_TRUE(report.ok) << report.kind << " " << report.detail;
+  EXPECT_EQ(report.records, 20u);
+}
+
 TEST(AuditLog, WriteErrorMakesTheLogUnhealthyAndRefuseLaterRecords) {
   TempDir dir;
   const Options o = options_for(dir);
