@@ -1,7 +1,11 @@
 // curl through runwarden, both as --proxy and through the proxy environment variables:
 // allowed requests arrive unchanged in meaning, denied and unmatched ones never arrive.
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { readAudit } from "./lib/audit.mjs";
 import { curl } from "./lib/clients.mjs";
 import { assertDenied, closingTests, startSuite } from "./lib/suite.mjs";
 
@@ -97,6 +101,45 @@ describe("curl through runwarden", () => {
       `${s.upstream.httpsUrl}/echo?m=no-trust`]);
     assert.equal(r.exitCode, 60, `curl must fail certificate verification: ${r.stderr}`);
     assert.equal(s.upstream.seen("/echo?m=no-trust").length, 0);
+  });
+
+  // limits.inspect_body_bytes is 1 MiB here: a 3 MiB body is judged on its head when no
+  // rule that could match reads the body, and relayed whole; else it is refused with 413.
+  const bigFile = () => {
+    const file = path.join(s.dir, "upload-3mib.txt");
+    if (!fs.existsSync(file)) {
+      fs.writeFileSync(file, crypto.randomBytes(3 * 512 * 1024).toString("hex"));
+    }
+    return { file, data: fs.readFileSync(file) };
+  };
+  const sha = (b) => crypto.createHash("sha256").update(b).digest("hex");
+
+  test("an HTTPS upload over the inspect limit, with no rule reading its body, arrives whole", async () => {
+    const run = s.run("curl-upload", "forwarded");
+    const { file, data } = bigFile();
+    const r = await curl([...viaProxy(run, ["-X", "PUT", "--data-binary", `@${file}`]),
+      `${s.upstream.httpsUrl}/upload/blob?m=${run}`]);
+    assert.equal(r.status, 200, `${r.stderr} ${r.body.slice(0, 300)}`);
+    const seen = s.upstream.seen(`/upload/blob?m=${run}`);
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0].body.length, data.length);
+    assert.equal(sha(seen[0].body), sha(data));
+    const rec = readAudit(s.rw.auditPath).find((x) => x.type === "exchange" && x.run === run);
+    assert.ok(rec, "exchange record");
+    assert.equal(rec.action, "upload_files");
+    assert.equal(rec.request.bytes, data.length);
+    assert.equal(rec.request.truncated, true);
+    assert.equal(rec.response.status, 200);
+  });
+
+  test("an upload over the inspect limit that a rule must read is refused with 413 and never arrives", async () => {
+    const run = s.run("curl-upload-413", "refused");
+    const { file } = bigFile();
+    const r = await curl([...viaProxy(run, ["-H", "Content-Type: application/json", "--data-binary", `@${file}`]),
+      `${s.upstream.httpsUrl}/echo?m=${run}`]);
+    assert.equal(r.status, 413, `${r.stderr} ${r.body}`);
+    assert.equal(JSON.parse(r.body).error, "body_too_large");
+    assert.equal(s.upstream.seen(`/echo?m=${run}`).length, 0);
   });
 
   closingTests(test, () => s);

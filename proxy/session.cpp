@@ -67,6 +67,7 @@ constexpr int kMaxInterimResponses = 8;
 constexpr std::chrono::seconds kLingerTimeout{2};
 constexpr std::size_t kLingerBytes = 256 * 1024;
 constexpr std::string_view kConnectOk = "HTTP/1.1 200 Connection Established\r\n\r\n";
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr std::chrono::milliseconds kHeldRecheck{250}; // held with bytes pending: re-poll
 
 /// Request and run ids: "<prefix>" + 16 hex digits. Ids are correlation handles, not
@@ -741,7 +742,9 @@ private:
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(
         std::min<std::size_t>(limits().header_bytes, std::numeric_limits<std::uint32_t>::max())));
-    parser_->body_limit(limits().inspect_body_bytes);
+    // No body limit while the head is read: Beast would refuse a Content-Length over it
+    // there, before the head could be judged (judge_unread_body). on_header sets it.
+    parser_->body_limit(boost::none);
     bool idle = served_ > 0 && buffer_.size() == 0;
     // The session's deadline, not the stream's: a stream timeout closes the socket, and a
     // slow header deserves a 408 before the close.
@@ -772,6 +775,9 @@ private:
     approval_.reset();
     approval_id_.clear();
     retry_after_.reset();
+    upload_ = false;
+    upload_total_ = 0;
+    upload_left_ = 0;
   }
 
   void on_read_error(beast::error_code ec, bool in_header) {
@@ -808,7 +814,7 @@ private:
       send_error(http::status::payload_too_large, "body_too_large",
                  "request body larger than limits.inspect_body_bytes (" +
                      std::to_string(limits().inspect_body_bytes) +
-                     " bytes); runwarden v1 buffers request bodies for inspection",
+                     " bytes): a chunked body, which declares no length, is buffered to be judged",
                  true, true);
       return;
     }
@@ -902,6 +908,11 @@ private:
       on_body({}, 0);
       return;
     }
+    if (auto length = parser_->content_length(); length && *length > limits().inspect_body_bytes) {
+      judge_unread_body(*length);
+      return;
+    }
+    parser_->body_limit(limits().inspect_body_bytes); // a chunked body is buffered up to it
     if (expect_continue_) {
       auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
       arm(Watch::client, limits().idle_timeout);
@@ -1127,6 +1138,30 @@ private:
     http::async_read(stream_, buffer_, *parser_, bind(&Self::on_body));
   }
 
+  /// A body that declares more than limits.inspect_body_bytes is judged on its head
+  /// alone (DESIGN §3: only a predicate that needs the body fails closed on it). The engine
+  /// sees an incomplete, empty body: an action whose rule reads the body denies with
+  /// body_too_large (answered 413 here), any other decides as usual. Nothing of the body
+  /// is read before the decision: an allowed one is relayed after the head (send_upstream),
+  /// a refused one is never read (the connection closes after the answer), and an agent
+  /// that sent `Expect: 100-continue` gets its 100 only once the request is allowed.
+  /// A chunked body has no declared length: it is still buffered, and 413 beyond the limit.
+  void judge_unread_body(std::uint64_t length) {
+    upload_ = true;
+    upload_total_ = length;
+    upload_left_ = length;
+    req_.body.clear();
+    req_.body_complete = false;
+    decide();
+  }
+
+  /// 413 for a body judge_unread_body could not judge without reading it; the connection
+  /// closes after the answer (the body was never read).
+  void refuse_unread_body(const std::string& reason) {
+    finish_refusal(http::status::payload_too_large, error_body("body_too_large", reason, req_id_),
+                   "refused", "body_too_large", reason, true);
+  }
+
   void on_body(beast::error_code ec, std::size_t) {
     ec = timed_out(ec);
     disarm();
@@ -1197,6 +1232,10 @@ private:
       audit_then_forward("forwarded");
       return;
     case policy::Verdict::deny:
+      if (upload_ && decision_.code == "body_too_large") {
+        refuse_unread_body(decision_.reason);
+        return;
+      }
       refuse_decision(decision_.code.empty() ? "denied_by_runbook" : decision_.code,
                       decision_.reason, "denied");
       return;
@@ -1206,6 +1245,15 @@ private:
                      "runwarden_paused", decision_.reason, false);
       return;
     case policy::Verdict::hold:
+      if (upload_) { // an approver sees the exact payload: this one is not read whole
+        refuse_unread_body("action " + decision_.action +
+                           " needs approval, and an approval shows the whole request body; "
+                           "this one is " +
+                           std::to_string(upload_total_) +
+                           " bytes, larger than limits.inspect_body_bytes (" +
+                           std::to_string(limits().inspect_body_bytes) + ")");
+        return;
+      }
       break;
     }
     HoldRequest hold{req_id_, run_, ctx_->config->agent_id, conn_.peer, req_, decision_};
@@ -1491,7 +1539,7 @@ private:
       headers[i].second.assign(req_.headers[i].value);
     }
     ex.request.body.assign(req_.body);
-    ex.request.body_bytes = req_.body.size();
+    ex.request.body_bytes = upload_ ? upload_total_ : req_.body.size();
     ex.request.body_complete = req_.body_complete;
     ex.response.reset();
     ex.timing = audit::Timing{};
@@ -1948,9 +1996,17 @@ private:
   }
 
   void send_upstream() {
-    build_request_head(up_head_, req_, conn_tokens_);
+    build_request_head(up_head_, req_, conn_tokens_,
+                       upload_ ? std::optional<std::uint64_t>(upload_total_) : std::nullopt);
     head_ = req_.method == "HEAD";
     arm(Watch::upstream, limits().upstream_response_timeout);
+    if (upload_) {
+      net::async_write(up_->stream, net::buffer(up_head_),
+                       [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                         self->on_upload_written(ec, 0, false);
+                       });
+      return;
+    }
     // req_ is untouched until the exchange ends: its body is written in place.
     up_bufs_ = {net::buffer(up_head_), net::buffer(req_.body)};
     if constexpr (!kTls) {
@@ -1964,6 +2020,120 @@ private:
                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
                        self->on_upstream_written(ec);
                      });
+  }
+
+  // --- a request body larger than the inspect limit (judge_unread_body) ---------------
+  // Relayed after the head in pieces of up to one relay buffer: first what the head's read
+  // already buffered, then reads from the agent, each written upstream before the next
+  // read (the agent is slowed to the upstream's pace; nothing piles up here). The first
+  // audit.body_bytes are kept for the exchange record. Exactly the declared length is
+  // taken: whatever follows is the agent's next request.
+
+  void on_upload_written(beast::error_code ec, std::size_t consumed, bool from_buffer) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
+    ec = timed_out(ec);
+    if (from_buffer) {
+      buffer_.consume(consumed);
+    }
+    if (ec) {
+      upstream_failed(http::status::bad_gateway, "upstream_unavailable",
+                      "writing the request body upstream failed after " +
+                          std::to_string(upload_total_ - upload_left_) + " of " +
+                          std::to_string(upload_total_) + " bytes: " + ec.message());
+      return;
+    }
+    if (expect_continue_) { // the head is upstream: now the agent may send the body
+      expect_continue_ = false;
+      arm(Watch::client, limits().idle_timeout);
+      net::async_write(stream_, net::buffer(kContinue),
+                       [self = this->shared_from_this()](beast::error_code wec, std::size_t) {
+                         if (self->aborted_) {
+                           return;
+                         }
+                         wec = self->timed_out(wec);
+                         if (wec) {
+                           self->upload_client_failed(wec);
+                           return;
+                         }
+                         self->upload_next();
+                       });
+      return;
+    }
+    upload_next();
+  }
+
+  void upload_next() {
+    if (upload_left_ == 0) {
+      on_upstream_written({});
+      return;
+    }
+    if (buffer_.size() != 0) {
+      auto n = static_cast<std::size_t>(std::min<std::uint64_t>(buffer_.size(), upload_left_));
+      upload_piece(static_cast<const char*>(buffer_.data().data()), n, true);
+      return;
+    }
+    if (!relay_buf_) {
+      relay_buf_ = std::make_unique<std::array<char, kRelayBuffer>>();
+    }
+    auto want = static_cast<std::size_t>(std::min<std::uint64_t>(relay_buf_->size(), upload_left_));
+    arm(Watch::client, limits().idle_timeout);
+    stream_.async_read_some(net::buffer(relay_buf_->data(), want),
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
+                              if (self->aborted_) {
+                                return;
+                              }
+                              ec = self->timed_out(ec);
+                              if (ec) {
+                                self->upload_client_failed(ec);
+                                return;
+                              }
+                              self->upload_piece(self->relay_buf_->data(), n, false);
+                            });
+  }
+
+  /// Writes n body bytes at data upstream; from_buffer: they are the front of buffer_,
+  /// consumed once written.
+  void upload_piece(const char* data, std::size_t n, bool from_buffer) {
+    auto& kept = exchange_.request.body;
+    std::size_t keep = ctx_->config->audit.body_bytes;
+    if (kept.size() < keep) {
+      kept.append(data, std::min(n, keep - kept.size()));
+    }
+    upload_left_ -= n;
+    arm(Watch::upstream, limits().upstream_response_timeout);
+    net::async_write(
+        up_->stream, net::buffer(data, n),
+        [self = this->shared_from_this(), n, from_buffer](beast::error_code ec, std::size_t) {
+          self->on_upload_written(ec, n, from_buffer);
+        });
+  }
+
+  /// The agent stopped sending its body: the upstream holds part of a request, so its
+  /// connection is never reused. A stalled agent gets 408; one that went away only the
+  /// record.
+  void upload_client_failed(beast::error_code ec) {
+    disarm();
+    std::string relayed = std::to_string(upload_total_ - upload_left_) + " of " +
+                          std::to_string(upload_total_) + " bytes";
+    log_event(LogLevel::warn, "upload_failed", conn_.id, req_id_,
+              {{"relayed", relayed}, {"error", ec.message()}});
+    rparser_.reset();
+    up_.reset();
+    if (ec == beast::error::timeout) {
+      release_in_flight();
+      std::string reason = "the request body stalled after " + relayed + " (limits.idle_timeout)";
+      finish_refusal(http::status::request_timeout, error_body("request_timeout", reason, req_id_),
+                     "refused", "request_timeout", reason, true);
+      return;
+    }
+    record_final("client_gone", "client_gone",
+                 "the agent closed the connection during the request body (" + relayed +
+                     " relayed): " + ec.message());
+    release_in_flight();
+    beast::error_code ignored;
+    lowest().socket().close(ignored);
   }
 
   // --- writing without a scheduler trip -----------------------------------------------
@@ -2534,7 +2704,10 @@ private:
   bool keep_alive_ = true;
   bool client_keep_ = true;
   bool expect_continue_ = false;
-  bool body_room_ = false; // read_body reserved room for the body: on_body gives it back
+  bool upload_ = false;            // judge_unread_body: the body is relayed, not buffered
+  std::uint64_t upload_total_ = 0; // its declared length
+  std::uint64_t upload_left_ = 0;  // not yet taken from the agent
+  bool body_room_ = false;         // read_body reserved room for the body: on_body gives it back
   bool head_ = false;
   bool tunnel_ = false;
   std::string tunnel_host_;           // with tunnel_: the tls.passthrough host it was judged for

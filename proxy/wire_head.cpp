@@ -75,7 +75,8 @@ void drop_unforwarded(std::vector<policy::Header>& headers, std::vector<std::str
 }
 
 void build_request_head(std::string& out, const policy::Request& req,
-                        std::vector<std::string>& tokens) {
+                        std::vector<std::string>& tokens,
+                        std::optional<std::uint64_t> streamed_length) {
   out.clear();
   out.append(req.method).push_back(' ');
   out.append(req.path.empty() ? std::string_view("/") : std::string_view(req.path));
@@ -105,7 +106,12 @@ void build_request_head(std::string& out, const policy::Request& req,
     append_decimal(out, req.port);
   }
   out.append("\r\n");
-  if (!req.body.empty() || req.method == "OPTIONS" || req.method == "PUT" || req.method == "POST") {
+  if (streamed_length) {
+    out.append("Content-Length: ");
+    append_decimal(out, *streamed_length);
+    out.append("\r\n");
+  } else if (!req.body.empty() || req.method == "OPTIONS" || req.method == "PUT" ||
+             req.method == "POST") {
     out.append("Content-Length: ");
     append_decimal(out, req.body.size());
     out.append("\r\n");

@@ -53,6 +53,8 @@ export function testPolicy(ports) {
     - {method: [GET, HEAD], ${on}, path: "/echo/**"}
   write_echo:
     - {method: POST, ${on}, path: "/echo", body: {/kind: {in: [note, refund]}}}
+  upload_files:
+    - {method: PUT, ${on}, path: "/upload/**"}
   stream_reads:
     - {method: GET, ${on}, path: "/sse"}
     - {method: GET, ${on}, path: "/chunked"}
@@ -76,7 +78,7 @@ owner: integration-tests
 trigger: {alert: integration_suite}
 allowed_actions:
   read_only: [read_echo, stream_reads, mcp_session, mcp_read_logs]
-  allowed: [write_echo]
+  allowed: [write_echo, upload_files]
   approval_required:
     - action: mcp_restart_service
       risk: medium

@@ -952,12 +952,180 @@ TEST_F(ProxyTest, HeaderTooLargeGets431) {
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
-TEST_F(ProxyTest, BodyOverInspectLimitGets413WithJsonReason) {
+// --- bodies over limits.inspect_body_bytes (256 in these tests) -----------------------
+
+/// n bytes that differ from their neighbours, so a lost, doubled or reordered piece shows.
+std::string upload_body(std::size_t n) {
+  std::string body(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) {
+    body[i] = static_cast<char>('a' + (i * 7 + i / 26) % 26);
+  }
+  return body;
+}
+
+std::string upload_head(const std::string& authority, const std::string& path, std::size_t length,
+                        const std::string& extra = {}) {
+  return "POST http://" + authority + path + " HTTP/1.1\r\nHost: " + authority +
+         "\r\nContent-Length: " + std::to_string(length) + "\r\n" + extra + "\r\n";
+}
+
+// No rule that could match reads the body: it is judged on its head and relayed whole,
+// exactly its declared length (the pipelined request after it is the next request).
+TEST_F(ProxyTest, UploadOverInspectLimitIsRelayedWhenNoRuleReadsTheBody) {
+  const std::string body = upload_body(100000);
   auto s = connect();
-  auto res = exchange(s, "POST http://" + up() + "/post HTTP/1.1\r\nHost: " + up() +
-                             "\r\nContent-Length: 300\r\n\r\n" + std::string(300, 'b'));
+  net::write(s, net::buffer(upload_head(up(), "/post", body.size()) + body + "GET http://" + up() +
+                            "/allowed/after HTTP/1.1\r\nHost: " + up() + "\r\n\r\n"));
+  beast::flat_buffer buffer;
+  EXPECT_EQ(read_response(s, buffer).result_int(), 200u);
+  EXPECT_EQ(read_response(s, buffer).result_int(), 200u);
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].target, "/post");
+  EXPECT_TRUE(seen[0].body == body) << "upstream got " << seen[0].body.size() << " bytes";
+  EXPECT_EQ(seen[1].target, "/allowed/after");
+  EXPECT_EQ(upstream_->accepted(), 1); // one upstream connection, reused after the upload
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 4u);
+  const auto& decision = records[0].first;
+  EXPECT_FALSE(records[0].second);
+  EXPECT_EQ(decision.outcome, "forwarded");
+  EXPECT_EQ(decision.action, "post_things");
+  EXPECT_FALSE(decision.request.body_complete);
+  EXPECT_EQ(decision.request.body_bytes, body.size());
+  EXPECT_TRUE(decision.request.body.empty()); // judged before any of it was read
+  const auto& final_record = records[1].first;
+  EXPECT_TRUE(records[1].second);
+  EXPECT_EQ(final_record.id, decision.id);
+  EXPECT_EQ(final_record.request.body_bytes, body.size());
+  EXPECT_FALSE(final_record.request.body_complete);
+  EXPECT_EQ(final_record.request.body, body.substr(0, 16 * 1024)); // audit.body_bytes
+  ASSERT_TRUE(final_record.response);
+  EXPECT_EQ(final_record.response->status, 200);
+}
+
+// A rule that could match reads the body: that rule cannot be evaluated, so the request is
+// refused with 413 (fail closed), and nothing of it reaches the upstream.
+TEST_F(ProxyTest, UploadOverInspectLimitIs413WhenARuleReadsTheBody) {
+  auto s = connect();
+  auto res = exchange(s, upload_head(up(), "/mcp", 300) + std::string(300, 'b'));
   EXPECT_EQ(res.result_int(), 413u);
   EXPECT_EQ(json(res).value("error", ""), "body_too_large");
+  EXPECT_NE(json(res).value("reason", "").find("mcp_read"), std::string::npos) << res.body();
+  EXPECT_TRUE(upstream_->seen().empty());
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].first.outcome, "refused");
+  EXPECT_EQ(records[0].first.code, "body_too_large");
+}
+
+// An approver sees the exact payload: an approval_required upload over the limit is
+// refused, not held with a body nobody read.
+TEST_F(ProxyTest, ApprovalRequiredUploadOverInspectLimitIs413NotHeld) {
+  auto s = connect();
+  auto res = exchange(s, upload_head(up(), "/restart", 300) + std::string(300, 'b'));
+  EXPECT_EQ(res.result_int(), 413u);
+  EXPECT_EQ(json(res).value("error", ""), "body_too_large");
+  EXPECT_NE(json(res).value("reason", "").find("needs approval"), std::string::npos) << res.body();
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
+// A chunked body declares no length: it is buffered to be judged, and refused beyond the
+// limit.
+TEST_F(ProxyTest, ChunkedBodyOverInspectLimitGets413WithJsonReason) {
+  auto s = connect();
+  auto res = exchange(s, "POST http://" + up() + "/post HTTP/1.1\r\nHost: " + up() +
+                             "\r\nTransfer-Encoding: chunked\r\n\r\n12c\r\n" +
+                             std::string(300, 'b') + "\r\n0\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 413u);
+  EXPECT_EQ(json(res).value("error", ""), "body_too_large");
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
+// With `Expect: 100-continue` the agent waits before sending a large body: a refused one
+// gets its answer without 100 (the body never travels), an allowed one gets 100 once the
+// request is judged and its decision recorded, then its body is relayed.
+TEST_F(ProxyTest, UploadWithExpectContinueGets100OnlyWhenAllowed) {
+  const std::string body = upload_body(5000);
+  {
+    auto s = connect();
+    net::write(
+        s, net::buffer(upload_head(up(), "/unlisted", body.size(), "Expect: 100-continue\r\n")));
+    beast::flat_buffer buffer;
+    auto res = read_response(s, buffer);
+    EXPECT_EQ(res.result_int(), 403u);
+  }
+  auto s = connect();
+  net::write(s, net::buffer(upload_head(up(), "/post", body.size(), "Expect: 100-continue\r\n")));
+  beast::flat_buffer buffer;
+  http::response_parser<http::empty_body> interim;
+  boost::system::error_code ec;
+  http::read_header(s, buffer, interim, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(interim.get().result_int(), 100u);
+  EXPECT_EQ(audit_->records().size(), 2u); // the refused upload, then this decision
+  net::write(s, net::buffer(body));
+  EXPECT_EQ(read_response(s, buffer).result_int(), 200u);
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 1u); // the refused one never arrived
+  EXPECT_TRUE(seen[0].body == body);
+  EXPECT_FALSE(seen[0].has("expect"));
+}
+
+// The agent goes away in the middle of its body: the exchange gets its final record
+// (client_gone), and the upstream connection, which holds part of a request, is closed
+// rather than reused.
+TEST_F(ProxyTest, AgentLeavingMidUploadIsRecordedAndTheUpstreamNotReused) {
+  {
+    auto s = connect();
+    net::write(s, net::buffer(upload_head(up(), "/post", 100000) + upload_body(3000)));
+    for (int i = 0; i < 500 && audit_->records().empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(audit_->records().size(), 1u); // the decision: the body is on its way
+    std::this_thread::sleep_for(std::chrono::milliseconds(50)); // its first pieces relayed
+  }                                                             // closed
+  for (int i = 0; i < 500 && audit_->records().size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_TRUE(records[1].second);
+  EXPECT_EQ(records[1].first.outcome, "client_gone");
+  EXPECT_NE(records[1].first.reason.find("of 100000 bytes"), std::string::npos)
+      << records[1].first.reason;
+  auto s = connect();
+  auto res =
+      exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(upstream_->accepted(), 2); // a new connection: the broken one was not pooled
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 1u); // the cut-off upload never became a request
+  EXPECT_EQ(seen[0].target, "/allowed/1");
+}
+
+class UploadTimeoutTest : public ProxyTest {
+protected:
+  void SetUp() override {
+    upstream_ = std::make_unique<Upstream>();
+    tweak_ = [](config::Config& cfg) { cfg.limits.idle_timeout = std::chrono::milliseconds(300); };
+    start(nullptr, "system");
+  }
+};
+
+// An agent that stops sending its body gets 408 after limits.idle_timeout, with the record.
+TEST_F(UploadTimeoutTest, StalledUploadGets408AndTheRecordSaysSo) {
+  auto s = connect();
+  net::write(s, net::buffer(upload_head(up(), "/post", 100000) + upload_body(1000)));
+  beast::flat_buffer buffer;
+  auto res = read_response(s, buffer);
+  EXPECT_EQ(res.result_int(), 408u);
+  EXPECT_EQ(json(res).value("error", ""), "request_timeout");
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1].first.code, "request_timeout");
+  EXPECT_NE(records[1].first.reason.find("1000 of 100000 bytes"), std::string::npos)
+      << records[1].first.reason;
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
