@@ -1,6 +1,7 @@
 // Node's fetch engine (undici) through runwarden with a ProxyAgent that trusts only
 // runwarden's CA: what an agent written in JavaScript does.
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { fetch } from "undici";
 import { proxyAgent } from "./lib/clients.mjs";
@@ -73,6 +74,26 @@ describe("undici fetch through runwarden", () => {
     assert.equal(res.status, 404);
     assert.equal(res.headers.get("x-upstream"), "good");
     assert.equal(JSON.parse(await res.text()).url, `/echo/status/404?m=${run}`);
+  });
+
+  test("a streamed (chunked) upload of 2.5 MiB, over the inspect limit, with no rule reading it, arrives whole", async () => {
+    const run = s.run("fetch-chunked-upload", "forwarded");
+    const parts = Array.from({ length: 40 }, () => crypto.randomBytes(64 * 1024));
+    const whole = Buffer.concat(parts);
+    const stream = new ReadableStream({
+      pull(controller) {
+        const next = parts.shift();
+        if (next) controller.enqueue(next); else controller.close();
+      },
+    });
+    const res = await go(run, `/upload/stream?m=${run}`, { method: "PUT", body: stream, duplex: "half" });
+    assert.equal(res.status, 200, (await res.clone().text()).slice(0, 300));
+    await res.arrayBuffer();
+    const seen = s.upstream.seen(`/upload/stream?m=${run}`);
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0].headers["transfer-encoding"], "chunked");
+    assert.equal(seen[0].body.length, whole.length);
+    assert.ok(seen[0].body.equals(whole), "the body arrived changed");
   });
 
   closingTests(test, () => s);

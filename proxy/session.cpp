@@ -776,8 +776,12 @@ private:
     approval_id_.clear();
     retry_after_.reset();
     upload_ = false;
+    upload_chunked_ = false;
+    upload_ended_ = false;
     upload_total_ = 0;
     upload_left_ = 0;
+    upload_taken_ = 0;
+    upload_parser_.reset();
   }
 
   void on_read_error(beast::error_code ec, bool in_header) {
@@ -912,7 +916,11 @@ private:
       judge_unread_body(*length);
       return;
     }
-    parser_->body_limit(limits().inspect_body_bytes); // a chunked body is buffered up to it
+    if (parser_->chunked() && head_allows_unread_body()) {
+      judge_unread_body(std::nullopt);
+      return;
+    }
+    parser_->body_limit(limits().inspect_body_bytes); // the body is buffered up to it
     if (expect_continue_) {
       auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
       arm(Watch::client, limits().idle_timeout);
@@ -1145,14 +1153,38 @@ private:
   /// is read before the decision: an allowed one is relayed after the head (send_upstream),
   /// a refused one is never read (the connection closes after the answer), and an agent
   /// that sent `Expect: 100-continue` gets its 100 only once the request is allowed.
-  /// A chunked body has no declared length: it is still buffered, and 413 beyond the limit.
-  void judge_unread_body(std::uint64_t length) {
+  /// length: nullopt for a chunked body (see head_allows_unread_body).
+  void judge_unread_body(std::optional<std::uint64_t> length) {
     upload_ = true;
-    upload_total_ = length;
-    upload_left_ = length;
+    upload_chunked_ = !length;
+    upload_total_ = length.value_or(0);
+    upload_left_ = upload_total_;
     req_.body.clear();
     req_.body_complete = false;
     decide();
+  }
+
+  /// A chunked body declares no length. It is judged on the head first, which has no side
+  /// effect (the engine is pure; budgets, metrics and the log come with decide()): when
+  /// that allows it, no rule that could match reads the body, and it is relayed as it comes
+  /// (judge_unread_body). Any other verdict buffers it up to the inspect limit and judges
+  /// it whole, as before: a rule may need it, and an approval shows it.
+  bool head_allows_unread_body() {
+    req_.body.clear();
+    req_.body_complete = false;
+    bool allow =
+        policy_->engine->decide(req_, runbook_, effective_mode()).verdict == policy::Verdict::allow;
+    req_.body_complete = true;
+    return allow;
+  }
+
+  /// How much of an unread body has been taken from the agent, for reasons and logs.
+  std::string upload_progress() const {
+    std::string text = std::to_string(upload_taken_);
+    if (upload_chunked_) {
+      return text + " bytes of a chunked body";
+    }
+    return text + " of " + std::to_string(upload_total_) + " bytes";
   }
 
   /// 413 for a body judge_unread_body could not judge without reading it; the connection
@@ -1246,12 +1278,13 @@ private:
       return;
     case policy::Verdict::hold:
       if (upload_) { // an approver sees the exact payload: this one is not read whole
-        refuse_unread_body("action " + decision_.action +
-                           " needs approval, and an approval shows the whole request body; "
-                           "this one is " +
-                           std::to_string(upload_total_) +
-                           " bytes, larger than limits.inspect_body_bytes (" +
-                           std::to_string(limits().inspect_body_bytes) + ")");
+        refuse_unread_body(
+            "action " + decision_.action +
+            " needs approval, and an approval shows the whole request body; "
+            "this one is " +
+            (upload_chunked_ ? std::string("chunked") : std::to_string(upload_total_) + " bytes") +
+            ", not read whole (limits.inspect_body_bytes " +
+            std::to_string(limits().inspect_body_bytes) + ")");
         return;
       }
       break;
@@ -1539,7 +1572,7 @@ private:
       headers[i].second.assign(req_.headers[i].value);
     }
     ex.request.body.assign(req_.body);
-    ex.request.body_bytes = upload_ ? upload_total_ : req_.body.size();
+    ex.request.body_bytes = upload_ ? upload_total_ : req_.body.size(); // chunked: grows
     ex.request.body_complete = req_.body_complete;
     ex.response.reset();
     ex.timing = audit::Timing{};
@@ -1996,8 +2029,8 @@ private:
   }
 
   void send_upstream() {
-    build_request_head(up_head_, req_, conn_tokens_,
-                       upload_ ? std::optional<std::uint64_t>(upload_total_) : std::nullopt);
+    StreamedBody streamed{upload_chunked_, upload_total_};
+    build_request_head(up_head_, req_, conn_tokens_, upload_ ? &streamed : nullptr);
     head_ = req_.method == "HEAD";
     arm(Watch::upstream, limits().upstream_response_timeout);
     if (upload_) {
@@ -2039,9 +2072,8 @@ private:
     }
     if (ec) {
       upstream_failed(http::status::bad_gateway, "upstream_unavailable",
-                      "writing the request body upstream failed after " +
-                          std::to_string(upload_total_ - upload_left_) + " of " +
-                          std::to_string(upload_total_) + " bytes: " + ec.message());
+                      "writing the request body upstream failed after " + upload_progress() + ": " +
+                          ec.message());
       return;
     }
     if (expect_continue_) { // the head is upstream: now the agent may send the body
@@ -2065,6 +2097,10 @@ private:
   }
 
   void upload_next() {
+    if (upload_chunked_) {
+      upload_next_chunk();
+      return;
+    }
     if (upload_left_ == 0) {
       on_upstream_written({});
       return;
@@ -2102,6 +2138,7 @@ private:
       kept.append(data, std::min(n, keep - kept.size()));
     }
     upload_left_ -= n;
+    upload_taken_ += n;
     arm(Watch::upstream, limits().upstream_response_timeout);
     net::async_write(
         up_->stream, net::buffer(data, n),
@@ -2110,17 +2147,104 @@ private:
         });
   }
 
+  /// A chunked body: Beast's parser takes the chunk framing off (what was buffered with
+  /// the head first), each piece goes upstream as one chunk, and the parser's end (after
+  /// the agent's last chunk and trailer, which is dropped) sends the terminator. The parser
+  /// reads from buffer_, so what follows the body stays there as the next request.
+  void upload_next_chunk() {
+    if (upload_ended_) {
+      if (buffer_.capacity() > kKeptAgentBuffer && buffer_.size() <= kKeptAgentBuffer) {
+        buffer_.shrink_to_fit(); // the idle connection keeps a head-sized buffer (on_body)
+      }
+      on_upstream_written({});
+      return;
+    }
+    if (!upload_parser_) {
+      upload_parser_.emplace(std::move(*parser_));
+      parser_.reset(); // a refusal from here on closes the connection (finish_refusal)
+      upload_parser_->body_limit(boost::none);
+    }
+    if (!relay_buf_) {
+      relay_buf_ = std::make_unique<std::array<char, kRelayBuffer>>();
+    }
+    auto& body = upload_parser_->get().body();
+    body.data = relay_buf_->data();
+    body.size = relay_buf_->size();
+    body.more = true;
+    buffer_.reserve(kRelayBuffer); // Beast reads at most the free capacity
+    arm(Watch::client, limits().idle_timeout);
+    http::async_read_some(stream_, buffer_, *upload_parser_,
+                          [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                            self->on_upload_chunk(ec);
+                          });
+  }
+
+  void on_upload_chunk(beast::error_code ec) {
+    if (aborted_) {
+      return; // on_shutdown_abort ended the exchange
+    }
+    ec = timed_out(ec);
+    if (ec == http::error::need_buffer) {
+      ec = {};
+    }
+    if (ec) {
+      upload_client_failed(ec);
+      return;
+    }
+    auto& body = upload_parser_->get().body();
+    std::size_t got = relay_buf_->size() - body.size;
+    bool last = upload_parser_->is_done();
+    auto& kept = exchange_.request.body;
+    std::size_t keep = ctx_->config->audit.body_bytes;
+    if (kept.size() < keep) {
+      kept.append(relay_buf_->data(), std::min(got, keep - kept.size()));
+    }
+    upload_taken_ += got;
+    upload_total_ = upload_taken_;
+    exchange_.request.body_bytes = upload_taken_;
+    auto& bufs = upload_bufs_;
+    std::size_t n = 0;
+    if (got != 0) {
+      auto line = chunk_size_line(chunk_line_, got);
+      bufs[n++] = net::buffer(line.data(), line.size());
+      bufs[n++] = net::buffer(relay_buf_->data(), got);
+    }
+    std::string_view tail = chunk_tail(got, last);
+    if (!tail.empty()) {
+      bufs[n++] = net::buffer(tail.data(), tail.size());
+    }
+    upload_ended_ = last;
+    if (n == 0) {
+      upload_next_chunk(); // a chunk-size line alone: nothing to relay yet
+      return;
+    }
+    arm(Watch::upstream, limits().upstream_response_timeout);
+    net::async_write(up_->stream, std::span<const net::const_buffer>(bufs.data(), n),
+                     [self = this->shared_from_this()](beast::error_code wec, std::size_t) {
+                       self->on_upload_written(wec, 0, false);
+                     });
+  }
+
   /// The agent stopped sending its body: the upstream holds part of a request, so its
   /// connection is never reused. A stalled agent gets 408; one that went away only the
   /// record.
   void upload_client_failed(beast::error_code ec) {
     disarm();
-    std::string relayed = std::to_string(upload_total_ - upload_left_) + " of " +
-                          std::to_string(upload_total_) + " bytes";
+    std::string relayed = upload_progress();
     log_event(LogLevel::warn, "upload_failed", conn_.id, req_id_,
               {{"relayed", relayed}, {"error", ec.message()}});
     rparser_.reset();
     up_.reset();
+    bool framing = ec.category() == http::make_error_code(http::error::bad_chunk).category() &&
+                   ec != http::error::end_of_stream && ec != http::error::partial_message;
+    if (framing) { // a malformed chunked body: answered like any framing error, then closed
+      release_in_flight();
+      std::string reason =
+          "HTTP framing error in the request body after " + relayed + ": " + ec.message();
+      finish_refusal(http::status::bad_request, error_body("malformed_request", reason, req_id_),
+                     "refused", "malformed_request", reason, true);
+      return;
+    }
     if (ec == beast::error::timeout) {
       release_in_flight();
       std::string reason = "the request body stalled after " + relayed + " (limits.idle_timeout)";
@@ -2705,9 +2829,14 @@ private:
   bool client_keep_ = true;
   bool expect_continue_ = false;
   bool upload_ = false;            // judge_unread_body: the body is relayed, not buffered
-  std::uint64_t upload_total_ = 0; // its declared length
-  std::uint64_t upload_left_ = 0;  // not yet taken from the agent
-  bool body_room_ = false;         // read_body reserved room for the body: on_body gives it back
+  bool upload_chunked_ = false;    // it is chunked (no declared length)
+  bool upload_ended_ = false;      // chunked: its terminator is written (or being written)
+  std::uint64_t upload_total_ = 0; // its declared length (chunked: taken so far)
+  std::uint64_t upload_left_ = 0;  // not yet taken from the agent (Content-Length)
+  std::uint64_t upload_taken_ = 0; // taken from the agent so far
+  std::optional<http::request_parser<http::buffer_body>> upload_parser_; // chunked
+  std::array<net::const_buffer, 3> upload_bufs_{};                       // chunk line, piece, tail
+  bool body_room_ = false; // read_body reserved room for the body: on_body gives it back
   bool head_ = false;
   bool tunnel_ = false;
   std::string tunnel_host_;           // with tunnel_: the tls.passthrough host it was judged for

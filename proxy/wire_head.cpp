@@ -75,8 +75,7 @@ void drop_unforwarded(std::vector<policy::Header>& headers, std::vector<std::str
 }
 
 void build_request_head(std::string& out, const policy::Request& req,
-                        std::vector<std::string>& tokens,
-                        std::optional<std::uint64_t> streamed_length) {
+                        std::vector<std::string>& tokens, const StreamedBody* streamed) {
   out.clear();
   out.append(req.method).push_back(' ');
   out.append(req.path.empty() ? std::string_view("/") : std::string_view(req.path));
@@ -106,9 +105,11 @@ void build_request_head(std::string& out, const policy::Request& req,
     append_decimal(out, req.port);
   }
   out.append("\r\n");
-  if (streamed_length) {
+  if (streamed != nullptr && streamed->chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  } else if (streamed != nullptr) {
     out.append("Content-Length: ");
-    append_decimal(out, *streamed_length);
+    append_decimal(out, streamed->length);
     out.append("\r\n");
   } else if (!req.body.empty() || req.method == "OPTIONS" || req.method == "PUT" ||
              req.method == "POST") {

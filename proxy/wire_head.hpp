@@ -11,7 +11,6 @@
 #include <boost/beast/http/message.hpp>
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -40,11 +39,14 @@ void drop_unforwarded(std::vector<policy::Header>& headers, std::vector<std::str
 /// (with the port unless it is the scheme's default); then Content-Length when the body is
 /// not empty or the method is OPTIONS, PUT or POST (Beast's prepare_payload). tokens is
 /// scratch space, reused so a keep-alive connection does not allocate per request.
-/// streamed_length: a body that is relayed after the head instead of req.body (an upload
-/// larger than the inspect limit); its Content-Length is that length.
+/// streamed: a body that is relayed after the head instead of req.body (an upload judged on
+/// its head): `Content-Length: length`, or `Transfer-Encoding: chunked` when chunked.
+struct StreamedBody {
+  bool chunked = false;
+  std::uint64_t length = 0;
+};
 void build_request_head(std::string& out, const policy::Request& req,
-                        std::vector<std::string>& tokens,
-                        std::optional<std::uint64_t> streamed_length = std::nullopt);
+                        std::vector<std::string>& tokens, const StreamedBody* streamed = nullptr);
 
 /// Replaces out with the head of a response: "HTTP/1.1 <code> <reason>" (the reason as
 /// given, else Beast's text for the code), then every field of res in order.

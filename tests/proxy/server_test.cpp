@@ -1030,16 +1030,85 @@ TEST_F(ProxyTest, ApprovalRequiredUploadOverInspectLimitIs413NotHeld) {
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
-// A chunked body declares no length: it is buffered to be judged, and refused beyond the
-// limit.
-TEST_F(ProxyTest, ChunkedBodyOverInspectLimitGets413WithJsonReason) {
+/// body as HTTP/1.1 chunks of the given sizes (cycled), with a chunk extension on the
+/// first and a trailer field after the last.
+std::string chunked(const std::string& body, std::vector<std::size_t> sizes) {
+  std::string out;
+  std::size_t at = 0;
+  for (std::size_t k = 0; at < body.size(); ++k) {
+    std::size_t n = std::min(sizes[k % sizes.size()], body.size() - at);
+    std::ostringstream line;
+    line << std::hex << n << (k == 0 ? ";ext=1" : "") << "\r\n";
+    out += line.str() + body.substr(at, n) + "\r\n";
+    at += n;
+  }
+  return out + "0\r\nX-Trailer: t\r\n\r\n";
+}
+
+std::string chunked_head(const std::string& authority, const std::string& path) {
+  return "POST http://" + authority + path + " HTTP/1.1\r\nHost: " + authority +
+         "\r\nTransfer-Encoding: chunked\r\n\r\n";
+}
+
+// A chunked body declares no length. Judged on its head first: no rule that could match
+// reads it, so it is relayed as it comes, re-chunked, whatever its size, and the
+// pipelined request after it is the next request.
+TEST_F(ProxyTest, ChunkedUploadIsRelayedWhenNoRuleReadsTheBody) {
+  const std::string body = upload_body(70000);
   auto s = connect();
-  auto res = exchange(s, "POST http://" + up() + "/post HTTP/1.1\r\nHost: " + up() +
-                             "\r\nTransfer-Encoding: chunked\r\n\r\n12c\r\n" +
-                             std::string(300, 'b') + "\r\n0\r\n\r\n");
+  net::write(s, net::buffer(chunked_head(up(), "/post") + chunked(body, {1, 30000, 7, 16384}) +
+                            "GET http://" + up() + "/allowed/after HTTP/1.1\r\nHost: " + up() +
+                            "\r\n\r\n"));
+  beast::flat_buffer buffer;
+  EXPECT_EQ(read_response(s, buffer).result_int(), 200u);
+  EXPECT_EQ(read_response(s, buffer).result_int(), 200u);
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_TRUE(seen[0].body == body) << "upstream got " << seen[0].body.size() << " bytes";
+  EXPECT_FALSE(seen[0].has("x-trailer"));
+  EXPECT_EQ(seen[1].target, "/allowed/after");
+  EXPECT_EQ(upstream_->accepted(), 1);
+  auto records = audit_->records();
+  ASSERT_GE(records.size(), 2u);
+  EXPECT_EQ(records[1].first.request.body_bytes, body.size());
+  EXPECT_EQ(records[1].first.request.body, body.substr(0, 16 * 1024));
+}
+
+// A chunked body that a rule reads is buffered and judged whole: allowed within the
+// limit, 413 beyond it.
+TEST_F(ProxyTest, ChunkedBodyARuleReadsIsJudgedWholeAnd413OverTheLimit) {
+  const std::string call =
+      R"({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file"}})";
+  {
+    auto s = connect();
+    auto res = exchange(s, chunked_head(up(), "/mcp") + chunked(call, {10}));
+    EXPECT_EQ(res.result_int(), 200u) << res.body();
+    auto seen = upstream_->seen();
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].body, call);
+  }
+  auto s = connect();
+  auto res = exchange(s, chunked_head(up(), "/mcp") + chunked(std::string(300, 'b'), {100}));
   EXPECT_EQ(res.result_int(), 413u);
   EXPECT_EQ(json(res).value("error", ""), "body_too_large");
-  EXPECT_TRUE(upstream_->seen().empty());
+  EXPECT_EQ(upstream_->seen().size(), 1u);
+}
+
+// Bad chunk framing in the middle of a relayed body: 400, and the upstream connection,
+// which holds part of a request, is closed.
+TEST_F(ProxyTest, MalformedChunkMidUploadIs400AndTheUpstreamNotReused) {
+  auto s = connect();
+  auto res = exchange(s, chunked_head(up(), "/post") + "5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_EQ(json(res).value("error", ""), "malformed_request");
+  auto s2 = connect();
+  EXPECT_EQ(exchange(s2, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n")
+                .result_int(),
+            200u);
+  EXPECT_EQ(upstream_->accepted(), 2);
+  auto seen = upstream_->seen();
+  ASSERT_EQ(seen.size(), 1u); // the cut-off upload never became a request
+  EXPECT_EQ(seen[0].target, "/allowed/1");
 }
 
 // With `Expect: 100-continue` the agent waits before sending a large body: a refused one

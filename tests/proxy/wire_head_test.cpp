@@ -226,18 +226,23 @@ TEST(WireHead, DropUnforwardedLeavesExactlyTheForwardedFieldsInOrder) {
                   "traceparent: 00-1-2-01\r\nHost: h\r\n\r\n");
 }
 
-// A body relayed after the head (an upload over the inspect limit) is not in req.body: the
-// head carries its declared length, in place of the agent's own Content-Length.
-TEST(WireHead, StreamedBodyHeadCarriesTheDeclaredLength) {
+// A body relayed after the head (an upload judged on its head) is not in req.body: the head
+// carries its declared length, or chunked framing, in place of the agent's own fields.
+TEST(WireHead, StreamedBodyHeadCarriesItsOwnFraming) {
   auto req = make("PUT", "http", "files.internal", 80, "/upload", "",
                   {{"Content-Length", "7"}, {"Content-Type", "text/plain"}});
   std::string head;
   std::vector<std::string> tokens;
-  build_request_head(head, req, tokens, 3000000);
+  StreamedBody length{false, 3000000};
+  build_request_head(head, req, tokens, &length);
   EXPECT_EQ(head, "PUT /upload HTTP/1.1\r\nContent-Type: text/plain\r\nHost: files.internal\r\n"
                   "Content-Length: 3000000\r\n\r\n");
-  build_request_head(head, make("GET", "http", "files.internal", 80, "/x", "", {}), tokens, 0);
-  EXPECT_NE(head.find("Content-Length: 0\r\n"), std::string::npos);
+  StreamedBody chunked{true, 0};
+  build_request_head(head,
+                     make("PUT", "http", "files.internal", 80, "/x", "",
+                          {{"Transfer-Encoding", "chunked"}, {"Content-Length", "9"}}),
+                     tokens, &chunked);
+  EXPECT_EQ(head, "PUT /x HTTP/1.1\r\nHost: files.internal\r\nTransfer-Encoding: chunked\r\n\r\n");
 }
 
 } // namespace
