@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <netdb.h>
 #include <sys/socket.h>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -36,9 +37,13 @@ boost::system::error_code lookup_error(int rc) {
 
 } // namespace
 
-NameLookup::NameLookup(std::size_t workers, Resolve resolve) : state_(std::make_shared<State>()) {
+NameLookup::NameLookup(std::size_t workers, Resolve resolve, std::size_t max_workers)
+    : state_(std::make_shared<State>()) {
   state_->resolve = resolve ? std::move(resolve) : Resolve(::getaddrinfo);
-  for (std::size_t i = 0; i < std::max<std::size_t>(workers, 1); ++i) {
+  state_->base = std::max<std::size_t>(workers, 1);
+  state_->max = std::max(max_workers, state_->base);
+  state_->threads = state_->base;
+  for (std::size_t i = 0; i < state_->base; ++i) {
     std::thread([state = state_] { work(state); }).detach();
   }
 }
@@ -50,6 +55,7 @@ NameLookup::~NameLookup() {
 NameLookup::Ticket NameLookup::async_resolve(std::string host, std::string service,
                                              boost::asio::any_io_executor ex, Handler done) {
   auto wanted = std::make_shared<std::atomic<bool>>(true);
+  bool spawn = false;
   {
     std::lock_guard lock(state_->mu);
     if (state_->stopped) {
@@ -79,6 +85,19 @@ NameLookup::Ticket NameLookup::async_resolve(std::string host, std::string servi
     lookup->waiters.push_back(std::move(waiter));
     state_->pending.emplace(std::move(key), lookup);
     state_->queue.push_back(std::move(lookup));
+    // Every free worker has a lookup to take already: one more, if the cap allows.
+    spawn = state_->queue.size() > state_->idle && state_->threads < state_->max;
+    if (spawn) {
+      ++state_->threads;
+    }
+  }
+  if (spawn) {
+    try {
+      std::thread([state = state_] { work(state); }).detach();
+    } catch (const std::system_error&) { // no thread to be had: the queue waits for one
+      std::lock_guard lock(state_->mu);
+      --state_->threads;
+    }
   }
   state_->ready.notify_one();
   return wanted;
@@ -118,8 +137,17 @@ void NameLookup::work(const std::shared_ptr<State>& state) {
     std::shared_ptr<Lookup> lookup;
     {
       std::unique_lock lock(state->mu);
-      state->ready.wait(lock, [&] { return state->stopped || !state->queue.empty(); });
-      if (state->stopped) {
+      auto has_work = [&] { return state->stopped || !state->queue.empty(); };
+      ++state->idle;
+      bool woken = true;
+      if (state->threads > state->base) { // a spare: it ends when it is not needed
+        woken = state->ready.wait_for(lock, kSpareIdle, has_work);
+      } else {
+        state->ready.wait(lock, has_work);
+      }
+      --state->idle;
+      if (state->stopped || !woken) {
+        --state->threads;
         return;
       }
       lookup = std::move(state->queue.front());

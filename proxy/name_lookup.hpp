@@ -11,11 +11,17 @@
 // Callers asking for the same host and port while a lookup of it is queued or running join
 // that lookup instead of starting another: a burst of connections to one name whose server
 // never answers takes one worker, not all of them, so the other names still resolve.
+//
+// Different names that hang each hold a worker. When a lookup is queued and no worker is
+// free, another worker starts, up to a cap; a worker beyond the base count that then waits
+// kSpareIdle for work ends. So a handful of dead names does not stop every other name from
+// resolving, and a quiet process keeps only its base workers.
 
 #include <atomic>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_code.hpp>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -42,10 +48,14 @@ public:
   /// getaddrinfo's signature; its answer is released with freeaddrinfo.
   using Resolve = std::function<int(const char*, const char*, const addrinfo*, addrinfo**)>;
 
-  /// Starts `workers` threads (at least one). They are detached: stop() never waits for a
-  /// lookup that hangs in the C library. `resolve` is getaddrinfo unless a test passes a
-  /// stand-in that holds a lookup for as long as it likes.
-  explicit NameLookup(std::size_t workers, Resolve resolve = {});
+  /// How long a worker beyond the base count waits for work before it ends.
+  static constexpr std::chrono::seconds kSpareIdle{10};
+
+  /// Starts `workers` threads (at least one), and more while lookups queue with none free,
+  /// up to `max_workers` at once (at least `workers`). They are detached: stop() never
+  /// waits for a lookup that hangs in the C library. `resolve` is getaddrinfo unless a test
+  /// passes a stand-in that holds a lookup for as long as it likes.
+  explicit NameLookup(std::size_t workers, Resolve resolve = {}, std::size_t max_workers = 0);
   ~NameLookup();
   NameLookup(const NameLookup&) = delete;
   NameLookup& operator=(const NameLookup&) = delete;
@@ -82,7 +92,11 @@ private:
     /// A running lookup is owned here while getaddrinfo runs: stop() takes it.
     std::map<Key, std::shared_ptr<Lookup>> pending;
     bool stopped = false;
-    Resolve resolve; // set before the workers start, then only read
+    std::size_t threads = 0; // workers running
+    std::size_t idle = 0;    // of them, waiting for work
+    std::size_t base = 1;    // kept however quiet it gets
+    std::size_t max = 1;     // at most this many at once
+    Resolve resolve;         // set before the workers start, then only read
   };
   /// True if some waiter of `lookup` still wants its answer.
   static bool wanted(const Lookup& lookup);

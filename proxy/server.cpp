@@ -106,9 +106,11 @@ struct Server::Listener {
   bool transparent = false; // listen.transparent: transparent_session.cpp
 };
 
-/// Name lookups that may run at once (each hung one holds a worker until the C library gives
-/// up; Asio's resolver would have held the whole I/O thread's lookups behind it).
+/// Name lookup workers kept, and at most running at once (each hung name holds one until the
+/// C library gives up; Asio's resolver would have held the whole I/O thread's lookups
+/// behind it). Workers beyond the first 8 start only while lookups queue with none free.
 constexpr std::size_t kLookupWorkers = 8;
+constexpr std::size_t kMaxLookupWorkers = 64;
 
 Server::Server(net::io_context& ioc, ServerOptions options)
     : ioc_(ioc), ctx_(std::make_shared<ProxyContext>()), drain_timer_(ioc) {
@@ -122,7 +124,8 @@ Server::Server(net::io_context& ioc, ServerOptions options)
   ctx_->metrics = std::make_shared<ProxyMetrics>();
   ctx_->audit = std::make_shared<MeteredAuditLog>(std::move(options.audit), ctx_->metrics);
   ctx_->runtime = std::make_shared<RuntimeState>(ctx_->config);
-  ctx_->lookups = std::make_shared<NameLookup>(kLookupWorkers);
+  ctx_->lookups =
+      std::make_shared<NameLookup>(kLookupWorkers, NameLookup::Resolve{}, kMaxLookupWorkers);
   ctx_->authority = std::move(options.authority);
   ctx_->gate = std::move(options.gate);
 

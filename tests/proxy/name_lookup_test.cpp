@@ -74,8 +74,8 @@ TEST(NameLookup, NothingIsPostedAfterStop) {
   EXPECT_FALSE(called);
 }
 
-/// getaddrinfo, except that "hung.test" waits until release() (or 20 s) and then answers
-/// as 127.0.0.1 would; counts calls per name.
+/// getaddrinfo, except that a name starting with "hung" ("hung.test", "hung2.test") waits
+/// until release() (or 20 s) and then answers as 127.0.0.1 would; counts calls per name.
 class HeldResolver : public std::enable_shared_from_this<HeldResolver> {
 public:
   /// The stand-in owns this object: a detached worker may still be inside it after the test.
@@ -91,7 +91,7 @@ public:
       std::unique_lock lock(mu_);
       ++calls_[name];
       cv_.notify_all();
-      if (name == "hung.test") {
+      if (name.rfind("hung", 0) == 0) {
         cv_.wait_for(lock, std::chrono::seconds(20), [this] { return released_; });
         host = "127.0.0.1";
       }
@@ -157,6 +157,56 @@ TEST(NameLookup, CallersOfOneNameShareOneLookupAndOtherNamesGoOn) {
   }
   EXPECT_EQ(hung_answers, kCallers);     // every caller answered ...
   EXPECT_EQ(held.calls("hung.test"), 1); // ... by one lookup
+}
+
+// Different names that hang each hold a worker: more start while lookups queue with none
+// free, up to the cap, so other names still resolve; at the cap a lookup waits for one.
+TEST(NameLookup, WorkersGrowForDifferentHungNamesUpToTheCap) {
+  auto held_owner = std::make_shared<HeldResolver>();
+  HeldResolver& held = *held_owner;
+  net::io_context ioc;
+  NameLookup lookups(1, held.resolve(), 4); // one kept, at most four at once
+  auto guard = net::make_work_guard(ioc);
+  int hung_answers = 0;
+  const std::vector<std::string> hung{"hung1.test", "hung2.test", "hung3.test"};
+  for (const std::string& name : hung) {
+    lookups.async_resolve(name, "80", ioc.get_executor(),
+                          [&](boost::system::error_code ec, const NameLookup::Results&) {
+                            EXPECT_FALSE(ec) << ec.message();
+                            ++hung_answers;
+                          });
+  }
+  for (const std::string& name : hung) {
+    ASSERT_TRUE(held.wait_for_call(name)) << name; // three held at once: two workers added
+  }
+  bool other_answered = false;
+  lookups.async_resolve("127.0.0.1", "80", ioc.get_executor(),
+                        [&](boost::system::error_code ec, const NameLookup::Results&) {
+                          EXPECT_FALSE(ec) << ec.message();
+                          other_answered = true;
+                        });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!other_answered && std::chrono::steady_clock::now() < until) {
+    ioc.run_one_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(other_answered); // the fourth worker, while three names are held
+  EXPECT_EQ(hung_answers, 0);
+  bool capped_answered = false;
+  lookups.async_resolve("hung4.test", "80", ioc.get_executor(),
+                        [&](boost::system::error_code, const NameLookup::Results&) {});
+  ASSERT_TRUE(held.wait_for_call("hung4.test")); // the fourth worker again: four held now
+  lookups.async_resolve(
+      "127.0.0.1", "81", ioc.get_executor(),
+      [&](boost::system::error_code, const NameLookup::Results&) { capped_answered = true; });
+  ioc.run_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(capped_answered); // the cap: no fifth worker
+  held.release();
+  const auto until_all = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!(capped_answered && hung_answers == 3) && std::chrono::steady_clock::now() < until_all) {
+    ioc.run_one_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(capped_answered);
+  EXPECT_EQ(hung_answers, 3);
 }
 
 TEST(NameLookup, AWithdrawnCallerIsSkippedAndAQueuedLookupNobodyWantsIsNeverMade) {
