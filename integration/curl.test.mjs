@@ -132,6 +132,22 @@ describe("curl through runwarden", () => {
     assert.equal(rec.response.status, 200);
   });
 
+  test("a secret straddling the audit excerpt's cut in a relayed upload is redacted, not left as a readable head", async () => {
+    const run = s.run("curl-upload-secret", "forwarded");
+    const key = "AKIAQWERTYUIOPASDFGH"; // an AWS access key id: redacted wherever it stands
+    const cut = 16 * 1024; // audit.body_bytes
+    const body = Buffer.concat([Buffer.alloc(cut - 6, "x"), Buffer.from(key), Buffer.alloc(2 * 1024 * 1024, "y")]);
+    const file = path.join(s.dir, "upload-secret.txt");
+    fs.writeFileSync(file, body);
+    const r = await curl([...viaProxy(run, ["-X", "PUT", "--data-binary", `@${file}`]),
+      `${s.upstream.httpsUrl}/upload/secret?m=${run}`]);
+    assert.equal(r.status, 200, r.stderr);
+    assert.equal(s.upstream.seen(`/upload/secret?m=${run}`)[0].body.length, body.length);
+    const raw = fs.readFileSync(s.rw.auditPath, "utf8");
+    assert.ok(raw.includes(run), "the exchange is in the audit log");
+    assert.equal(raw.includes(key.slice(0, 6)), false, "a head of the key reached the audit log");
+  });
+
   test("an upload over the inspect limit that a rule must read is refused with 413 and never arrives", async () => {
     const run = s.run("curl-upload-413", "refused");
     const { file } = bigFile();
@@ -139,6 +155,7 @@ describe("curl through runwarden", () => {
       `${s.upstream.httpsUrl}/echo?m=${run}`]);
     assert.equal(r.status, 413, `${r.stderr} ${r.body}`);
     assert.equal(JSON.parse(r.body).error, "body_too_large");
+    assert.match(JSON.parse(r.body).reason, /write_echo/); // the action whose rule reads the body
     assert.equal(s.upstream.seen(`/echo?m=${run}`).length, 0);
   });
 

@@ -62,6 +62,11 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::size_t kRelayBuffer = 16 * 1024;
 constexpr std::size_t kKeptAgentBuffer = 4 * 1024; // what an agent connection keeps after a body
+/// A streamed body (a response, an upload judged on its head) is kept this far past
+/// audit.body_bytes for its record: the audit redacts what it is given and only then cuts
+/// the excerpt, so a secret that straddles the cut is found whole (an API key, a JWT, a PEM
+/// block of up to this size) rather than left as a readable head.
+constexpr std::size_t kRedactionMargin = 4 * 1024;
 constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 constexpr int kMaxInterimResponses = 8;
 constexpr std::chrono::seconds kLingerTimeout{2};
@@ -1187,11 +1192,44 @@ private:
     return text + " of " + std::to_string(upload_total_) + " bytes";
   }
 
-  /// 413 for a body judge_unread_body could not judge without reading it; the connection
-  /// closes after the answer (the body was never read).
-  void refuse_unread_body(const std::string& reason) {
+  /// 413 for a body judge_unread_body cannot pass without reading it: a rule that could
+  /// match reads it (the engine's body_too_large), an approval would show it, or a budget
+  /// of the deciding action sums a value from it. True when it answered; the connection
+  /// closes after the answer (the body was never read). Budgets do not count it.
+  bool refused_unread_body() {
+    std::string reason;
+    const std::string size =
+        upload_chunked_ ? std::string("a chunked body") : std::to_string(upload_total_) + " bytes";
+    const std::string limit =
+        "limits.inspect_body_bytes (" + std::to_string(limits().inspect_body_bytes) + ")";
+    if (decision_.verdict == policy::Verdict::deny && decision_.code == "body_too_large") {
+      reason = decision_.reason;
+    } else if (decision_.verdict == policy::Verdict::hold) {
+      reason = "action " + decision_.action +
+               " needs approval, and an approval shows the whole request body; this one is " +
+               size + ", not read whole (" + limit + ")";
+    } else if (decision_.verdict == policy::Verdict::allow) {
+      const std::string rb_name = decision_.runbook.empty() ? runbook_ : decision_.runbook;
+      if (const policy::Runbook* rb = policy_->engine->runbook(rb_name)) {
+        for (std::size_t i = 0; i < rb->budgets.sums.size(); ++i) {
+          const auto& sum = rb->budgets.sums[i];
+          if (sum.action == decision_.action) {
+            reason = "budget sums[" + std::to_string(i) + "] adds up " + sum.pointer.text() +
+                     " from the body of " + sum.action + "; this one is " + size +
+                     ", not read whole (" + limit + ")";
+            break;
+          }
+        }
+      }
+    }
+    if (reason.empty()) {
+      return false;
+    }
+    log_event(LogLevel::info, "refused", conn_.id, req_id_,
+              {{"status", "413"}, {"code", "body_too_large"}, {"action", decision_.action}});
     finish_refusal(http::status::payload_too_large, error_body("body_too_large", reason, req_id_),
                    "refused", "body_too_large", reason, true);
+    return true;
   }
 
   void on_body(beast::error_code ec, std::size_t) {
@@ -1239,6 +1277,9 @@ private:
 
   void decide() {
     decision_ = policy_->engine->decide(req_, runbook_, effective_mode());
+    if (upload_ && refused_unread_body()) {
+      return; // before budgets count it: the body's size, not the agent's intent, refused it
+    }
     policy::Verdict verdict = decision_.verdict;
     bool answered = enforce_operations(); // a killed run or a budget may refuse it
     // One info line per forwarded request: its "response" line (response_done) carries the
@@ -1264,10 +1305,6 @@ private:
       audit_then_forward("forwarded");
       return;
     case policy::Verdict::deny:
-      if (upload_ && decision_.code == "body_too_large") {
-        refuse_unread_body(decision_.reason);
-        return;
-      }
       refuse_decision(decision_.code.empty() ? "denied_by_runbook" : decision_.code,
                       decision_.reason, "denied");
       return;
@@ -1277,16 +1314,6 @@ private:
                      "runwarden_paused", decision_.reason, false);
       return;
     case policy::Verdict::hold:
-      if (upload_) { // an approver sees the exact payload: this one is not read whole
-        refuse_unread_body(
-            "action " + decision_.action +
-            " needs approval, and an approval shows the whole request body; "
-            "this one is " +
-            (upload_chunked_ ? std::string("chunked") : std::to_string(upload_total_) + " bytes") +
-            ", not read whole (limits.inspect_body_bytes " +
-            std::to_string(limits().inspect_body_bytes) + ")");
-        return;
-      }
       break;
     }
     HoldRequest hold{req_id_, run_, ctx_->config->agent_id, conn_.peer, req_, decision_};
@@ -2059,8 +2086,8 @@ private:
   // Relayed after the head in pieces of up to one relay buffer: first what the head's read
   // already buffered, then reads from the agent, each written upstream before the next
   // read (the agent is slowed to the upstream's pace; nothing piles up here). The first
-  // audit.body_bytes are kept for the exchange record. Exactly the declared length is
-  // taken: whatever follows is the agent's next request.
+  // audit.body_bytes (and kRedactionMargin) are kept for the exchange record. Exactly the declared
+  // length is taken: whatever follows is the agent's next request.
 
   void on_upload_written(beast::error_code ec, std::size_t consumed, bool from_buffer) {
     if (aborted_) {
@@ -2133,7 +2160,7 @@ private:
   /// consumed once written.
   void upload_piece(const char* data, std::size_t n, bool from_buffer) {
     auto& kept = exchange_.request.body;
-    std::size_t keep = ctx_->config->audit.body_bytes;
+    std::size_t keep = ctx_->config->audit.body_bytes + kRedactionMargin;
     if (kept.size() < keep) {
       kept.append(data, std::min(n, keep - kept.size()));
     }
@@ -2195,7 +2222,7 @@ private:
     std::size_t got = relay_buf_->size() - body.size;
     bool last = upload_parser_->is_done();
     auto& kept = exchange_.request.body;
-    std::size_t keep = ctx_->config->audit.body_bytes;
+    std::size_t keep = ctx_->config->audit.body_bytes + kRedactionMargin;
     if (kept.size() < keep) {
       kept.append(relay_buf_->data(), std::min(got, keep - kept.size()));
     }
@@ -2237,6 +2264,7 @@ private:
     up_.reset();
     bool framing = ec.category() == http::make_error_code(http::error::bad_chunk).category() &&
                    ec != http::error::end_of_stream && ec != http::error::partial_message;
+    req_.body = exchange_.request.body; // the relayed prefix, for the refusal's record
     if (framing) { // a malformed chunked body: answered like any framing error, then closed
       release_in_flight();
       std::string reason =
@@ -2483,7 +2511,7 @@ private:
     std::size_t got = relay_buf_->size() - body.size;
     bool last = rparser_->is_done();
     resp_info_.bytes += got;
-    std::size_t keep = ctx_->config->audit.body_bytes;
+    std::size_t keep = ctx_->config->audit.body_bytes + kRedactionMargin;
     if (resp_info_.body.size() < keep) {
       resp_info_.body.append(relay_buf_->data(), std::min(got, keep - resp_info_.body.size()));
     }
@@ -2682,7 +2710,7 @@ private:
     // Written: the bodies go now, so an idle keep-alive connection holds neither the agent's
     // payload nor, after a large upload, its buffer until the next request (the reused
     // record keeps string capacity, and inspected bodies reach limits.inspect_body_bytes).
-    if (ex.request.body.capacity() > ctx_->config->audit.body_bytes) {
+    if (ex.request.body.capacity() > ctx_->config->audit.body_bytes + kRedactionMargin) {
       std::string().swap(ex.request.body);
     } else {
       ex.request.body.clear();

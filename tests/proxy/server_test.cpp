@@ -999,7 +999,8 @@ TEST_F(ProxyTest, UploadOverInspectLimitIsRelayedWhenNoRuleReadsTheBody) {
   EXPECT_EQ(final_record.id, decision.id);
   EXPECT_EQ(final_record.request.body_bytes, body.size());
   EXPECT_FALSE(final_record.request.body_complete);
-  EXPECT_EQ(final_record.request.body, body.substr(0, 16 * 1024)); // audit.body_bytes
+  // audit.body_bytes and a margin: the audit redacts all of it, then cuts at body_bytes
+  EXPECT_EQ(final_record.request.body, body.substr(0, 20 * 1024));
   ASSERT_TRUE(final_record.response);
   EXPECT_EQ(final_record.response->status, 200);
 }
@@ -1071,7 +1072,7 @@ TEST_F(ProxyTest, ChunkedUploadIsRelayedWhenNoRuleReadsTheBody) {
   auto records = audit_->records();
   ASSERT_GE(records.size(), 2u);
   EXPECT_EQ(records[1].first.request.body_bytes, body.size());
-  EXPECT_EQ(records[1].first.request.body, body.substr(0, 16 * 1024));
+  EXPECT_EQ(records[1].first.request.body, body.substr(0, 20 * 1024));
 }
 
 // A chunked body that a rule reads is buffered and judged whole: allowed within the
@@ -1173,6 +1174,50 @@ TEST_F(ProxyTest, AgentLeavingMidUploadIsRecordedAndTheUpstreamNotReused) {
   EXPECT_EQ(seen[0].target, "/allowed/1");
 }
 
+// Budgets of the run: a `sums` budget on the deciding action adds up a value from the body,
+// which an upload over the inspect limit does not show (413, not a false budget trip); and
+// a 413 for the body's size is not a denial of the run (a `denied: 1` budget, which kills
+// the run on its second denial, stays untouched).
+class UploadBudgetTest : public ProxyTest {
+protected:
+  void SetUp() override {
+    upstream_ = std::make_unique<Upstream>();
+    tweak_ = [](config::Config& cfg) {
+      auto rb = std::make_shared<policy::Runbook>(*cfg.runbooks.at(0));
+      std::string err;
+      policy::SumBudget sum;
+      sum.action = "post_things";
+      sum.pointer = *policy::JsonPointer::parse("/amount", &err);
+      sum.max = 100;
+      rb->budgets.sums.push_back(sum);
+      rb->budgets.denied = 1;
+      cfg.runbooks = {rb};
+      cfg.engine = std::make_shared<policy::Engine>(cfg.catalogue, cfg.runbooks);
+    };
+    start(nullptr, "system");
+  }
+};
+
+TEST_F(UploadBudgetTest, UploadsRefusedForTheirSizeAre413AndNotCountedAsDenials) {
+  const std::string run = "Runwarden-Run: budget-run\r\n";
+  for (const std::string path : {"/post", "/post", "/mcp", "/mcp", "/restart"}) {
+    auto s = connect();
+    auto res = exchange(s, upload_head(up(), path, 300, run) + std::string(300, 'b'));
+    EXPECT_EQ(res.result_int(), 413u) << path << " " << res.body();
+    EXPECT_EQ(json(res).value("error", ""), "body_too_large") << path;
+    if (path == "/post") {
+      EXPECT_NE(json(res).value("reason", "").find("budget sums[0] adds up /amount"),
+                std::string::npos)
+          << res.body();
+    }
+  }
+  auto s = connect();
+  auto res = exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n" +
+                             run + "\r\n");
+  EXPECT_EQ(res.result_int(), 200u) << res.body(); // the run was neither killed nor tripped
+  EXPECT_EQ(upstream_->seen().size(), 1u);
+}
+
 class UploadTimeoutTest : public ProxyTest {
 protected:
   void SetUp() override {
@@ -1195,6 +1240,7 @@ TEST_F(UploadTimeoutTest, StalledUploadGets408AndTheRecordSaysSo) {
   EXPECT_EQ(records[1].first.code, "request_timeout");
   EXPECT_NE(records[1].first.reason.find("1000 of 100000 bytes"), std::string::npos)
       << records[1].first.reason;
+  EXPECT_EQ(records[1].first.request.body, upload_body(1000)); // what was relayed
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
