@@ -371,12 +371,15 @@ void add_check_commands(CLI::App& root, Runner& run) {
   CLI::App* check = root.add_subcommand(
       "check", "Validate runwarden.yaml, the action catalogue and every runbook");
   check->description("Validate runwarden.yaml, the action catalogue and every runbook.\n"
-                     "Prints one summary line and exits 0, or prints every error as\n"
-                     "file:line:col: path.to.key: message on stderr and exits 1.\n"
-                     "Warnings (file:line:col: path: warning: message, on stderr) do not fail\n"
-                     "the check unless --strict is given (then it exits 3): e.g. a diagnostics\n"
-                     "action (read_only) that can match a method other than GET, HEAD or\n"
-                     "OPTIONS, or an MCP tools/call.\n"
+                     "Exit codes:\n"
+                     "  0  valid: prints one summary line (\"ok: ...\", with the warning count\n"
+                     "     if any); warnings alone do not fail the check without --strict\n"
+                     "  1  invalid: prints every error as file:line:col: path.to.key: message\n"
+                     "     on stderr\n"
+                     "  3  valid but with warnings and --strict given (summary line too)\n"
+                     "Warnings (file:line:col: path: warning: message, on stderr): e.g. a\n"
+                     "diagnostics action (read_only) that can match a method other than GET,\n"
+                     "HEAD or OPTIONS, or an MCP tools/call.\n"
                      "tls.ca_cert and tls.ca_key must be set (`serve` needs them), but the\n"
                      "files the server opens at start-up (CA certificate and key, tokens file,\n"
                      "signing key) are not required to exist yet: `serve` checks them.");

@@ -51,6 +51,10 @@ expect_in "$tmp/err" "warning: .*open_incident_summary" "the warning names the a
 expect_in "$tmp/out" "^ok: .*, 1 warning" "the ok line counts the warning"
 expect_exit 3 "check --strict with a warning" "$bin" check --strict -c "$tmp/ex2/runwarden.yaml"
 
+# --help tells the truth about the exit codes, 3 included.
+expect_exit 0 "check --help" "$bin" check --help
+expect_in "$tmp/out" "^ +3 +valid but with warnings and --strict" "check --help names exit 3"
+
 expect_exit 0 "explain a denied DELETE" "$bin" explain -c "$src/examples/runwarden.yaml" \
   --method DELETE --url http://127.0.0.1:18080/customers/42 --json
 expect_in "$tmp/out" '"verdict": ?"deny"' "explain --json verdict"
