@@ -787,6 +787,7 @@ private:
     upload_left_ = 0;
     upload_taken_ = 0;
     upload_parser_.reset();
+    upload_cut_ = false;
   }
 
   void on_read_error(beast::error_code ec, bool in_header) {
@@ -2098,6 +2099,18 @@ private:
       buffer_.consume(consumed);
     }
     if (ec) {
+      if (upstream_answered()) {
+        // It refused the upload early (a 413 or 401 on the head) and stopped reading: its
+        // answer, not a 502, is what the agent can act on. The agent's connection closes
+        // after it (the rest of its body is unread), the upstream's is never pooled.
+        log_event(LogLevel::info, "upstream_answered_early", conn_.id, req_id_,
+                  {{"relayed", upload_progress()}, {"error", ec.message()}});
+        upload_cut_ = true;
+        keep_alive_ = false;
+        interim_ = 0;
+        read_upstream_header();
+        return;
+      }
       upstream_failed(http::status::bad_gateway, "upstream_unavailable",
                       "writing the request body upstream failed after " + upload_progress() + ": " +
                           ec.message());
@@ -2121,6 +2134,21 @@ private:
       return;
     }
     upload_next();
+  }
+
+  /// True when the upstream has sent something (its answer) that is waiting to be read:
+  /// a write that failed because it closed may still leave its answer readable.
+  bool upstream_answered() {
+    if (!up_) {
+      return false;
+    }
+    if (up_->buffer.size() != 0) {
+      return true;
+    }
+    char byte = 0;
+    ssize_t n = ::recv(beast::get_lowest_layer(up_->stream).socket().native_handle(), &byte, 1,
+                       MSG_PEEK | MSG_DONTWAIT);
+    return n > 0;
   }
 
   void upload_next() {
@@ -2722,7 +2750,8 @@ private:
     disarm();
     // Only a clean exchange returns the connection: the response read to its end, both
     // sides keep-alive, nothing left over, not draining. Anything else closes it.
-    bool reusable = rparser_->keep_alive() && up_->buffer.size() == 0 && !ctx_->draining.load();
+    bool reusable =
+        rparser_->keep_alive() && up_->buffer.size() == 0 && !ctx_->draining.load() && !upload_cut_;
     if (reusable) {
       pool().put(std::move(up_), limits().idle_timeout);
       if (shared_pools_ != nullptr) {
@@ -2862,6 +2891,7 @@ private:
   std::uint64_t upload_total_ = 0; // its declared length (chunked: taken so far)
   std::uint64_t upload_left_ = 0;  // not yet taken from the agent (Content-Length)
   std::uint64_t upload_taken_ = 0; // taken from the agent so far
+  bool upload_cut_ = false;        // the upstream answered before it had the whole body
   std::optional<http::request_parser<http::buffer_body>> upload_parser_; // chunked
   std::array<net::const_buffer, 3> upload_bufs_{};                       // chunk line, piece, tail
   bool body_room_ = false; // read_body reserved room for the body: on_body gives it back

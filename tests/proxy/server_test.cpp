@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -26,6 +27,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <sys/socket.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -1216,6 +1218,100 @@ TEST_F(UploadBudgetTest, UploadsRefusedForTheirSizeAre413AndNotCountedAsDenials)
                              run + "\r\n");
   EXPECT_EQ(res.result_int(), 200u) << res.body(); // the run was neither killed nor tripped
   EXPECT_EQ(upstream_->seen().size(), 1u);
+}
+
+/// An upstream that answers a request's head at once with 413 and closes, without reading
+/// the body (as a gateway enforcing its own size limit does).
+class EarlyAnswerTest : public ProxyTest {
+protected:
+  void SetUp() override {
+    upstream_ = std::make_unique<Upstream>();
+    acceptor_.open(tcp::v4());
+    acceptor_.bind({net::ip::make_address("127.0.0.1"), 0});
+    acceptor_.listen();
+    const std::uint16_t port = acceptor_.local_endpoint().port();
+    server_thread_ = std::thread([this] {
+      boost::system::error_code ec;
+      tcp::socket peer = acceptor_.accept(ec);
+      if (ec) {
+        return;
+      }
+      set_timeouts(peer);
+      std::string head;
+      char c = 0;
+      while (head.find("\r\n\r\n") == std::string::npos && head.size() < 8192 &&
+             net::read(peer, net::buffer(&c, 1), ec) == 1) {
+        head.push_back(c);
+      }
+      net::write(peer,
+                 net::buffer(std::string_view("HTTP/1.1 413 Payload Too Large\r\nContent-Length: "
+                                              "4\r\nConnection: close\r\n\r\nbig!")),
+                 ec);
+      peer.close(ec); // the unread body makes this a reset
+    });
+    tweak_ = [port](config::Config& cfg) {
+      auto catalogue = std::make_shared<policy::Catalogue>(*cfg.catalogue);
+      policy::Action a;
+      a.name = "early_upload";
+      a.matchers.push_back(matcher("PUT", "/early", port));
+      catalogue->actions.emplace(a.name, std::move(a));
+      auto rb = std::make_shared<policy::Runbook>(*cfg.runbooks.at(0));
+      policy::RunbookAction ra;
+      ra.name = "early_upload";
+      ra.cls = policy::ActionClass::allowed;
+      rb->actions.emplace(ra.name, ra);
+      cfg.catalogue = catalogue;
+      cfg.runbooks = {rb};
+      cfg.engine = std::make_shared<policy::Engine>(cfg.catalogue, cfg.runbooks);
+    };
+    start(nullptr, "system");
+    authority_ = "127.0.0.1:" + std::to_string(port);
+  }
+  void TearDown() override {
+    boost::system::error_code ec;
+    ::shutdown(acceptor_.native_handle(), SHUT_RDWR); // an accept still waiting returns
+    acceptor_.close(ec);
+    if (server_thread_.joinable()) {
+      server_thread_.join();
+    }
+    ProxyTest::TearDown();
+  }
+  net::io_context acceptor_ioc_;
+  tcp::acceptor acceptor_{acceptor_ioc_};
+  std::thread server_thread_;
+  std::string authority_;
+};
+
+// The upstream's early answer reaches the agent (not a 502 for the write that failed after
+// it closed); the agent's connection then closes, its unsent body never read.
+TEST_F(EarlyAnswerTest, AnUpstreamRefusingAnUploadEarlyIsAnsweredWithItsOwnResponse) {
+  auto s = connect();
+  const std::size_t total = 8 * 1024 * 1024;
+  std::string head = "PUT http://" + authority_ + "/early HTTP/1.1\r\nHost: " + authority_ +
+                     "\r\nContent-Length: " + std::to_string(total) + "\r\n\r\n";
+  net::write(s, net::buffer(head));
+  std::thread sender([&s, total] { // the agent keeps sending until it is cut off
+    const std::string piece(64 * 1024, 'u');
+    boost::system::error_code ec;
+    for (std::size_t sent = 0; sent < total && !ec; sent += piece.size()) {
+      net::write(s, net::buffer(piece), ec);
+    }
+  });
+  beast::flat_buffer buffer;
+  auto res = read_response(s, buffer);
+  EXPECT_EQ(res.result_int(), 413u);
+  EXPECT_EQ(res.body(), "big!");
+  boost::system::error_code ec;
+  s.shutdown(tcp::socket::shutdown_both, ec); // ends the sender's writes
+  sender.join();
+  for (int i = 0; i < 500 && audit_->records().size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 2u);
+  EXPECT_EQ(records[1].first.outcome, "forwarded");
+  ASSERT_TRUE(records[1].first.response);
+  EXPECT_EQ(records[1].first.response->status, 413);
 }
 
 class UploadTimeoutTest : public ProxyTest {
