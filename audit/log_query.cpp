@@ -173,8 +173,14 @@ std::vector<nlohmann::json> LogQuery::run(const std::vector<nlohmann::json>& rec
 }
 
 std::string LogQuery::table(const std::vector<nlohmann::json>& records) {
+  // The run id is what an operator copies into `blast-radius --run` and `ctl kill`: shown
+  // whole, its column as wide as the longest one.
+  std::size_t run_width = 3;
+  for (const auto& r : records) {
+    run_width = std::max(run_width, printable(str(r, "run"), 0).size());
+  }
   std::ostringstream os;
-  os << pad("SEQ", 7) << pad("TIME", 28) << pad("RUN", 14) << pad("OUTCOME", 19)
+  os << pad("SEQ", 7) << pad("TIME", 28) << pad("RUN", run_width + 1) << pad("OUTCOME", 19)
      << pad("ACTION", 28) << pad("STATUS", 7) << "REQUEST\n";
   for (const auto& r : records) {
     const std::string type = str(r, "type");
@@ -194,7 +200,7 @@ std::string LogQuery::table(const std::vector<nlohmann::json>& records) {
       }
     }
     os << pad(r.value("seq", nlohmann::json(0)).dump(), 7) << pad(printable(str(r, "ts"), 27), 28)
-       << pad(printable(str(r, "run"), 13), 14) << pad(printable(outcome, 18), 19)
+       << pad(printable(str(r, "run"), 0), run_width + 1) << pad(printable(outcome, 18), 19)
        << pad(printable(str(r, "action"), 27), 28) << pad(status, 7) << printable(what, 120)
        << "\n";
   }
@@ -265,12 +271,69 @@ nlohmann::json LogQuery::blast_radius(const std::vector<nlohmann::json>& records
   for (auto& [name, h] : hosts) {
     host_list.push_back(std::move(h));
   }
-  return {{"run", std::string(run_id)}, {"calls", mine.size()},   {"hosts", host_list},
-          {"writes", writes},           {"approvals", approvals}, {"denied", denied}};
+  nlohmann::json out = {{"run", std::string(run_id)}, {"calls", mine.size()},
+                        {"hosts", host_list},         {"writes", writes},
+                        {"approvals", approvals},     {"denied", denied}};
+  if (mine.empty()) {
+    out["candidates"] = run_candidates(records, run_id);
+  }
+  return out;
+}
+
+std::vector<std::string> LogQuery::run_candidates(const std::vector<nlohmann::json>& records,
+                                                  std::string_view partial) {
+  // A run id copied from an older, truncated table ends in '~' (or the '…' other views
+  // print): what comes before it is the prefix the operator meant.
+  std::string_view key = partial;
+  if (key.ends_with("~")) {
+    key.remove_suffix(1);
+  } else if (key.ends_with("\u2026")) {
+    key.remove_suffix(std::string_view("\u2026").size());
+  }
+  std::vector<std::string> prefixed;
+  std::vector<std::string> containing;
+  if (key.empty()) {
+    return prefixed;
+  }
+  for (const auto& r : records) {
+    const std::string run = str(r, "run");
+    if (run.empty() || run == partial) {
+      continue;
+    }
+    const bool starts = run.starts_with(key);
+    if (!starts && run.find(key) == std::string::npos) {
+      continue;
+    }
+    auto& list = starts ? prefixed : containing;
+    if (std::find(list.begin(), list.end(), run) == list.end()) {
+      list.push_back(run);
+    }
+  }
+  // Runs that start with it first: that is how an id is usually cut.
+  for (auto& run : containing) {
+    prefixed.push_back(std::move(run));
+  }
+  if (prefixed.size() > kMaxRunCandidates) {
+    prefixed.resize(kMaxRunCandidates);
+  }
+  return prefixed;
 }
 
 std::string LogQuery::blast_radius_text(const nlohmann::json& b) {
   std::ostringstream os;
+  if (b.value("calls", 0) == 0) {
+    // Nothing to list: say why, and which runs the operator may have meant.
+    os << "run " << printable(b.value("run", ""), 0)
+       << ": no records (--run needs the whole run id, as `audit query` prints it)\n";
+    const auto c = b.find("candidates");
+    if (c != b.end() && c->is_array() && !c->empty()) {
+      os << "runs whose id starts with or contains it:\n";
+      for (const auto& run : *c) {
+        os << "  " << printable(run.is_string() ? run.get<std::string>() : run.dump(), 0) << "\n";
+      }
+    }
+    return os.str();
+  }
   os << "run " << printable(b.value("run", ""), 0) << ": " << b.value("calls", 0) << " calls\n\n";
   os << "SYSTEMS TOUCHED\n"
      << pad("  HOST", 42) << pad("CALLS", 7) << pad("FWD", 6) << pad("WRITES", 8) << "DENIED\n";

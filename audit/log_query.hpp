@@ -44,7 +44,16 @@ public:
   /// What run R touched: hosts with counts, writes in order, approvals, denied attempts.
   static nlohmann::json blast_radius(const std::vector<nlohmann::json>& records,
                                      std::string_view run);
+  /// Text for people; a report with no calls says so and lists its `candidates`.
   static std::string blast_radius_text(const nlohmann::json& report);
+
+  /// How many runs run_candidates() names at most.
+  static constexpr std::size_t kMaxRunCandidates = 5;
+  /// Run ids that start with `partial` (then those that contain it), first seen first, at
+  /// most kMaxRunCandidates: what an operator who pasted a cut id meant. blast_radius()
+  /// adds them as `candidates` when the run has no records.
+  static std::vector<std::string> run_candidates(const std::vector<nlohmann::json>& records,
+                                                 std::string_view partial);
 };
 
 } // namespace runwarden::audit

@@ -128,5 +128,58 @@ TEST(LogQuery, HostOfAndTableAreSafe) {
   EXPECT_NE(t.find("a\\x1b[2Jb"), std::string::npos);
 }
 
+TEST(LogQuery, TableShowsRunIdsWhole) {
+  // The id an operator copies into `blast-radius --run`: never cut, however long.
+  const std::string long_run = "run_637ff480a1b2c3d4e5f60718293a4b5c";
+  nlohmann::json a = {{"seq", 1}, {"type", "exchange"}, {"run", long_run}, {"outcome", "denied"}};
+  nlohmann::json b = {{"seq", 2}, {"type", "exchange"}, {"run", "r2"}, {"outcome", "forwarded"}};
+  const std::string t = LogQuery::table({a, b});
+  EXPECT_NE(t.find(long_run + " "), std::string::npos) << t;
+  EXPECT_EQ(t.find('~'), std::string::npos) << t;
+  // Columns stay aligned: OUTCOME starts at the same offset on every line.
+  std::vector<std::size_t> at;
+  std::size_t line = 0;
+  for (const char* word : {"OUTCOME", "denied", "forwarded"}) {
+    const std::size_t pos = t.find(word);
+    ASSERT_NE(pos, std::string::npos) << word;
+    line = t.rfind('\n', pos);
+    at.push_back(line == std::string::npos ? pos : pos - line - 1);
+  }
+  EXPECT_EQ(at[0], at[1]);
+  EXPECT_EQ(at[0], at[2]);
+}
+
+TEST(LogQuery, BlastRadiusOfACutRunIdNamesTheCandidates) {
+  TempDir dir;
+  const auto records = incident_log(dir);
+  // An exact id has no candidates: the report is the run's.
+  EXPECT_FALSE(LogQuery::blast_radius(records, "run-A").contains("candidates"));
+  // "run" is the start of both ids; "-B" is inside one; a '~' from a cut table is dropped.
+  auto b = LogQuery::blast_radius(records, "run");
+  EXPECT_EQ(b["calls"], 0);
+  EXPECT_EQ(b["candidates"], nlohmann::json({"run-A", "run-B"}));
+  EXPECT_EQ(LogQuery::blast_radius(records, "-B")["candidates"], nlohmann::json({"run-B"}));
+  EXPECT_EQ(LogQuery::blast_radius(records, "run-~")["candidates"],
+            nlohmann::json({"run-A", "run-B"}));
+  EXPECT_EQ(LogQuery::blast_radius(records, "nothing-like-it")["candidates"],
+            nlohmann::json::array());
+  const std::string text = LogQuery::blast_radius_text(b);
+  EXPECT_NE(text.find("no records"), std::string::npos) << text;
+  EXPECT_NE(text.find("  run-A\n  run-B\n"), std::string::npos) << text;
+}
+
+TEST(LogQuery, RunCandidatesPutPrefixesFirstAndStopAtFive) {
+  std::vector<nlohmann::json> records;
+  for (const char* run :
+       {"x-run_7", "run_70", "run_71", "run_70", "run_72", "run_73", "run_74", "run_75"}) {
+    records.push_back({{"type", "exchange"}, {"run", run}});
+  }
+  const auto c = LogQuery::run_candidates(records, "run_7");
+  ASSERT_EQ(c.size(), LogQuery::kMaxRunCandidates);
+  EXPECT_EQ(c, (std::vector<std::string>{"run_70", "run_71", "run_72", "run_73", "run_74"}));
+  EXPECT_EQ(LogQuery::run_candidates(records, "-run_7"), std::vector<std::string>{"x-run_7"});
+  EXPECT_TRUE(LogQuery::run_candidates(records, "~").empty());
+}
+
 } // namespace
 } // namespace runwarden::audit
