@@ -8,6 +8,8 @@
 #include "audit/record_codec.hpp"
 #include "audit/verifier.hpp"
 
+#include <algorithm>
+#include <array>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -107,7 +109,31 @@ bool parse_time(const std::string& text, const char* flag, std::optional<std::in
   return true;
 }
 
+/// Every `outcome` a request record can carry (DESIGN §6, docs/audit.md): a value outside
+/// this list can only match nothing, which an operator would read as "it never happened".
+constexpr std::array<std::string_view, 13> kOutcomes = {"forwarded",        "approved_forwarded",
+                                                        "upstream_error",   "held",
+                                                        "approval_pending", "approval_denied",
+                                                        "approval_timeout", "approval_shutdown",
+                                                        "denied",           "paused",
+                                                        "refused",          "aborted",
+                                                        "client_gone"};
+
+std::string outcome_list() {
+  std::string out;
+  for (const auto o : kOutcomes) {
+    out += (out.empty() ? "" : ", ") + std::string(o);
+  }
+  return out;
+}
+
 int do_query(const QueryArgs& a) {
+  if (!a.outcome.empty() &&
+      std::find(kOutcomes.begin(), kOutcomes.end(), a.outcome) == kOutcomes.end()) {
+    std::cerr << "audit query: --outcome \"" << a.outcome
+              << "\" is not an outcome; one of: " << outcome_list() << "\n";
+    return 2;
+  }
   audit::QueryFilter f;
   f.run = a.run;
   f.action = a.action;
@@ -178,7 +204,10 @@ void add_audit_commands(CLI::App& root, Runner& run) {
   query->add_option("PATHS", qa->paths, "Log files or the log directory")->required();
   query->add_option("--run", qa->run, "Run id");
   query->add_option("--action", qa->action, "Action name");
-  query->add_option("--outcome", qa->outcome, "forwarded, denied, approved_forwarded, ...");
+  query->add_option("--outcome", qa->outcome,
+                    "forwarded, approved_forwarded, upstream_error, held, approval_pending,\n"
+                    "approval_denied, approval_timeout, approval_shutdown, denied, paused,\n"
+                    "refused, aborted or client_gone (anything else is a usage error, exit 2)");
   query->add_option("--host", qa->host, "Upstream host");
   query->add_option("--approval", qa->approval, "Approval id or approver");
   query->add_option("--since", qa->since, "RFC 3339 time, inclusive");

@@ -65,6 +65,27 @@ expect_in "$tmp/out" "verdict: +allow" "explain allows a small refund"
 expect_exit 1 "explain refuses an encoded slash" "$bin" explain -c "$src/examples/runwarden.yaml" \
   --method GET --url 'http://127.0.0.1:18080/logs/..%2Fsecrets'
 
+# audit query / blast-radius over a hand-written log (they read records; verify checks the chain).
+mkdir -p "$tmp/log"
+long_run=run_637ff480a1b2c3d4e5f60718
+cat >"$tmp/log/audit.jsonl" <<EOF
+{"v":1,"seq":1,"ts":"2026-11-21T10:00:00.000000Z","type":"exchange","id":"req_1","run":"$long_run","action":"demo_delete_anything","outcome":"denied","request":{"method":"DELETE","url":"http://127.0.0.1:18080/customers/42"}}
+{"v":1,"seq":2,"ts":"2026-11-21T10:00:01.000000Z","type":"exchange","id":"req_2","run":"run_other","action":"demo_status","outcome":"forwarded","request":{"method":"GET","url":"http://127.0.0.1:18080/status"},"response":{"status":200}}
+EOF
+expect_exit 2 "query with an unknown --outcome" "$bin" audit query "$tmp/log" --outcome paused_xyz
+expect_in "$tmp/err" '"paused_xyz" is not an outcome; one of: .*approval_timeout' "unknown outcome lists the valid ones"
+expect_exit 0 "query --outcome denied" "$bin" audit query "$tmp/log" --outcome denied
+expect_in "$tmp/out" "DELETE http://127.0.0.1:18080/customers/42" "a valid outcome still filters"
+expect_exit 0 "query prints the table" "$bin" audit query "$tmp/log"
+expect_in "$tmp/out" " $long_run +denied" "the run id is printed whole"
+expect_exit 3 "blast-radius of a cut run id" "$bin" audit blast-radius --run run_637ff480 "$tmp/log"
+expect_in "$tmp/out" "no records" "blast-radius says the run has no records"
+expect_in "$tmp/out" "^  $long_run\$" "blast-radius names the whole id it may mean"
+expect_exit 3 "blast-radius of an id copied with its '~'" "$bin" audit blast-radius --run 'run_637ff480~' "$tmp/log"
+expect_in "$tmp/out" "^  $long_run\$" "a trailing ~ is dropped for the candidates"
+expect_exit 0 "blast-radius of the whole id" "$bin" audit blast-radius --run "$long_run" "$tmp/log"
+expect_in "$tmp/out" "^run $long_run: 1 calls" "the whole id finds the run"
+
 expect_exit 0 "ca init" "$bin" ca init "$tmp/ca"
 [ "$(stat -c %a "$tmp/ca/ca.key")" = 600 ] && ok || bad "ca.key is not 0600"
 openssl x509 -in "$tmp/ca/ca.pem" -noout -text 2>/dev/null | grep -q "CA:TRUE" && ok || bad "ca.pem is not a CA"
