@@ -41,7 +41,34 @@ struct QueryArgs {
   bool json = false;
 };
 
+/// False, after saying where it looked and where the log really is, when `paths` hold no
+/// log file: the usual cause is a path taken from the config but read from another folder.
+bool logs_found(std::string_view command, const std::vector<std::string>& paths) {
+  std::string error;
+  if (!audit::Verifier::log_files(paths, error).empty()) {
+    return true;
+  }
+  std::string searched;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    const auto abs = std::filesystem::absolute(p, ec);
+    searched += (searched.empty() ? "" : ", ") + p;
+    if (!ec && abs.string() != p) {
+      searched += " (" + abs.lexically_normal().string() + ")";
+    }
+  }
+  std::cerr << "audit " << command << ": no audit log found: searched " << searched
+            << " for *.jsonl files (" << error << ").\n"
+            << "  The log is where the config's audit.path points, relative to the config\n"
+            << "  file, not to this shell: audit.path: audit/audit.jsonl in\n"
+            << "  examples/runwarden.yaml is examples/audit/.\n";
+  return false;
+}
+
 int do_verify(const VerifyArgs& a) {
+  if (!logs_found("verify", a.paths)) {
+    return 2;
+  }
   audit::VerifyOptions o;
   o.public_key = a.key;
   o.partial = a.partial;
@@ -144,6 +171,9 @@ int do_query(const QueryArgs& a) {
   if (!parse_time(a.since, "--since", f.since_us) || !parse_time(a.until, "--until", f.until_us)) {
     return 2;
   }
+  if (!logs_found("query", a.paths)) {
+    return 2;
+  }
   std::vector<nlohmann::json> records;
   std::string error;
   if (!audit::LogQuery::load(a.paths, records, error)) {
@@ -162,6 +192,9 @@ int do_query(const QueryArgs& a) {
 }
 
 int do_blast_radius(const QueryArgs& a) {
+  if (!logs_found("blast-radius", a.paths)) {
+    return 2;
+  }
   std::vector<nlohmann::json> records;
   std::string error;
   if (!audit::LogQuery::load(a.paths, records, error)) {

@@ -3,7 +3,7 @@
 # bundled example and rejects a broken one with file:line:col, `explain` decides without
 # sending anything, `ca init` makes a CA and refuses to overwrite it.
 set -uo pipefail
-bin=$1
+bin=$(readlink -f "$1")
 src=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -85,6 +85,18 @@ expect_exit 3 "blast-radius of an id copied with its '~'" "$bin" audit blast-rad
 expect_in "$tmp/out" "^  $long_run\$" "a trailing ~ is dropped for the candidates"
 expect_exit 0 "blast-radius of the whole id" "$bin" audit blast-radius --run "$long_run" "$tmp/log"
 expect_in "$tmp/out" "^run $long_run: 1 calls" "the whole id finds the run"
+
+# No log where the operator looked: each command names the path it searched and where the
+# log really is (audit.path, relative to the config file).
+mkdir -p "$tmp/empty"
+for cmd in "verify" "query" "blast-radius --run r"; do
+  # shellcheck disable=SC2086
+  expect_exit 2 "audit $cmd without a log" "$bin" audit $cmd "$tmp/empty"
+  expect_in "$tmp/err" "no audit log found: searched $tmp/empty" "audit $cmd names the path"
+  expect_in "$tmp/err" "audit.path points, relative to the config" "audit $cmd says where the log is"
+done
+(cd "$tmp" && "$bin" audit blast-radius --run r audit/ >"$tmp/out" 2>"$tmp/err")
+expect_in "$tmp/err" "searched audit/ \($tmp/audit/\)" "a relative path is shown resolved too"
 
 expect_exit 0 "ca init" "$bin" ca init "$tmp/ca"
 [ "$(stat -c %a "$tmp/ca/ca.key")" = 600 ] && ok || bad "ca.key is not 0600"
