@@ -246,8 +246,9 @@ int print(const AdminOptions& o, const nlohmann::json& j, void (*readable)(const
 /// What an operator checks first (is it stopped? is anything waiting on a human or still
 /// relaying unjudged bytes?) on top, then every other field (alphabetical).
 void print_status(const nlohmann::json& j) {
-  static constexpr std::array<std::string_view, 6> kFirst = {
-      "mode", "kill_switch", "runs", "pending_holds", "open_tunnels", "in_flight"};
+  static constexpr std::array<std::string_view, 8> kFirst = {
+      "note", "mode",          "kill_switch",  "kill_switch_file",
+      "runs", "pending_holds", "open_tunnels", "in_flight"};
   std::vector<std::vector<std::string>> rows;
   auto row = [&rows](const std::string& key, const nlohmann::json& value) {
     rows.push_back({escape_display(key),

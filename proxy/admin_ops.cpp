@@ -101,6 +101,21 @@ nlohmann::json status_json(const ProxyContext& ctx) {
                         {"draining", ctx.draining.load()}};
 }
 
+/// While the kill-switch file exists runwarden stays paused whatever mode an operator sets:
+/// the answer says so, with the file to remove (else `ctl mode normal` looks like it worked).
+void note_kill_switch(const ProxyContext& ctx, policy::Mode asked, nlohmann::json& j) {
+  if (!ctx.runtime->kill_switch_present()) {
+    return;
+  }
+  const auto cfg = ctx.runtime->config();
+  j["kill_switch_file"] = cfg->kill_switch_file.string();
+  if (asked != policy::Mode::paused) {
+    j["note"] = "runwarden stays paused while the kill-switch file " +
+                cfg->kill_switch_file.string() + " exists: remove it to resume (then mode " +
+                std::string(policy::to_string(asked)) + " applies)";
+  }
+}
+
 } // namespace
 
 bool change_mode(const std::shared_ptr<ProxyContext>& ctx, policy::Mode mode, const std::string& by,
@@ -199,8 +214,11 @@ bool kill_run(const std::shared_ptr<ProxyContext>& ctx, const std::string& run,
 }
 
 void add_ops_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx) {
-  router.add("GET", "/v1/status",
-             [ctx](const AdminRequest&) { return json_response(200, status_json(*ctx)); });
+  router.add("GET", "/v1/status", [ctx](const AdminRequest&) {
+    auto j = status_json(*ctx);
+    note_kill_switch(*ctx, ctx->runtime->mode_state().mode, j);
+    return json_response(200, j);
+  });
   router.add("POST", "/v1/mode", [ctx](const AdminRequest& req) {
     AdminResponse refusal;
     auto who = authorize(*ctx, req, refusal);
@@ -218,6 +236,7 @@ void add_ops_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx) {
     const bool changed = change_mode(ctx, *mode, *who, "admin_api");
     auto j = status_json(*ctx);
     j["changed"] = changed;
+    note_kill_switch(*ctx, *mode, j);
     return json_response(200, j);
   });
   router.add("GET", "/v1/runs",

@@ -1310,6 +1310,9 @@ private:
                       decision_.reason, "denied");
       return;
     case policy::Verdict::paused:
+      if (ctx_->runtime && ctx_->runtime->kill_switch_present()) {
+        decision_.reason += " (by the operators' kill-switch file)";
+      }
       finish_refusal(http::status::service_unavailable,
                      error_body("runwarden_paused", decision_.reason, req_id_), "paused",
                      "runwarden_paused", decision_.reason, false);

@@ -367,5 +367,44 @@ TEST_F(ReloadTest, KillSwitchFileMovesOnReload) {
   EXPECT_EQ(stopped.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
 }
 
+// While the kill-switch file exists an operator's `mode normal` cannot resume traffic: the
+// answer says so and names the file (it used to answer mode paused, changed true, and
+// nothing else), and the agent's 503 says the file paused it.
+TEST_F(ReloadTest, ModeChangeUnderTheKillSwitchFileSaysTheFileKeepsItPaused) {
+  reloader_.reset();
+  server_.reset();
+  write_file(dir_.file("runwarden.yaml"), runwarden_yaml("kill_switch_file: KILL\n"));
+  server_ = std::make_unique<OpsServer>(config::load_config(dir_.file("runwarden.yaml")), audit_);
+  reloader_ = std::make_shared<Reloader>(server_->ioc(), server_->server().context(),
+                                         std::chrono::milliseconds(20));
+  reloader_->reload_operator_tokens(server_->server().operator_tokens());
+  boost::asio::post(server_->ioc(), [r = reloader_] { r->start(false); });
+  write_file(dir_.file("KILL"), "");
+  ASSERT_TRUE(proxy_answers(*server_, upstream_.port(), 503));
+  auto res = raw_exchange(server_->server().admin_endpoint(),
+                          admin_request("POST", "/v1/mode", kAlice, R"({"mode":"normal"})"));
+  ASSERT_EQ(res.result_int(), 200u);
+  auto j = nlohmann::json::parse(res.body());
+  EXPECT_EQ(j.value("mode", ""), "paused");
+  EXPECT_EQ(j.value("kill_switch_file", ""), dir_.file("KILL").string());
+  EXPECT_NE(j.value("note", "").find("remove it to resume"), std::string::npos) << j.dump();
+  auto refused = raw_exchange(server_->server().proxy_endpoint(),
+                              proxy_get(upstream_.port(), "/allowed/x", ""));
+  EXPECT_EQ(refused.result_int(), 503u);
+  EXPECT_NE(refused.body().find("kill-switch file"), std::string::npos) << refused.body();
+  std::filesystem::remove(dir_.file("KILL"));
+  EXPECT_TRUE(proxy_answers(*server_, upstream_.port(), 200)); // the mode set meanwhile
+  auto status = nlohmann::json::parse(
+      raw_exchange(server_->server().admin_endpoint(), admin_request("GET", "/v1/status", "", ""))
+          .body());
+  EXPECT_FALSE(status.contains("note"));
+  std::promise<void> stopped;
+  boost::asio::post(server_->ioc(), [&] {
+    reloader_->stop();
+    stopped.set_value();
+  });
+  EXPECT_EQ(stopped.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+}
+
 } // namespace
 } // namespace runwarden::proxy
