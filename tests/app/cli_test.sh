@@ -65,6 +65,15 @@ expect_in "$tmp/out" "verdict: +allow" "explain allows a small refund"
 expect_exit 1 "explain refuses an encoded slash" "$bin" explain -c "$src/examples/runwarden.yaml" \
   --method GET --url 'http://127.0.0.1:18080/logs/..%2Fsecrets'
 
+# The demo exports http_proxy first: an admin or metrics curl it prints that went through the
+# proxy would get 403 loop_refused, so each one must bypass it.
+admin_curls=$(grep -cE "curl .*127\.0\.0\.1:15000" "$src/scripts/demo.sh")
+[ "$admin_curls" -ge 2 ] && ok || bad "demo.sh prints no admin curl ($admin_curls)"
+if grep -E "curl .*127\.0\.0\.1:15000" "$src/scripts/demo.sh" | grep -vq -- "--noproxy '\*'"; then
+  bad "demo.sh prints an admin curl without --noproxy '*'"
+else ok; fi
+grep -q "export http_proxy=http://127.0.0.1:15001" "$src/scripts/demo.sh" && ok || bad "demo.sh no longer exports http_proxy (update this test)"
+
 # audit query / blast-radius over a hand-written log (they read records; verify checks the chain).
 mkdir -p "$tmp/log"
 long_run=run_637ff480a1b2c3d4e5f60718
