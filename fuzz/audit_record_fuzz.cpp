@@ -5,6 +5,7 @@
 #include "audit/record_builder.hpp"
 #include "audit/record_codec.hpp"
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -45,6 +46,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (parsed.is_discarded() || !cut || cut->hash != hash ||
       runwarden::audit::RecordCodec::chain_hash(runwarden::audit::kGenesisHash, cut->unsealed) !=
           hash) {
+    std::abort();
+  }
+  // The writer's in-place seal (an uncontended leader's path) gives the same bytes.
+  const runwarden::audit::RecordBuilder::Slot slot = builder.exchange_slot(ex, true);
+  std::array<char, 64> slot_hash{};
+  const std::string_view in_place = runwarden::audit::RecordCodec::seal_in_place(
+      slot.data, slot.size, runwarden::audit::RecordBuilder::kSlotHeadroom,
+      runwarden::audit::RecordBuilder::kSlotTailroom, 1, "2026-01-01T00:00:00.000000Z",
+      runwarden::audit::kGenesisHash, slot_hash);
+  if (in_place != line || std::string_view(slot_hash.data(), slot_hash.size()) != hash) {
     std::abort();
   }
   (void)builder.event_members(in, nlohmann::json::parse(in, nullptr, false));
