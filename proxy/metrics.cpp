@@ -270,6 +270,51 @@ ProxyMetrics::ProxyMetrics()
       mode_changes(
           registry.counter("runwarden_mode_changes_total", "Mode changes.", {"to", "via"})),
       runs_killed(registry.counter("runwarden_runs_killed_total",
-                                   "Runs killed, by how: admin_api or budget.", {"via"})) {}
+                                   "Runs killed, by how: admin_api or budget.", {"via"})) {
+  prime({});
+}
+
+void ProxyMetrics::prime(const std::vector<std::shared_ptr<const policy::Runbook>>& runbooks) {
+  audit_errors.inc({}, 0);
+  for (std::string_view result : {"ok", "failed"}) {
+    reloads.inc({result}, 0);
+  }
+  for (std::string_view via : {"admin_api", "budget"}) {
+    runs_killed.inc({via}, 0);
+  }
+  for (std::string_view side : {"agent", "upstream"}) {
+    tls_errors.inc({side}, 0);
+  }
+  for (std::string_view code :
+       {"upstream_unavailable", "upstream_timeout", "upstream_error", "client_gone"}) {
+    upstream_errors.inc({code}, 0);
+  }
+  for (const auto& rb : runbooks) {
+    if (!rb) {
+      continue;
+    }
+    const auto& b = rb->budgets;
+    const std::string on_exceed(policy::to_string(b.on_exceed));
+    auto budget = [&](const std::string& name, std::string_view how) {
+      budget_trips.inc({rb->name, name, how}, 0);
+    };
+    if (b.denied) {
+      budget("denied", on_exceed);
+    }
+    if (b.calls) {
+      budget("calls", on_exceed);
+    }
+    if (b.per_minute) {
+      budget("per_minute", on_exceed);
+    }
+    for (const auto& [action, limit] : b.actions) {
+      budget("actions." + action, on_exceed);
+    }
+    for (std::size_t i = 0; i < b.sums.size(); ++i) {
+      budget("sums[" + std::to_string(i) + "]", on_exceed);
+      budget("sums[" + std::to_string(i) + "]", "refuse"); // a body it cannot account for
+    }
+  }
+}
 
 } // namespace runwarden::proxy

@@ -3,6 +3,8 @@
 // fixed-bucket histograms with labels, plus gauges read at scrape time. Lock-light: a label
 // set is looked up under a shared lock and then updated with atomics.
 
+#include "policy/model.hpp"
+
 #include <atomic>
 #include <cstddef>
 #include <functional>
@@ -97,6 +99,12 @@ struct ProxyMetrics {
   MetricFamily& mode_changes;     // {to, via}
   MetricFamily& runs_killed;      // {via}: admin_api, budget
   ProxyMetrics();
+
+  /// The counters alerts watch with increase() start at 0 instead of appearing with their
+  /// first event (increase() cannot see a series' first sample, so the first audit error
+  /// or budget trip would never alert): every fixed label value now, and one series per
+  /// budget of `runbooks` (again on reload, for new ones).
+  void prime(const std::vector<std::shared_ptr<const policy::Runbook>>& runbooks);
 };
 
 } // namespace runwarden::proxy

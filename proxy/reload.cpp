@@ -311,6 +311,7 @@ bool Reloader::reload(const std::string& via) {
              {"tunnels_closed", std::to_string(tunnels_closed)}});
   if (ctx_->metrics) {
     ctx_->metrics->reloads.inc({"ok"});
+    ctx_->metrics->prime(fresh->runbooks);
   }
   if (ctx_->audit) {
     ctx_->audit->event("reload",

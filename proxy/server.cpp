@@ -122,6 +122,7 @@ Server::Server(net::io_context& ioc, ServerOptions options)
   }
   ctx_->config = std::move(options.config);
   ctx_->metrics = std::make_shared<ProxyMetrics>();
+  ctx_->metrics->prime(ctx_->config->runbooks);
   ctx_->audit = std::make_shared<MeteredAuditLog>(std::move(options.audit), ctx_->metrics);
   ctx_->runtime = std::make_shared<RuntimeState>(ctx_->config);
   ctx_->lookups =
