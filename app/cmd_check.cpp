@@ -2,6 +2,8 @@
 // the engine would judge one request, without sending anything anywhere.
 
 #include "app/commands.hpp"
+#include "approval/operator_tokens.hpp"
+#include "config/approver_reach.hpp"
 #include "config/config.hpp"
 #include "config/runbook_loader.hpp"
 #include "config/units.hpp"
@@ -11,10 +13,12 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -59,6 +63,73 @@ std::string short_sha(const std::string& sha) {
   return sha.substr(0, 8) + "\u2026";
 }
 
+std::string where_listed(const policy::SourceMark& m) {
+  if (m.line <= 0) {
+    return m.file;
+  }
+  return m.file + ":" + std::to_string(m.line) + ":" + std::to_string(m.col);
+}
+
+/// What `serve` warns about at start-up (approver_unknown, approvers_unreachable), from the
+/// same tokens file and webhook identities, one warning line each, counted in `warnings`.
+/// False when the tokens file is malformed (serve would refuse it): its errors are printed.
+bool check_approvers(const config::Config& cfg, std::size_t& warnings) {
+  approval::OperatorTokens tokens;
+  const std::filesystem::path& file = cfg.approvals.operator_tokens_file;
+  if (!file.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::exists(file, ec)) {
+      // Not required yet (it may be a secret mounted at run time): say what was not checked.
+      std::cerr << cfg.file.string() << ": approvals.operator_tokens_file: note: " << file.string()
+                << " does not exist yet, so runbook approvers were not checked against it "
+                   "(serve opens it at start-up)\n";
+      return true;
+    }
+    std::ifstream in(file, std::ios::binary);
+    std::ostringstream text;
+    std::vector<std::string> errors;
+    if (!in || !(text << in.rdbuf())) {
+      errors.push_back(file.string() + ": cannot read operator tokens file");
+    } else {
+      tokens = approval::OperatorTokens::parse(text.str(), file.string(), errors);
+    }
+    if (!errors.empty()) {
+      for (const auto& line : errors) {
+        std::cerr << line << "\n";
+      }
+      return false;
+    }
+  }
+  std::vector<std::string> identities;
+  for (const auto& w : cfg.approvals.webhooks) {
+    if (auto id = config::webhook_identity(w.url)) {
+      identities.push_back(std::move(*id));
+    }
+  }
+  const auto known = [&](std::string_view who) {
+    return tokens.knows(who) ||
+           std::find(identities.begin(), identities.end(), who) != identities.end();
+  };
+  const std::string source = file.empty() ? std::string("no operator_tokens_file")
+                                          : "operators and groups in " + file.string();
+  for (const auto& gap : config::unmatched_approvers(cfg.runbooks, known)) {
+    if (!gap.approver.empty()) {
+      std::cerr << where_listed(gap.mark) << ": approvers: warning: approver_unknown: \""
+                << gap.approver << "\" (runbook " << gap.runbook << ", action " << gap.action
+                << ") is no operator, token-file group or webhook identity (" << source
+                << "; webhooks: " << identities.size() << ")\n";
+    } else {
+      std::cerr << where_listed(gap.mark) << ": approvers: warning: approvers_unreachable: "
+                << "nobody may decide the holds of action " << gap.action << " in runbook "
+                << gap.runbook
+                << ": they can only time out (deny). Name an operator or group from the "
+                   "tokens file, or a webhook identity (webhook:HOST)\n";
+    }
+    ++warnings;
+  }
+  return true;
+}
+
 int run_check(const CheckOptions& o) {
   const auto cfg = load(o.config);
   if (!cfg) {
@@ -81,6 +152,10 @@ int run_check(const CheckOptions& o) {
       std::cerr << line << "\n";
       ++warnings;
     }
+  }
+  if (!check_approvers(*cfg, warnings)) {
+    std::cerr << "runwarden: approvals.operator_tokens_file is invalid in " << o.config << "\n";
+    return 1;
   }
   const policy::Runbook* active = cfg->engine->runbook(cfg->active_runbook);
   std::cout << "ok: " << cfg->catalogue->actions.size() << " actions, " << cfg->runbooks.size()
@@ -379,10 +454,14 @@ void add_check_commands(CLI::App& root, Runner& run) {
                      "  3  valid but with warnings and --strict given (summary line too)\n"
                      "Warnings (file:line:col: path: warning: message, on stderr): e.g. a\n"
                      "diagnostics action (read_only) that can match a method other than GET,\n"
-                     "HEAD or OPTIONS, or an MCP tools/call.\n"
+                     "HEAD or OPTIONS, or an MCP tools/call; a runbook approvers entry that\n"
+                     "no operator, tokens-file group or webhook identity matches\n"
+                     "(approver_unknown), and an action none of whose approvers match, whose\n"
+                     "holds can only time out (approvers_unreachable): serve warns the same.\n"
                      "tls.ca_cert and tls.ca_key must be set (`serve` needs them), but the\n"
                      "files the server opens at start-up (CA certificate and key, tokens file,\n"
-                     "signing key) are not required to exist yet: `serve` checks them.");
+                     "signing key) are not required to exist yet: `serve` checks them. A tokens\n"
+                     "file that exists is read (a malformed one is an error) to check approvers.");
   check->add_option("-c,--config", check_opts->config, "runwarden.yaml to validate")->required();
   check->add_flag("--strict", check_opts->strict,
                   "Fail (exit 3) on warnings too: for CI pipelines that gate policy changes");

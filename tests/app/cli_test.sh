@@ -51,6 +51,31 @@ expect_in "$tmp/err" "warning: .*open_incident_summary" "the warning names the a
 expect_in "$tmp/out" "^ok: .*, 1 warning" "the ok line counts the warning"
 expect_exit 3 "check --strict with a warning" "$bin" check --strict -c "$tmp/ex2/runwarden.yaml"
 
+# Approvers nobody can act as: what serve warns about at start-up, check warns about too.
+expect_exit 0 "check --strict on the example, no warnings" "$bin" check --strict -c "$src/examples/runwarden.yaml"
+if grep -q "warning" "$tmp/err"; then bad "the example has warnings"; sed 's/^/  /' "$tmp/err" | head -3; else ok; fi
+cp -r "$src/examples" "$tmp/ex3"
+sed -i -E 's/^(alice [0-9a-f]{64}) .*/\1 support-team-leads/' "$tmp/ex3/operators.txt" # alice loses 3 groups
+expect_exit 0 "check with unreachable approvers" "$bin" check -c "$tmp/ex3/runwarden.yaml"
+expect_in "$tmp/err" "payment-api-latency.yaml:[0-9]+:[0-9]+: approvers: warning: approver_unknown: \"payments-on-call\"" "approver_unknown with the runbook's file:line"
+expect_in "$tmp/err" "mcp-operations.yaml:[0-9]+:[0-9]+: approvers: warning: approvers_unreachable: .*mcp_k8s_restart" "approvers_unreachable per action"
+if grep -q "support-refunds" "$tmp/err"; then bad "a group alice keeps is reported"; else ok; fi
+expect_in "$tmp/out" "^ok: .*, 8 warnings" "4 unknown entries and 4 unreachable actions"
+expect_exit 3 "check --strict with unreachable approvers" "$bin" check --strict -c "$tmp/ex3/runwarden.yaml"
+# A webhook identity decides too (webhook:HOST), as it does in serve.
+sed -i 's/approvers: \[sales-ops\]/approvers: [webhook:ops.example]/' "$tmp/ex3/runbooks/sales-crm-enrichment.yaml"
+sed -i 's|^  # webhooks:$|  webhooks:|; s|^  #   - {url: "https://ops.example|    - {url: "https://ops.example|' "$tmp/ex3/runwarden.yaml"
+expect_exit 0 "check with a webhook approver" "$bin" check -c "$tmp/ex3/runwarden.yaml"
+expect_in "$tmp/out" "^ok: .*, 6 warnings" "the webhook identity is known"
+if grep -q "sales-crm" "$tmp/err"; then bad "webhook:ops.example is reported"; else ok; fi
+# A malformed tokens file is an error (serve refuses it); a missing one is only noted.
+echo "bob not-a-hash" >>"$tmp/ex3/operators.txt"
+expect_exit 1 "check with a malformed tokens file" "$bin" check -c "$tmp/ex3/runwarden.yaml"
+expect_in "$tmp/err" "operators.txt:[0-9]+: " "the tokens file error has file:line"
+rm "$tmp/ex3/operators.txt"
+expect_exit 0 "check with no tokens file yet" "$bin" check --strict -c "$tmp/ex3/runwarden.yaml"
+expect_in "$tmp/err" "operator_tokens_file: note: .* does not exist yet" "a missing tokens file is noted"
+
 # --help tells the truth about the exit codes, 3 included.
 expect_exit 0 "check --help" "$bin" check --help
 expect_in "$tmp/out" "^ +3 +valid but with warnings and --strict" "check --help names exit 3"
