@@ -800,7 +800,28 @@ void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
                                   const simd::BodyScan& scan) const {
   const std::size_t n = s.size();
   const std::size_t spans_at_start = spans.size();
+  // The bitmap's words, count and backslash flag in locals: through `scan` they were
+  // reloaded for every string (the compiler can not tell that the span pushes leave them).
+  const std::uint64_t* const quotes = scan.quotes.data();
+  const std::size_t words = scan.quotes.size();
+  const bool any_backslash = scan.any_backslash;
   const auto string_end = [&](std::size_t at, bool& escaped) {
+    if (!any_backslash) {
+      // simd::indexed_string_end without backslashes: the next quote bit after `at`.
+      const std::size_t from = at + 1;
+      std::size_t word = from / 64;
+      if (word >= words) {
+        return n;
+      }
+      std::uint64_t bits = quotes[word] & (~std::uint64_t{0} << (from % 64));
+      while (bits == 0) { // bounded by the number of bitmap words
+        if (++word >= words) {
+          return n;
+        }
+        bits = quotes[word];
+      }
+      return word * 64 + static_cast<std::size_t>(std::countr_zero(bits)) + 1;
+    }
     const std::size_t end = simd::indexed_string_end(scan, n, at);
     return end != static_cast<std::size_t>(-1) ? end : skip_string(s, at, escaped);
   };
@@ -846,7 +867,8 @@ void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
       if (key_end >= n) {
         return;
       }
-      const std::string_view raw_key = s.substr(i + 1, key_end - i - 2);
+      // key_end < n and key_end >= i + 2 (the string has both quotes): no bounds check.
+      const std::string_view raw_key(s.data() + i + 1, key_end - i - 2);
       i = key_end;
       while (i < n && is_ws(s[i])) {
         ++i;
