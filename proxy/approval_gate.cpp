@@ -3,6 +3,7 @@
 #include "approval/audit_packet_redactor.hpp"
 #include "approval/crypto.hpp"
 #include "audit/redactor.hpp"
+#include "config/approver_reach.hpp"
 #include "proxy/log.hpp"
 #include "proxy/proxy_context.hpp"
 
@@ -37,35 +38,27 @@ nlohmann::json hold_fields(const approval::HoldView& h) {
 
 /// A runbook's approvers entry that no operator name, token-file group or webhook identity
 /// matches can never decide; if none of an action's entries match, its holds can only time
-/// out (deny). Fail closed, but say so at start-up.
+/// out (deny). Fail closed, but say so at start-up (`runwarden check` reports the same gaps,
+/// from the same rule: config::unmatched_approvers).
 void warn_unmatched_approvers(const config::Config& config, const approval::OperatorTokens& tokens,
                               const std::vector<approval::SignatureKey>& keys) {
-  for (const auto& rb : config.runbooks) {
-    if (!rb) {
+  auto known = [&](std::string_view who) {
+    return tokens.knows(who) ||
+           std::any_of(keys.begin(), keys.end(), [&who](const auto& k) { return k.name == who; });
+  };
+  for (const auto& gap : config::unmatched_approvers(config.runbooks, known)) {
+    if (!gap.approver.empty()) {
+      log_event(LogLevel::warn, "approver_unknown", 0, {},
+                {{"runbook", gap.runbook},
+                 {"action", gap.action},
+                 {"approver", gap.approver},
+                 {"why", "no operator, token-file group or webhook identity has this name"}});
       continue;
     }
-    for (const auto& [name, action] : rb->actions) {
-      std::size_t matched = 0;
-      for (const auto& who : action.approvers) {
-        const bool key =
-            std::any_of(keys.begin(), keys.end(), [&who](const auto& k) { return k.name == who; });
-        if (tokens.knows(who) || key) {
-          ++matched;
-          continue;
-        }
-        log_event(LogLevel::warn, "approver_unknown", 0, {},
-                  {{"runbook", rb->name},
-                   {"action", name},
-                   {"approver", who},
-                   {"why", "no operator, token-file group or webhook identity has this name"}});
-      }
-      if (!action.approvers.empty() && matched == 0) {
-        log_event(LogLevel::warn, "approvers_unreachable", 0, {},
-                  {{"runbook", rb->name},
-                   {"action", name},
-                   {"why", "nobody may decide this action's holds: they can only time out"}});
-      }
-    }
+    log_event(LogLevel::warn, "approvers_unreachable", 0, {},
+              {{"runbook", gap.runbook},
+               {"action", gap.action},
+               {"why", "nobody may decide this action's holds: they can only time out"}});
   }
 }
 
