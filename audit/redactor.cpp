@@ -805,22 +805,45 @@ void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
   const std::uint64_t* const quotes = scan.quotes.data();
   const std::size_t words = scan.quotes.size();
   const bool any_backslash = scan.any_backslash;
-  const auto string_end = [&](std::size_t at, bool& escaped) {
-    if (!any_backslash) {
-      // simd::indexed_string_end without backslashes: the next quote bit after `at`.
-      const std::size_t from = at + 1;
-      std::size_t word = from / 64;
-      if (word >= words) {
+  // Without backslashes a string's end is the next quote bit after its opening quote. The
+  // walk reads the quote bits in order through a cursor (word `qword`, its bits not yet
+  // passed in `qbits`): a string's opening quote is the cursor's lowest bit and its
+  // closing quote the next, so each end takes a bit-clear and a count from the cursor
+  // instead of a chain computed from the position (load, shift, mask, count per string,
+  // which made the walk wait on every string). Where the cursor's lowest bit is not the
+  // opening quote (a quote inside a scalar), it is re-seated from the position.
+  std::size_t qword = 0;
+  std::uint64_t qbits = words > 0 ? quotes[0] : 0;
+  const auto next_quote = [&]() -> std::size_t { // the cursor's lowest quote, or n
+    while (qbits == 0) {                         // bounded by the number of bitmap words
+      if (++qword >= words) {
+        qword = words;
         return n;
       }
-      std::uint64_t bits = quotes[word] & (~std::uint64_t{0} << (from % 64));
-      while (bits == 0) { // bounded by the number of bitmap words
-        if (++word >= words) {
+      qbits = quotes[qword];
+    }
+    return qword * 64 + static_cast<std::size_t>(std::countr_zero(qbits));
+  };
+  const auto string_end = [&](std::size_t at, bool& escaped) {
+    if (!any_backslash) {
+      if (next_quote() != at) {
+        const std::size_t from = at + 1;
+        qword = from / 64;
+        if (qword >= words) {
+          qword = words;
+          qbits = 0;
           return n;
         }
-        bits = quotes[word];
+        qbits = quotes[qword] & (~std::uint64_t{0} << (from % 64));
+      } else {
+        qbits &= qbits - 1; // the opening quote
       }
-      return word * 64 + static_cast<std::size_t>(std::countr_zero(bits)) + 1;
+      const std::size_t close = next_quote();
+      if (close >= n) {
+        return n;
+      }
+      qbits &= qbits - 1;
+      return close + 1;
     }
     const std::size_t end = simd::indexed_string_end(scan, n, at);
     return end != static_cast<std::size_t>(-1) ? end : skip_string(s, at, escaped);
