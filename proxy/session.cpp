@@ -2238,12 +2238,8 @@ private:
   }
 
   void on_upload_chunk(beast::error_code ec) {
-    if (aborted_) {
-      return; // on_shutdown_abort ended the exchange
-    }
-    ec = timed_out(ec);
-    if (ec == http::error::need_buffer) {
-      ec = {};
+    if (!body_read_done(ec)) {
+      return;
     }
     if (ec) {
       upload_client_failed(ec);
@@ -2526,13 +2522,23 @@ private:
     http::async_read_some(up_->stream, up_->buffer, *rparser_, bind(&Self::on_relay_read));
   }
 
-  void on_relay_read(beast::error_code ec, std::size_t) {
+  /// How a read into a buffer_body went (the upstream's response or a chunked upload):
+  /// false once on_shutdown_abort ended the exchange; else ec, with a filled relay buffer
+  /// (need_buffer) not an error.
+  bool body_read_done(beast::error_code& ec) {
     if (aborted_) {
-      return; // on_shutdown_abort ended the exchange
+      return false;
     }
     ec = timed_out(ec);
     if (ec == http::error::need_buffer) {
       ec = {};
+    }
+    return true;
+  }
+
+  void on_relay_read(beast::error_code ec, std::size_t) {
+    if (!body_read_done(ec)) {
+      return;
     }
     if (ec) {
       relay_failed("upstream_error", ec);

@@ -120,6 +120,21 @@ private:
   bool released_ = false;
 };
 
+/// Asks for 127.0.0.1 and runs ioc until the answer is in (bounded: 10 s).
+bool answered_soon(NameLookup& lookups, net::io_context& ioc) {
+  bool answered = false;
+  lookups.async_resolve("127.0.0.1", "80", ioc.get_executor(),
+                        [&](boost::system::error_code ec, const NameLookup::Results&) {
+                          EXPECT_FALSE(ec) << ec.message();
+                          answered = true;
+                        });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!answered && std::chrono::steady_clock::now() < until) {
+    ioc.run_one_for(std::chrono::milliseconds(100));
+  }
+  return answered;
+}
+
 TEST(NameLookup, CallersOfOneNameShareOneLookupAndOtherNamesGoOn) {
   auto held_owner = std::make_shared<HeldResolver>();
   HeldResolver& held = *held_owner;
@@ -137,18 +152,7 @@ TEST(NameLookup, CallersOfOneNameShareOneLookupAndOtherNamesGoOn) {
                           });
   }
   ASSERT_TRUE(held.wait_for_call("hung.test"));
-  bool other_answered = false;
-  lookups.async_resolve("127.0.0.1", "80", ioc.get_executor(),
-                        [&](boost::system::error_code ec, const NameLookup::Results&) {
-                          EXPECT_FALSE(ec) << ec.message();
-                          other_answered = true;
-                        });
-  // Bounded: the other name is answered while hung.test is still held.
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!other_answered && std::chrono::steady_clock::now() < until) {
-    ioc.run_one_for(std::chrono::milliseconds(100));
-  }
-  EXPECT_TRUE(other_answered);
+  EXPECT_TRUE(answered_soon(lookups, ioc)); // while hung.test is still held
   EXPECT_EQ(hung_answers, 0);
   held.release();
   const auto until_all = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -179,17 +183,7 @@ TEST(NameLookup, WorkersGrowForDifferentHungNamesUpToTheCap) {
   for (const std::string& name : hung) {
     ASSERT_TRUE(held.wait_for_call(name)) << name; // three held at once: two workers added
   }
-  bool other_answered = false;
-  lookups.async_resolve("127.0.0.1", "80", ioc.get_executor(),
-                        [&](boost::system::error_code ec, const NameLookup::Results&) {
-                          EXPECT_FALSE(ec) << ec.message();
-                          other_answered = true;
-                        });
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!other_answered && std::chrono::steady_clock::now() < until) {
-    ioc.run_one_for(std::chrono::milliseconds(100));
-  }
-  EXPECT_TRUE(other_answered); // the fourth worker, while three names are held
+  EXPECT_TRUE(answered_soon(lookups, ioc)); // the fourth worker, while three names are held
   EXPECT_EQ(hung_answers, 0);
   bool capped_answered = false;
   lookups.async_resolve("hung4.test", "80", ioc.get_executor(),
