@@ -1005,6 +1005,55 @@ void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
   }
 }
 
+bool Redactor::json_may_have_sensitive_key(std::string_view s, const simd::BodyScan& scan) const {
+  // The quotes in order, each paired with the one before it: a pair whose second quote is
+  // followed by a colon is a candidate key. Unlike the walk, the candidates do not depend
+  // on one another, so there is no chain through the text, and a body repeats few keys, so
+  // nearly every candidate is a memo hit.
+  const std::size_t n = s.size();
+  const std::uint64_t* const quotes = scan.quotes.data();
+  const std::size_t words = scan.quotes.size();
+  constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+  std::size_t prev = kNone;
+  for (std::size_t w = 0; w < words; ++w) { // bounded by the bitmap's words and bits
+    std::uint64_t bits = quotes[w];
+    while (bits != 0) {
+      const std::size_t q = w * 64 + static_cast<std::size_t>(std::countr_zero(bits));
+      bits &= bits - 1;
+      const std::size_t open = prev;
+      prev = q;
+      std::size_t j = q + 1;
+      if (j >= n || open == kNone) {
+        continue;
+      }
+      if (s[j] != ':') {
+        if (!is_ws(s[j])) {
+          continue;
+        }
+        while (j < n && is_ws(s[j])) {
+          ++j;
+        }
+        if (j >= n || s[j] != ':') {
+          continue;
+        }
+      }
+      const std::string_view key(s.data() + open + 1, q - open - 1);
+      const MemoEntry* hit = nullptr;
+      if (key.size() <= kMemoMaxSize) {
+        std::size_t first_slot = 0;
+        std::size_t second_slot = 0;
+        std::uint64_t w0 = 0;
+        std::uint64_t w1 = 0;
+        hit = memo_find(key_memo, id_, key, first_slot, second_slot, w0, w1);
+      }
+      if (hit != nullptr ? hit->sensitive : is_sensitive_key(key)) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 void Redactor::form_spans(std::string_view text, std::size_t offset,
                           std::vector<Span>& spans) const {
   std::size_t start = 0;
@@ -1225,7 +1274,7 @@ std::string_view Redactor::redact_body_view(std::string_view body, std::string_v
   if (json || (first < body.size() && (body[first] == '{' || body[first] == '['))) {
     if (reference) {
       json_spans(body, spans);
-    } else {
+    } else if (scan.any_backslash || json_may_have_sensitive_key(body, scan)) {
       json_spans_indexed(body, spans, scan);
     }
   }

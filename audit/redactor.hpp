@@ -100,6 +100,11 @@ private:
   /// entered directly. Tests hold it to json_spans through Scan::exhaustive.
   void json_spans_indexed(std::string_view text, std::vector<Span>& spans,
                           const simd::BodyScan& scan) const;
+  /// False only when the walk above can find no sensitive key in `text`, a body without
+  /// backslashes: every key it reads is the text between two consecutive quotes, the
+  /// second followed by a colon (after white space), so checking every such pair is a
+  /// superset of its keys that needs no walk.
+  bool json_may_have_sensitive_key(std::string_view text, const simd::BodyScan& scan) const;
   void form_spans(std::string_view text, std::size_t offset, std::vector<Span>& spans) const;
   static std::string apply(std::string_view text, std::vector<Span>& spans);
   bool sensitive_normalized(std::string_view normalized) const;

@@ -101,5 +101,60 @@ TEST(JsonWalk, SeededTokenSoupAgreesWithTheReference) {
   EXPECT_LT(redacted, 19000u);
 }
 
+// A body without backslashes is walked only when some pair of consecutive quotes followed
+// by a colon holds a sensitive key (Redactor::json_may_have_sensitive_key): each way a walk
+// key can be written, alone in an otherwise harmless body, must still be redacted, and
+// look-alikes that the walk does not take as keys must stay as the walk leaves them.
+TEST(JsonWalk, KeyPrecheckFindsEveryKeyTheWalkReads) {
+  const Redactor fast;
+  const Redactor slow({}, Redactor::Scan::exhaustive);
+  RedactionRules rules;
+  rules.json_keys = {"customer-note", "a_very_long_custom_field_name"};
+  const Redactor fast_configured(rules);
+  const Redactor slow_configured(rules, Redactor::Scan::exhaustive);
+  // Mostly keys that no text pattern covers (ssn, cvv, card numbers, session ids, configured
+  // keys), so that only the key walk can redact their values.
+  const std::vector<std::string> keys = {R"("ssn":"p1")",
+                                         R"("ssn" : "p2")",
+                                         "\"cvv\"\n:\t\"t3\"",
+                                         R"("Card_Number": 42)",
+                                         R"("sessionid":[1,2])",
+                                         R"("cookie":{"a":"b"})",
+                                         R"("cvc":null)",
+                                         R"("":"e","cvv":"123")",
+                                         R"("cvv":)",
+                                         R"("ssn")",
+                                         R"("customer-note" :"c")",
+                                         R"("a_very_long_custom_field_name"  :  "l")",
+                                         R"("id":"x","sessionId" :"w")",
+                                         R"("k":"v":"ssn":"t4")",
+                                         R"("password":"p5")"};
+  const std::vector<std::string> contexts = {"{@}",
+                                             "{\"id\":\"ord_1\",\"items\":[{\"name\":\"n\"},{@}]}",
+                                             "[{\"a\":1},{@}]",
+                                             "{\"id\":1,\"v\":\"plain text\",@",
+                                             "{\"deep\":{\"deeper\":{@}}}",
+                                             "{\"a\":abc\"def\",@}",
+                                             "{\"url\":\"https://h/x\",@}"};
+  std::size_t redacted = 0;
+  for (const std::string& key : keys) {
+    for (const std::string& context : contexts) {
+      std::string json = context;
+      json.replace(json.find('@'), 1, key);
+      redacted += expect_same(fast, slow, json) ? 1u : 0u;
+      EXPECT_EQ(fast_configured.redact_body(json, "application/json", 1 << 20).text,
+                slow_configured.redact_body(json, "application/json", 1 << 20).text)
+          << json;
+      // Every prefix: a key cut anywhere (before its colon it is no key).
+      for (std::size_t cut = 0; cut < json.size(); ++cut) {
+        expect_same(fast, slow, json.substr(0, cut));
+      }
+    }
+  }
+  // Most of the placements redact something (all but the stray-quote context and the key
+  // with no value or no colon).
+  EXPECT_GT(redacted, keys.size() * contexts.size() / 2);
+}
+
 } // namespace
 } // namespace runwarden::audit
