@@ -298,13 +298,13 @@ FileAuditLog::~FileAuditLog() {
       write_batch(p, false);
     }
     lock.unlock();
-    {
-      std::lock_guard io(io_mu_);
-      if (preallocated_end_ > 0) {
-        trim_preallocation(file_->fd);
-      }
-    }
     sync();
+  }
+  // Blocks reserved ahead go back at every close: also when the log failed (a full disk
+  // keeps a partial reservation), and when this process wrote nothing (a crash left one).
+  std::lock_guard io(io_mu_);
+  if (file_) {
+    trim_preallocation(file_->fd);
   }
 }
 

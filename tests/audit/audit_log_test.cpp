@@ -311,8 +311,6 @@ TEST(AuditLog, UnsignedTailIsReported) {
   EXPECT_EQ(report.kind, "bad_signature");
 }
 
-// A child process gets a 4 KiB file-size limit (SIGXFSZ ignored, so write(2) fails with
-// EFBIG): the log must turn unhealthy, say why, and fail every later record.
 // The active file reserves blocks ahead of its end while open (fallocate, KEEP_SIZE), never
 // changes its size for it, and gives them back when the log closes.
 TEST(AuditLog, BlocksReservedAheadAreGivenBackAtClose) {
@@ -355,6 +353,36 @@ TEST(AuditLog, BlocksReservedAheadAreGivenBackAtClose) {
   EXPECT_EQ(report.records, 20u);
 }
 
+// Blocks a crashed writer left reserved on the active file go back at the next close, even
+// when that process wrote nothing (a restart with no traffic, then a clean stop).
+TEST(AuditLog, AReservationLeftByACrashGoesBackAtACloseWithoutWrites) {
+  TempDir dir;
+  const Options o = options_for(dir);
+  {
+    auto log = AuditLog::open(o);
+    Completions c;
+    for (int i = 0; i < 3; ++i) {
+      log->record(testing::sample_exchange(i), true, c.make());
+    }
+    ASSERT_TRUE(c.wait(3));
+  }
+  const int fd = ::open(o.path.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 8 << 20), 0); // as a crash leaves it
+  ::close(fd);
+  struct stat st {};
+  ASSERT_EQ(::stat(o.path.c_str(), &st), 0);
+  ASSERT_GE(static_cast<std::uint64_t>(st.st_blocks) * 512, 8u << 20);
+  { auto log = AuditLog::open(o); } // writes nothing
+  ASSERT_EQ(::stat(o.path.c_str(), &st), 0);
+  EXPECT_LT(static_cast<std::uint64_t>(st.st_blocks) * 512,
+            static_cast<std::uint64_t>(st.st_size) + (64u << 10))
+      << "the crash's reservation kept";
+  EXPECT_TRUE(Verifier::verify({dir.path()}, {}).ok);
+}
+
+// A child process gets a 4 KiB file-size limit (SIGXFSZ ignored, so write(2) fails with
+// EFBIG): the log must turn unhealthy, say why, and fail every later record.
 TEST(AuditLog, WriteErrorMakesTheLogUnhealthyAndRefuseLaterRecords) {
   TempDir dir;
   const Options o = options_for(dir);
