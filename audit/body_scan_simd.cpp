@@ -156,6 +156,22 @@ void resize_bitmaps(std::size_t size, BodyScan& out) {
   const std::size_t words = (size + 63) / 64;
   out.quotes.assign(words, 0);
   out.backslashes.assign(words, 0);
+  out.key_ends.assign(words, 0);
+}
+
+// key_ends from the quote bitmap, one quote at a time (the portable paths).
+void mark_key_ends(std::string_view t, BodyScan& out) {
+  const std::size_t n = t.size();
+  for (std::size_t w = 0; w < out.quotes.size(); ++w) { // bounded by the bitmap's words
+    std::uint64_t bits = out.quotes[w];
+    while (bits != 0) {
+      const std::size_t q = w * 64 + static_cast<std::size_t>(std::countr_zero(bits));
+      bits &= bits - 1;
+      if (q + 1 < n && (t[q + 1] == ':' || static_cast<unsigned char>(t[q + 1]) <= ' ')) {
+        out.key_ends[w] |= std::uint64_t{1} << (q % 64);
+      }
+    }
+  }
 }
 
 #if defined(__x86_64__)
@@ -185,12 +201,13 @@ void scan_bitmaps_sse2(std::string_view t, BodyScan& out) {
     }
   }
   out.ascii = high == 0;
+  mark_key_ends(t, out);
 }
 
 // 32 bytes at `at` and their successors at `at + 1`: quote, backslash, high-bit and
 // candidate masks, one bit per byte.
 struct Masks {
-  std::uint32_t quotes, backslashes, high, candidates;
+  std::uint32_t quotes, backslashes, high, candidates, key_ends;
 };
 
 __attribute__((target("avx2"))) inline std::uint32_t bits(const __m256i& m) {
@@ -227,9 +244,14 @@ __attribute__((target("avx2"))) inline Masks classify(const unsigned char* at) {
                                             _mm256_shuffle_epi8(t[set][3], w_hi));
     any = _mm256_or_si256(any, _mm256_and_si256(first, second));
   }
-  return Masks{bits(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('"'))),
-               bits(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('\\'))), bits(v),
-               ~bits(_mm256_cmpeq_epi8(any, _mm256_setzero_si256()))};
+  const __m256i quote = _mm256_cmpeq_epi8(v, _mm256_set1_epi8('"'));
+  // The successor is ':' or a byte <= ' ' (unsigned: max(w, ' ') == ' ').
+  const __m256i space = _mm256_set1_epi8(' ');
+  const __m256i after = _mm256_or_si256(_mm256_cmpeq_epi8(w, _mm256_set1_epi8(':')),
+                                        _mm256_cmpeq_epi8(_mm256_max_epu8(w, space), space));
+  return Masks{bits(quote), bits(_mm256_cmpeq_epi8(v, _mm256_set1_epi8('\\'))), bits(v),
+               ~bits(_mm256_cmpeq_epi8(any, _mm256_setzero_si256())),
+               bits(_mm256_and_si256(quote, after))};
 }
 
 struct Avx2State {
@@ -248,6 +270,7 @@ block(std::string_view t, std::size_t base, const unsigned char* at, BodyScan* o
     const std::size_t word = base / 64;
     out->quotes[word] = a.quotes | (std::uint64_t{b.quotes} << 32);
     out->backslashes[word] = a.backslashes | (std::uint64_t{b.backslashes} << 32);
+    out->key_ends[word] = a.key_ends | (std::uint64_t{b.key_ends} << 32);
   }
   st.high |= a.high | b.high;
   std::uint64_t candidates = a.candidates | (std::uint64_t{b.candidates} << 32);
@@ -288,6 +311,9 @@ __attribute__((target("avx2"))) bool scan_avx2(std::string_view t, BodyScan* out
   if (out != nullptr) {
     out->ascii = st.high == 0;
     out->builtin = st.found;
+    if (n > 0) { // the last byte's successor was the padding's zero, no byte of the text
+      out->key_ends[(n - 1) / 64] &= ~(std::uint64_t{1} << ((n - 1) % 64));
+    }
   }
   return st.found;
 }
@@ -547,6 +573,7 @@ void scan_bitmaps(std::string_view text, Level level, BodyScan& out) {
     }
   }
   out.ascii = !high;
+  mark_key_ends(text, out);
 #endif
   out.builtin = may_match_builtin_portable(text);
 }

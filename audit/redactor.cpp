@@ -1006,30 +1006,23 @@ void Redactor::json_spans_indexed(std::string_view s, std::vector<Span>& spans,
 }
 
 bool Redactor::json_may_have_sensitive_key(std::string_view s, const simd::BodyScan& scan) const {
-  // The quotes in order, each paired with the one before it: a pair whose second quote is
-  // followed by a colon is a candidate key. Unlike the walk, the candidates do not depend
-  // on one another, so there is no chain through the text, and a body repeats few keys, so
-  // nearly every candidate is a memo hit.
+  // Each quote paired with the one before it: a pair whose second quote is followed (after
+  // white space) by a colon is a candidate key. The scan marked the quotes followed by ':'
+  // or a byte <= ' ' (key_ends), so only those are visited, and the quote before each is
+  // found in the bitmap. Unlike the walk, the candidates do not depend on one another, and a
+  // body repeats few keys, so nearly every candidate is a memo hit.
   const std::size_t n = s.size();
   const std::uint64_t* const quotes = scan.quotes.data();
-  const std::size_t words = scan.quotes.size();
-  constexpr std::size_t kNone = static_cast<std::size_t>(-1);
-  std::size_t prev = kNone;
+  const std::uint64_t* const key_ends = scan.key_ends.data();
+  const std::size_t words = scan.key_ends.size();
   for (std::size_t w = 0; w < words; ++w) { // bounded by the bitmap's words and bits
-    std::uint64_t bits = quotes[w];
+    std::uint64_t bits = key_ends[w];
     while (bits != 0) {
-      const std::size_t q = w * 64 + static_cast<std::size_t>(std::countr_zero(bits));
+      const auto bit = static_cast<unsigned>(std::countr_zero(bits));
       bits &= bits - 1;
-      const std::size_t open = prev;
-      prev = q;
+      const std::size_t q = w * 64 + bit;
       std::size_t j = q + 1;
-      if (j >= n || open == kNone) {
-        continue;
-      }
       if (s[j] != ':') {
-        if (!is_ws(s[j])) {
-          continue;
-        }
         while (j < n && is_ws(s[j])) {
           ++j;
         }
@@ -1037,6 +1030,16 @@ bool Redactor::json_may_have_sensitive_key(std::string_view s, const simd::BodyS
           continue;
         }
       }
+      // The quote before q: in q's word below it, else in the nearest earlier word.
+      std::size_t pw = w;
+      std::uint64_t before = quotes[w] & ((std::uint64_t{1} << bit) - 1);
+      while (before == 0 && pw > 0) { // bounded by w
+        before = quotes[--pw];
+      }
+      if (before == 0) {
+        continue; // q is the first quote
+      }
+      const std::size_t open = pw * 64 + 63 - static_cast<std::size_t>(std::countl_zero(before));
       const std::string_view key(s.data() + open + 1, q - open - 1);
       const MemoEntry* hit = nullptr;
       if (key.size() <= kMemoMaxSize) {

@@ -41,12 +41,18 @@ void expect_scan_matches_reference(const std::string& text, Level level) {
   ASSERT_EQ(scan.backslashes.size(), words);
   std::vector<std::uint64_t> quotes(words, 0);
   std::vector<std::uint64_t> backslashes(words, 0);
+  std::vector<std::uint64_t> key_ends(words, 0);
   bool ascii = true;
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
     ascii = ascii && c < 0x80;
     if (c == '"') {
       quotes[i / 64] |= std::uint64_t{1} << (i % 64);
+      // Followed by ':' or a byte <= ' '; a quote at the last byte has no successor.
+      if (i + 1 < text.size() &&
+          (text[i + 1] == ':' || static_cast<unsigned char>(text[i + 1]) <= ' ')) {
+        key_ends[i / 64] |= std::uint64_t{1} << (i % 64);
+      }
     }
     if (c == '\\') {
       backslashes[i / 64] |= std::uint64_t{1} << (i % 64);
@@ -55,6 +61,7 @@ void expect_scan_matches_reference(const std::string& text, Level level) {
   const int lvl = static_cast<int>(level);
   EXPECT_EQ(scan.quotes, quotes) << "level " << lvl << " text: " << text;
   EXPECT_EQ(scan.backslashes, backslashes) << "level " << lvl << " text: " << text;
+  EXPECT_EQ(scan.key_ends, key_ends) << "level " << lvl << " text: " << text;
   EXPECT_EQ(scan.ascii, ascii) << "level " << lvl << " text: " << text;
   EXPECT_EQ(scan.any_backslash, text.find('\\') != std::string::npos);
   const bool expected = reference_may_match(text);
@@ -136,8 +143,9 @@ TEST(BodyScan, EveryTriggerAtEveryOffsetAndLength) {
 }
 
 TEST(BodyScan, SpecialBytesAtEveryOffsetOfEveryLength) {
-  const std::vector<std::string> specials = {"\"", "\\", "\xc3\xa9", "\x80", "\xff", "\x7f",
-                                             "\n", "5",  "-",        " ",    "s",    "k"};
+  const std::vector<std::string> specials = {"\"",  "\\",   "\xc3\xa9", "\x80",   "\xff", "\x7f",
+                                             "\n",  "5",    "-",        " ",      "s",    "k",
+                                             "\":", "\"\t", "\" :",     "\"\x01", "\"!"};
   for (Level level : levels()) {
     for (std::size_t size = 0; size <= 200; ++size) {
       for (const std::string& special : specials) {
@@ -155,7 +163,7 @@ TEST(BodyScan, SpecialBytesAtEveryOffsetOfEveryLength) {
 // and non-ASCII bytes.
 std::string random_bytes(std::mt19937& rng, std::size_t size) {
   static const std::string alphabet =
-      "\"\\ -0123456789aAbBeEgGhHkKoOpPrRsStTwWxXyYzZ_:,{}\xc3\xa9\xff";
+      "\"\\ -0123456789aAbBeEgGhHkKoOpPrRsStTwWxXyYzZ_:,{}\t\x01\xc3\xa9\xff";
   std::uniform_int_distribution<std::size_t> pick(0, alphabet.size() - 1);
   std::string out;
   for (std::size_t k = 0; k < size; ++k) {
