@@ -37,8 +37,10 @@ boost::system::error_code lookup_error(int rc) {
 
 } // namespace
 
-NameLookup::NameLookup(std::size_t workers, Resolve resolve, std::size_t max_workers)
+NameLookup::NameLookup(std::size_t workers, Resolve resolve, std::size_t max_workers,
+                       std::chrono::milliseconds spare_idle)
     : state_(std::make_shared<State>()) {
+  state_->spare_idle = spare_idle;
   state_->resolve = resolve ? std::move(resolve) : Resolve(::getaddrinfo);
   state_->base = std::max<std::size_t>(workers, 1);
   state_->max = std::max(max_workers, state_->base);
@@ -50,6 +52,11 @@ NameLookup::NameLookup(std::size_t workers, Resolve resolve, std::size_t max_wor
 
 NameLookup::~NameLookup() {
   stop();
+}
+
+std::size_t NameLookup::workers() const {
+  std::lock_guard lock(state_->mu);
+  return state_->threads;
 }
 
 NameLookup::Ticket NameLookup::async_resolve(std::string host, std::string service,
@@ -138,17 +145,28 @@ void NameLookup::work(const std::shared_ptr<State>& state) {
     {
       std::unique_lock lock(state->mu);
       auto has_work = [&] { return state->stopped || !state->queue.empty(); };
-      ++state->idle;
-      bool woken = true;
-      if (state->threads > state->base) { // a spare: it ends when it is not needed
-        woken = state->ready.wait_for(lock, kSpareIdle, has_work);
-      } else {
-        state->ready.wait(lock, has_work);
-      }
-      --state->idle;
-      if (state->stopped || !woken) {
-        --state->threads;
-        return;
+      for (;;) {
+        ++state->idle;
+        bool woken = true;
+        if (state->threads > state->base) { // spares exist: whoever idles long enough ends
+          woken = state->ready.wait_for(lock, state->spare_idle, has_work);
+        } else {
+          state->ready.wait(lock, has_work);
+        }
+        --state->idle;
+        if (state->stopped) {
+          --state->threads;
+          return;
+        }
+        if (woken) {
+          break;
+        }
+        // Idle for spare_idle: one worker fewer, but never below the base count (others
+        // that timed out meanwhile may have ended already).
+        if (state->threads > state->base) {
+          --state->threads;
+          return;
+        }
       }
       lookup = std::move(state->queue.front());
       state->queue.pop_front();

@@ -55,7 +55,9 @@ public:
   /// up to `max_workers` at once (at least `workers`). They are detached: stop() never
   /// waits for a lookup that hangs in the C library. `resolve` is getaddrinfo unless a test
   /// passes a stand-in that holds a lookup for as long as it likes.
-  explicit NameLookup(std::size_t workers, Resolve resolve = {}, std::size_t max_workers = 0);
+  /// A worker beyond `workers` ends after `spare_idle` without work.
+  explicit NameLookup(std::size_t workers, Resolve resolve = {}, std::size_t max_workers = 0,
+                      std::chrono::milliseconds spare_idle = kSpareIdle);
   ~NameLookup();
   NameLookup(const NameLookup&) = delete;
   NameLookup& operator=(const NameLookup&) = delete;
@@ -65,6 +67,9 @@ public:
   /// `ex` (or, after stop(), on the thread that called stop()), never on a worker.
   Ticket async_resolve(std::string host, std::string service, boost::asio::any_io_executor ex,
                        Handler done);
+
+  /// Workers running now (the base count, plus spares while lookups queue).
+  std::size_t workers() const;
 
   /// No result is posted from now on; queued lookups are dropped. Called before the
   /// io_contexts the results would be posted to go away.
@@ -96,7 +101,8 @@ private:
     std::size_t idle = 0;    // of them, waiting for work
     std::size_t base = 1;    // kept however quiet it gets
     std::size_t max = 1;     // at most this many at once
-    Resolve resolve;         // set before the workers start, then only read
+    std::chrono::milliseconds spare_idle{kSpareIdle};
+    Resolve resolve; // set before the workers start, then only read
   };
   /// True if some waiter of `lookup` still wants its answer.
   static bool wanted(const Lookup& lookup);

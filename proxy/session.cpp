@@ -67,6 +67,9 @@ constexpr std::size_t kKeptAgentBuffer = 4 * 1024; // what an agent connection k
 /// the excerpt, so a secret that straddles the cut is found whole (an API key, a JWT, a PEM
 /// block of up to this size) rather than left as a readable head.
 constexpr std::size_t kRedactionMargin = 4 * 1024;
+/// A relayed chunked body's framing (a chunk-size line with its extensions, the trailer) may
+/// hold at most this much in the read buffer before it is refused as malformed.
+constexpr std::size_t kMaxChunkFraming = 64 * 1024;
 constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 constexpr int kMaxInterimResponses = 8;
 constexpr std::chrono::seconds kLingerTimeout{2};
@@ -744,6 +747,7 @@ private:
       return;
     }
     inline_steps_ = 0; // an async read follows: the stack unwinds
+    buffer_.max_size(std::numeric_limits<std::size_t>::max()); // see upload_next_chunk
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(
         std::min<std::size_t>(limits().header_bytes, std::numeric_limits<std::uint32_t>::max())));
@@ -1178,10 +1182,17 @@ private:
   bool head_allows_unread_body() {
     req_.body.clear();
     req_.body_complete = false;
-    bool allow =
-        policy_->engine->decide(req_, runbook_, effective_mode()).verdict == policy::Verdict::allow;
+    const policy::Decision head = policy_->engine->decide(req_, runbook_, effective_mode());
     req_.body_complete = true;
-    return allow;
+    if (head.verdict != policy::Verdict::allow) {
+      return false;
+    }
+    // A sums budget of the deciding action reads a value from the body: buffered too.
+    const policy::Runbook* rb =
+        policy_->engine->runbook(head.runbook.empty() ? runbook_ : head.runbook);
+    return rb == nullptr ||
+           std::none_of(rb->budgets.sums.begin(), rb->budgets.sums.end(),
+                        [&](const auto& sum) { return sum.action == head.action; });
   }
 
   /// How much of an unread body has been taken from the agent, for reasons and logs.
@@ -2102,7 +2113,11 @@ private:
       buffer_.consume(consumed);
     }
     if (ec) {
-      if (upstream_answered()) {
+      // Only a write the upstream cut short (it closed or reset) may have left its answer;
+      // a timed-out one means it stopped reading: a 502 now, not another wait.
+      const bool cut = ec == net::error::broken_pipe || ec == net::error::connection_reset ||
+                       ec == net::error::eof;
+      if (cut && upstream_answered()) {
         // It refused the upload early (a 413 or 401 on the head) and stopped reading: its
         // answer, not a 502, is what the agent can act on. The agent's connection closes
         // after it (the rest of its body is unread), the upstream's is never pooled.
@@ -2230,6 +2245,10 @@ private:
     body.size = relay_buf_->size();
     body.more = true;
     buffer_.reserve(kRelayBuffer); // Beast reads at most the free capacity
+    // Beast limits neither a chunk extension nor the trailer, and reads on until a line is
+    // whole: capped, framing that carries no body fails (buffer_overflow, a 400) instead of
+    // growing buffer_ until the idle timeout. do_read lifts the cap.
+    buffer_.max_size(buffer_.size() + kRelayBuffer + kMaxChunkFraming);
     arm(Watch::client, limits().idle_timeout);
     http::async_read_some(stream_, buffer_, *upload_parser_,
                           [self = this->shared_from_this()](beast::error_code ec, std::size_t) {

@@ -203,6 +203,38 @@ TEST(NameLookup, WorkersGrowForDifferentHungNamesUpToTheCap) {
   EXPECT_EQ(hung_answers, 3);
 }
 
+// After a burst the spares end, but only down to the base count: each worker that idles
+// past spare_idle ends only while there are more than the base (all of them did, when
+// each judged "spare" by the count when it began to wait; review).
+TEST(NameLookup, SparesEndAfterABurstAndTheBaseWorkersStay) {
+  auto held_owner = std::make_shared<HeldResolver>();
+  HeldResolver& held = *held_owner;
+  net::io_context ioc;
+  NameLookup lookups(2, held.resolve(), 4, std::chrono::milliseconds(100));
+  auto guard = net::make_work_guard(ioc);
+  int answers = 0;
+  for (const std::string name : {"hung1.test", "hung2.test", "hung3.test"}) {
+    lookups.async_resolve(
+        name, "80", ioc.get_executor(),
+        [&](boost::system::error_code, const NameLookup::Results&) { ++answers; });
+    ASSERT_TRUE(held.wait_for_call(name)) << name;
+  }
+  EXPECT_EQ(lookups.workers(), 3u);
+  held.release();
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (answers < 3 && std::chrono::steady_clock::now() < until) {
+    ioc.run_one_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(answers, 3);
+  // Bounded wait for the spare to end (100 ms idle), then several idle periods more.
+  for (int i = 0; i < 100 && lookups.workers() > 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(lookups.workers(), 2u);
+  EXPECT_TRUE(answered_soon(lookups, ioc));
+}
+
 TEST(NameLookup, AWithdrawnCallerIsSkippedAndAQueuedLookupNobodyWantsIsNeverMade) {
   auto held_owner = std::make_shared<HeldResolver>();
   HeldResolver& held = *held_owner;

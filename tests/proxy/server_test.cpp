@@ -1314,6 +1314,34 @@ TEST_F(EarlyAnswerTest, AnUpstreamRefusingAnUploadEarlyIsAnsweredWithItsOwnRespo
   EXPECT_EQ(records[1].first.response->status, 413);
 }
 
+// A small chunked body to an action a sums budget reads is buffered and judged whole, not
+// streamed unread (it was refused 413 as "not read whole"; review).
+TEST_F(UploadBudgetTest, ChunkedBodyASumsBudgetReadsIsBufferedAndCounted) {
+  const std::string run = "Runwarden-Run: chunked-budget\r\n";
+  auto post = [&](const std::string& body) {
+    auto s = connect();
+    return exchange(s, "POST http://" + up() + "/post HTTP/1.1\r\nHost: " + up() + "\r\n" + run +
+                           "Transfer-Encoding: chunked\r\n\r\n" + chunked(body, {4}));
+  };
+  auto ok = post(R"({"amount":60})");
+  EXPECT_EQ(ok.result_int(), 200u) << ok.body();
+  auto over = post(R"({"amount":60})"); // 120 > 100: the sum saw the first one
+  EXPECT_EQ(over.result_int(), 403u) << over.body();
+  EXPECT_EQ(json(over).value("error", ""), "budget_exceeded");
+  ASSERT_EQ(upstream_->seen().size(), 1u);
+  EXPECT_EQ(upstream_->seen()[0].body, R"({"amount":60})");
+}
+
+// Beast limits neither a chunk extension nor a trailer: a relayed chunked body whose framing
+// grows without end is refused (400) rather than held in memory until the idle timeout.
+TEST_F(ProxyTest, EndlessChunkExtensionInARelayedBodyIs400) {
+  auto s = connect();
+  auto res = exchange(s, chunked_head(up(), "/post") + "5;ext=" + std::string(200 * 1024, 'e'));
+  EXPECT_EQ(res.result_int(), 400u) << res.body();
+  EXPECT_EQ(json(res).value("error", ""), "malformed_request");
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
 class UploadTimeoutTest : public ProxyTest {
 protected:
   void SetUp() override {
