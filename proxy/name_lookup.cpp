@@ -45,6 +45,7 @@ NameLookup::NameLookup(std::size_t workers, Resolve resolve, std::size_t max_wor
   state_->base = std::max<std::size_t>(workers, 1);
   state_->max = std::max(max_workers, state_->base);
   state_->threads = state_->base;
+  state_->starting = state_->base;
   for (std::size_t i = 0; i < state_->base; ++i) {
     std::thread([state = state_] { work(state); }).detach();
   }
@@ -93,9 +94,10 @@ NameLookup::Ticket NameLookup::async_resolve(std::string host, std::string servi
     state_->pending.emplace(std::move(key), lookup);
     state_->queue.push_back(std::move(lookup));
     // Every free worker has a lookup to take already: one more, if the cap allows.
-    spawn = state_->queue.size() > state_->idle && state_->threads < state_->max;
+    spawn = state_->queue.size() > state_->idle + state_->starting && state_->threads < state_->max;
     if (spawn) {
       ++state_->threads;
+      ++state_->starting;
     }
   }
   if (spawn) {
@@ -104,6 +106,7 @@ NameLookup::Ticket NameLookup::async_resolve(std::string host, std::string servi
     } catch (const std::system_error&) { // no thread to be had: the queue waits for one
       std::lock_guard lock(state_->mu);
       --state_->threads;
+      --state_->starting;
     }
   }
   state_->ready.notify_one();
@@ -140,12 +143,17 @@ void NameLookup::discard(Waiter& waiter) {
 }
 
 void NameLookup::work(const std::shared_ptr<State>& state) {
+  bool started = false;
   for (;;) {
     std::shared_ptr<Lookup> lookup;
     {
       std::unique_lock lock(state->mu);
       auto has_work = [&] { return state->stopped || !state->queue.empty(); };
       for (;;) {
+        if (!started) { // waiting from now on: counted as idle, no longer as starting
+          started = true;
+          --state->starting;
+        }
         ++state->idle;
         bool woken = true;
         if (state->threads > state->base) { // spares exist: whoever idles long enough ends

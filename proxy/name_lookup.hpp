@@ -97,10 +97,11 @@ private:
     /// A running lookup is owned here while getaddrinfo runs: stop() takes it.
     std::map<Key, std::shared_ptr<Lookup>> pending;
     bool stopped = false;
-    std::size_t threads = 0; // workers running
-    std::size_t idle = 0;    // of them, waiting for work
-    std::size_t base = 1;    // kept however quiet it gets
-    std::size_t max = 1;     // at most this many at once
+    std::size_t threads = 0;  // workers running
+    std::size_t idle = 0;     // of them, waiting for work
+    std::size_t starting = 0; // started, not yet waiting: about to be idle (not spawned for)
+    std::size_t base = 1;     // kept however quiet it gets
+    std::size_t max = 1;      // at most this many at once
     std::chrono::milliseconds spare_idle{kSpareIdle};
     Resolve resolve; // set before the workers start, then only read
   };
