@@ -14,8 +14,10 @@
 // and a selectable second runbook. Invariants, each a std::abort():
 //  - nothing reaches the upstream that the policy did not allow: every request the
 //    upstream parses is GET /allowed..., with the canonical Host and no proxy or
-//    runwarden headers; the upstream never sees bytes it cannot parse (smuggling, or bytes
-//    forwarded after a framing error);
+//    runwarden headers (checked once the head is parsed); the upstream never sees bytes it
+//    cannot parse (smuggling, or bytes forwarded after a framing error). The one partial
+//    request allowed is a relayed upload's (a body judged on its head) cut short after its
+//    head: its record must say so (refused or client_gone), never forwarded;
 //  - every upstream request follows its own "forwarded" decision record, one to one, in
 //    order and for the same URL (nothing forwarded without audit);
 //  - after a closing refusal (framing or limit error) nothing more happens at all;
@@ -71,6 +73,8 @@ using Clock = std::chrono::steady_clock;
 /// One thing that happened during an input, in the order it happened (one thread).
 struct Event {
   enum class Kind { decision, final, upstream, upstream_garbage } kind = Kind::decision;
+  std::string id;        // audit: request id
+  bool streamed = false; // decision: judged on its head, the body relayed after it
   std::string method;
   std::string url; // audit: canonical URL; upstream: target
   std::string outcome;
@@ -86,6 +90,8 @@ public:
               runwarden::audit::Completion done) override {
     Event e;
     e.kind = final ? Event::Kind::final : Event::Kind::decision;
+    e.id = ex.id;
+    e.streamed = !ex.request.body_complete;
     e.method = ex.request.method;
     e.url = ex.request.url;
     e.outcome = ex.outcome;
@@ -148,6 +154,7 @@ private:
   void read();
   void on_read(boost::system::error_code ec, std::size_t n);
   bool parse();
+  void check_head(const http::request<http::string_body>& req);
   void answer(const http::request<http::string_body>& req, bool close_after);
   void garbage(std::string why);
   void close();
@@ -157,6 +164,7 @@ private:
   std::array<char, 16384> buf_{};
   std::string pending_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  bool head_checked_ = false; // the current request's head passed the checks
   bool closed_ = false;
 };
 
@@ -211,8 +219,10 @@ void UpstreamConn::read() {
 
 void UpstreamConn::on_read(boost::system::error_code ec, std::size_t n) {
   if (ec) {
-    // The proxy closed (or reset) the connection: a half-sent request is a forwarding bug.
-    if (!pending_.empty() || (parser_ && parser_->got_some())) {
+    // The proxy closed (or reset) the connection. A half-sent head is a forwarding bug; a
+    // body cut short after a checked head is a relayed upload the proxy gave up on (bad
+    // chunking, the agent gone): check_events requires its decision to be a streamed one.
+    if (!head_checked_ && (!pending_.empty() || (parser_ && parser_->got_some()))) {
       garbage("connection ended inside a request");
     }
     close();
@@ -239,12 +249,16 @@ bool UpstreamConn::parse() {
     boost::system::error_code ec;
     std::size_t used = parser_->put(net::buffer(pending_), ec);
     pending_.erase(0, used);
-    if (ec == http::error::need_more) {
-      return true;
-    }
-    if (ec) {
+    if (ec && ec != http::error::need_more) {
       garbage(ec.message());
       return false;
+    }
+    if (parser_->is_header_done() && !head_checked_) {
+      head_checked_ = true;
+      check_head(parser_->get());
+    }
+    if (ec == http::error::need_more) {
+      return true;
     }
     if (!parser_->is_done()) {
       if (used == 0) {
@@ -254,12 +268,26 @@ bool UpstreamConn::parse() {
     }
     auto req = parser_->release();
     parser_.reset();
+    head_checked_ = false;
+    bool close_after = !req.keep_alive() || req.target().find("close") != std::string_view::npos;
+    answer(req, close_after);
+    if (close_after) {
+      closed_ = true; // read no more; the write's completion closes the connection
+      return true;
+    }
+  }
+  return true;
+}
+
+/// What the policy allowed, and only that, canonically: checked once the head is parsed (a
+/// relayed upload's head goes upstream before its body).
+void UpstreamConn::check_head(const http::request<http::string_body>& req) {
+  {
     Event e;
     e.kind = Event::Kind::upstream;
     e.method = std::string(req.method_string());
     e.url = std::string(req.target());
     g_events.push_back(e);
-    // What the policy allowed, and only that, canonically.
     std::string_view target = req.target();
     bool allowed_path =
         target == "/allowed" || has_prefix(target, "/allowed/") || has_prefix(target, "/allowed?");
@@ -276,14 +304,7 @@ bool UpstreamConn::parse() {
         fail("upstream received a header the proxy must consume:", std::string(name));
       }
     }
-    bool close_after = !req.keep_alive() || target.find("close") != std::string_view::npos;
-    answer(req, close_after);
-    if (close_after) {
-      closed_ = true; // read no more; the write's completion closes the connection
-      return true;
-    }
   }
-  return true;
 }
 
 void UpstreamConn::answer(const http::request<http::string_body>& req, bool close_after) {
@@ -475,6 +496,14 @@ void check_events(const Harness& h, const std::string& answer, bool ended) {
   std::vector<const Event*> finals;
   std::size_t next_forward = 0;
   std::size_t forwarded = 0;
+  auto streamed = [&decisions](const std::string& id) {
+    for (const Event* d : decisions) {
+      if (d->id == id) {
+        return d->streamed;
+      }
+    }
+    return false;
+  };
   bool closed = false;
   for (const auto& e : g_events) {
     if (closed) {
@@ -499,7 +528,11 @@ void check_events(const Harness& h, const std::string& answer, bool ended) {
     }
     case Event::Kind::final:
       finals.push_back(&e);
-      if (e.outcome == "forwarded") {
+      // A relayed upload the proxy gave up on mid-body (bad chunking, the agent gone) ends
+      // refused or client_gone after its head went upstream; any other forwarded decision
+      // ends forwarded.
+      if (e.outcome == "forwarded" ||
+          ((e.outcome == "refused" || e.outcome == "client_gone") && streamed(e.id))) {
         ++forwarded;
       }
       // A refusal that is not a policy 403 is a framing or limit error: the connection closes.
@@ -519,7 +552,16 @@ void check_events(const Harness& h, const std::string& answer, bool ended) {
          std::to_string(decisions.size()) + "/" + std::to_string(next_forward) + "/" +
              std::to_string(forwarded));
   }
-  check_answer(answer, finals);
+  // An agent that went away in the middle of a relayed body gets no answer: its record
+  // (client_gone, no response) is the last thing that happened.
+  std::vector<const Event*> answered;
+  for (const Event* f : finals) {
+    if (f->outcome == "client_gone" && f->status == 0 && f == finals.back()) {
+      continue;
+    }
+    answered.push_back(f);
+  }
+  check_answer(answer, answered);
 }
 
 } // namespace
