@@ -2139,15 +2139,9 @@ private:
       arm(Watch::client, limits().idle_timeout);
       net::async_write(stream_, net::buffer(kContinue),
                        [self = this->shared_from_this()](beast::error_code wec, std::size_t) {
-                         if (self->aborted_) {
-                           return;
+                         if (self->agent_step_ok(wec)) {
+                           self->upload_next();
                          }
-                         wec = self->timed_out(wec);
-                         if (wec) {
-                           self->upload_client_failed(wec);
-                           return;
-                         }
-                         self->upload_next();
                        });
       return;
     }
@@ -2167,6 +2161,20 @@ private:
     ssize_t n = ::recv(beast::get_lowest_layer(up_->stream).socket().native_handle(), &byte, 1,
                        MSG_PEEK | MSG_DONTWAIT);
     return n > 0;
+  }
+
+  /// How an operation on the agent's side of an upload went: true to go on; false once
+  /// on_shutdown_abort ended the exchange, or after upload_client_failed handled an error.
+  bool agent_step_ok(beast::error_code ec) {
+    if (aborted_) {
+      return false;
+    }
+    ec = timed_out(ec);
+    if (ec) {
+      upload_client_failed(ec);
+      return false;
+    }
+    return true;
   }
 
   void upload_next() {
@@ -2190,15 +2198,9 @@ private:
     arm(Watch::client, limits().idle_timeout);
     stream_.async_read_some(net::buffer(relay_buf_->data(), want),
                             [self = this->shared_from_this()](beast::error_code ec, std::size_t n) {
-                              if (self->aborted_) {
-                                return;
+                              if (self->agent_step_ok(ec)) {
+                                self->upload_piece(self->relay_buf_->data(), n, false);
                               }
-                              ec = self->timed_out(ec);
-                              if (ec) {
-                                self->upload_client_failed(ec);
-                                return;
-                              }
-                              self->upload_piece(self->relay_buf_->data(), n, false);
                             });
   }
 

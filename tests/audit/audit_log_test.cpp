@@ -358,14 +358,7 @@ TEST(AuditLog, BlocksReservedAheadAreGivenBackAtClose) {
 TEST(AuditLog, AReservationLeftByACrashGoesBackAtACloseWithoutWrites) {
   TempDir dir;
   const Options o = options_for(dir);
-  {
-    auto log = AuditLog::open(o);
-    Completions c;
-    for (int i = 0; i < 3; ++i) {
-      log->record(testing::sample_exchange(i), true, c.make());
-    }
-    ASSERT_TRUE(c.wait(3));
-  }
+  write_records(o, 3);
   const int fd = ::open(o.path.c_str(), O_WRONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 8 << 20), 0); // as a crash leaves it
