@@ -9,6 +9,12 @@
 
 namespace runwarden::proxy {
 
+/// Seconds an agent should wait before retrying a 503 with this code (the `Retry-After`
+/// header): 1 for what passes on its own (overload, drain, a reload), 30 for what waits on an
+/// operator (paused, the audit log failing), so an agent's retry loop does not fill the
+/// audit log with refusals. 0 for any other code (no header).
+int retry_after_seconds(std::string_view code);
+
 /// {"error":code,"reason":...,"request_id":...} for refusals that are not a runbook decision.
 std::string error_body(std::string_view code, std::string_view reason, std::string_view request_id);
 

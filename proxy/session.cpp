@@ -1645,6 +1645,14 @@ private:
     ex.response = audit::ResponseInfo{};
     ex.response->status = static_cast<int>(status);
     ex.response->headers = {{"content-type", "application/json"}};
+    if (status == http::status::service_unavailable && !retry_after_) {
+      if (const int wait = retry_after_seconds(code); wait > 0) {
+        retry_after_ = std::chrono::seconds(wait);
+      }
+    }
+    if (retry_after_) { // the record shows the answer's header as sent (send_json)
+      ex.response->headers.emplace_back("retry-after", std::to_string(retry_after_->count()));
+    }
     if (req_.method != "HEAD") { // a HEAD answer goes out without its body (send_json)
       ex.response->body = body;
       ex.response->bytes = body.size();
@@ -1685,6 +1693,7 @@ private:
 
   void send_audit_unavailable(std::error_code ec) {
     log_event(LogLevel::error, "audit_failed", conn_.id, req_id_, {{"error", ec.message()}});
+    retry_after_ = std::chrono::seconds(retry_after_seconds("audit_unavailable"));
     send_json(
         http::status::service_unavailable,
         error_body("audit_unavailable", "the audit log could not record this request", req_id_),
@@ -2986,6 +2995,7 @@ void start_proxy_session(std::shared_ptr<ProxyContext> ctx, tcp::socket socket) 
     auto res =
         std::make_shared<http::response<http::string_body>>(http::status::service_unavailable, 11);
     res->set(http::field::content_type, "application/json");
+    res->set(http::field::retry_after, std::to_string(retry_after_seconds("overloaded")));
     res->body() =
         error_body("overloaded", "too many open connections (limits.max_connections)", {});
     res->keep_alive(false);

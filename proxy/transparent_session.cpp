@@ -201,8 +201,10 @@ private:
     const std::string body =
         error_body("overloaded", "too many open connections (limits.max_connections)", {});
     response_ = "HTTP/1.1 503 Service Unavailable\r\nServer: runwarden\r\n"
-                "Content-Type: application/json\r\nConnection: close\r\nContent-Length: " +
-                std::to_string(body.size()) + "\r\n\r\n" + body;
+                "Content-Type: application/json\r\nRetry-After: " +
+                std::to_string(retry_after_seconds("overloaded")) +
+                "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) +
+                "\r\n\r\n" + body;
     stream_.expires_after(std::chrono::seconds(5));
     net::async_write(
         stream_, net::buffer(response_),

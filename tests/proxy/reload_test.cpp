@@ -392,6 +392,7 @@ TEST_F(ReloadTest, ModeChangeUnderTheKillSwitchFileSaysTheFileKeepsItPaused) {
                               proxy_get(upstream_.port(), "/allowed/x", ""));
   EXPECT_EQ(refused.result_int(), 503u);
   EXPECT_NE(refused.body().find("kill-switch file"), std::string::npos) << refused.body();
+  EXPECT_EQ(refused[boost::beast::http::field::retry_after], "30"); // waits on an operator
   std::filesystem::remove(dir_.file("KILL"));
   EXPECT_TRUE(proxy_answers(*server_, upstream_.port(), 200)); // the mode set meanwhile
   auto status = nlohmann::json::parse(

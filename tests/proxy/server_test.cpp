@@ -7,6 +7,7 @@
 #include "tests/proxy/stderr_capture.hpp"
 #include "tests/proxy/test_upstream.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -866,11 +867,17 @@ TEST_F(ProxyTest, RequestOnAnIdleConnectionDuringTheDrainIsRefused) {
   auto res = exchange(s, get);
   EXPECT_EQ(res.result_int(), 503u) << res.body();
   EXPECT_EQ(json(res).value("error", ""), "draining");
+  EXPECT_EQ(res[http::field::retry_after], "1");
   EXPECT_FALSE(res.keep_alive());
   EXPECT_EQ(upstream_->seen().size(), 1u);
   auto records = audit_->records();
   ASSERT_FALSE(records.empty());
   EXPECT_EQ(records.back().first.code, "draining");
+  ASSERT_TRUE(records.back().first.response.has_value());
+  const auto& sent = records.back().first.response->headers; // the record shows it too
+  EXPECT_NE(std::find(sent.begin(), sent.end(),
+                      std::make_pair(std::string("retry-after"), std::string("1"))),
+            sent.end());
   EXPECT_EQ(records.back().first.request.method, "GET"); // the refused request, as read
 }
 
@@ -1408,6 +1415,7 @@ TEST_F(ProxyTest, AuditFailureRefusesWith503AndForwardsNothing) {
       exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
   EXPECT_EQ(res.result_int(), 503u);
   EXPECT_EQ(json(res).value("error", ""), "audit_unavailable");
+  EXPECT_EQ(res[http::field::retry_after], "30");
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
@@ -1585,6 +1593,7 @@ TEST_F(LimitsTest, ConnectionsOverTheLimitGet503AndAreCounted) {
   auto refused = read_response(second, buffer);
   EXPECT_EQ(refused.result_int(), 503u);
   EXPECT_EQ(json(refused).value("error", ""), "overloaded");
+  EXPECT_EQ(refused[http::field::retry_after], "1");
   EXPECT_EQ(server_->context()->rejected_connections.load(), 1u);
   EXPECT_EQ(upstream_->seen().size(), 1u);
 }

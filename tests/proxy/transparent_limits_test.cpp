@@ -129,6 +129,7 @@ TEST_F(TransparentLimitsTest, FirstBytesPhaseCountsAndTheListenerRefusesOverTheL
   std::string answer = poke(server_->server().transparent_endpoint(), get);
   EXPECT_EQ(answer.rfind("HTTP/1.1 503", 0), 0u) << answer;
   EXPECT_NE(answer.find("\"overloaded\""), std::string::npos) << answer;
+  EXPECT_NE(answer.find("\r\nRetry-After: 1\r\n"), std::string::npos) << answer;
   EXPECT_NE(answer.find("limits.max_connections"), std::string::npos) << answer;
   // The explicit listener shares the count.
   answer = poke(server_->server().proxy_endpoint(), get);
