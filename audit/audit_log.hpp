@@ -30,6 +30,7 @@ struct RequestInfo {
   std::string body;             // the assembled body (or its inspected prefix)
   std::uint64_t body_bytes = 0; // full length on the wire
   bool body_complete = true;    // false: `body` is a prefix
+  std::string body_sha256;      // set: every byte relayed's digest, `body` only a prefix of them
 };
 
 struct ResponseInfo {
@@ -38,6 +39,7 @@ struct ResponseInfo {
   std::string body; // assembled prefix kept for the record
   std::uint64_t bytes = 0;
   bool body_complete = true;
+  std::string body_sha256; // set: every byte relayed's digest, `body` only a prefix of them
 };
 
 struct Timing {

@@ -4,6 +4,7 @@
 #define OPENSSL_SUPPRESS_DEPRECATED
 #include "audit/digest.hpp"
 
+#include <algorithm>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <string>
@@ -94,6 +95,45 @@ std::string redaction_marker(std::string_view value) {
   out += to_hex(digest.data(), 4);
   out += ']';
   return out;
+}
+
+StreamedBodyDigest::~StreamedBodyDigest() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
+
+void StreamedBodyDigest::add(std::string& kept, std::size_t keep, const char* data, std::size_t n) {
+  if (!active_ && kept.size() + n > keep) {
+    // The body outgrows its prefix: from here every byte is hashed, the prefix first.
+    if (ctx_ == nullptr) {
+      ctx_ = EVP_MD_CTX_new();
+    }
+    auto* ctx = static_cast<EVP_MD_CTX*>(ctx_);
+    const EVP_MD* md = sha256_md();
+    failed_ = ctx == nullptr || md == nullptr || EVP_DigestInit_ex(ctx, md, nullptr) != 1 ||
+              EVP_DigestUpdate(ctx, kept.data(), kept.size()) != 1;
+    active_ = true;
+  }
+  if (active_ && !failed_) {
+    failed_ = EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, n) != 1;
+  }
+  if (kept.size() < keep) {
+    kept.append(data, std::min(n, keep - kept.size()));
+  }
+}
+
+std::string StreamedBodyDigest::hex() const {
+  if (!active_ || failed_) {
+    return {};
+  }
+  // Finalized on a copy, so more pieces may still be added (a record written mid-body).
+  EVP_MD_CTX* copy = EVP_MD_CTX_new();
+  Sha256 out{};
+  unsigned int len = 0;
+  const bool ok = copy != nullptr &&
+                  EVP_MD_CTX_copy_ex(copy, static_cast<const EVP_MD_CTX*>(ctx_)) == 1 &&
+                  EVP_DigestFinal_ex(copy, out.data(), &len) == 1 && len == out.size();
+  EVP_MD_CTX_free(copy);
+  return ok ? to_hex(out.data(), out.size()) : std::string();
 }
 
 } // namespace runwarden::audit

@@ -634,7 +634,7 @@ void RecordBuilder::append_headers(RawWriter& w, const HeaderList& list) const {
 }
 
 void RecordBuilder::append_body(RawWriter& w, std::string_view text, const HeaderList& hdrs,
-                                bool complete) const {
+                                bool complete, std::string_view whole_sha256) const {
   thread_local RedactedBody meta;
   thread_local std::string storage;
   const std::string_view excerpt =
@@ -642,7 +642,7 @@ void RecordBuilder::append_body(RawWriter& w, std::string_view text, const Heade
   w.lit("\"body\":");
   append_escaped(w, excerpt);
   w.lit(",\"body_sha256\":");
-  append_escaped(w, meta.sha256);
+  append_escaped(w, whole_sha256.empty() ? std::string_view(meta.sha256) : whole_sha256);
   w.lit(",\"truncated\":");
   if (meta.truncated || !complete) {
     w.lit("true,");
@@ -725,7 +725,8 @@ void RecordBuilder::write_exchange(RawWriter& w, const Exchange& ex, bool final)
   append_escaped(w, redactor_.redact_url_view(ex.request.url, storage));
   w.put(',');
   append_headers(w, ex.request.headers);
-  append_body(w, ex.request.body, ex.request.headers, ex.request.body_complete);
+  append_body(w, ex.request.body, ex.request.headers, ex.request.body_complete,
+              ex.request.body_sha256);
   w.lit("\"bytes\":");
   append_uint(w, ex.request.body_bytes);
   w.lit("},");
@@ -734,7 +735,8 @@ void RecordBuilder::write_exchange(RawWriter& w, const Exchange& ex, bool final)
     append_int(w, ex.response->status);
     w.put(',');
     append_headers(w, ex.response->headers);
-    append_body(w, ex.response->body, ex.response->headers, ex.response->body_complete);
+    append_body(w, ex.response->body, ex.response->headers, ex.response->body_complete,
+                ex.response->body_sha256);
     w.lit("\"bytes\":");
     append_uint(w, ex.response->bytes);
     w.lit("},");

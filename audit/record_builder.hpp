@@ -50,8 +50,9 @@ public:
 private:
   void write_exchange(RawWriter& w, const Exchange& exchange, bool final) const;
   void append_headers(RawWriter& w, const HeaderList& list) const;
-  void append_body(RawWriter& w, std::string_view text, const HeaderList& headers,
-                   bool complete) const;
+  /// whole_sha256, when set, is written as body_sha256 instead of the digest of `text`.
+  void append_body(RawWriter& w, std::string_view text, const HeaderList& headers, bool complete,
+                   std::string_view whole_sha256) const;
   nlohmann::json redact_json(const nlohmann::json& value) const;
 
   Redactor redactor_;

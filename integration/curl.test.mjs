@@ -129,6 +129,7 @@ describe("curl through runwarden", () => {
     assert.equal(rec.action, "upload_files");
     assert.equal(rec.request.bytes, data.length);
     assert.equal(rec.request.truncated, true);
+    assert.equal(rec.request.body_sha256, sha(data), "the record's digest is the whole upload's");
     assert.equal(rec.response.status, 200);
   });
 

@@ -6,6 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { fetch } from "undici";
 import { curl, proxyAgent } from "./lib/clients.mjs";
 import { closingTests, startSuite } from "./lib/suite.mjs";
+import { readAudit } from "./lib/audit.mjs";
 import { largeBody } from "./lib/upstream.mjs";
 
 const FIRST_EVENT_LIMIT_MS = 5000;
@@ -82,6 +83,16 @@ describe("streaming through runwarden", () => {
     assert.equal(got.length, bytes);
     const sha = (b) => crypto.createHash("sha256").update(b).digest("hex");
     assert.equal(sha(got), sha(largeBody(bytes)));
+    // The record keeps an excerpt, and the digest of the whole download.
+    let rec;
+    for (let i = 0; i < 100 && !rec; i++) {
+      rec = readAudit(s.rw.auditPath).find((x) => x.type === "exchange" && x.run === run);
+      if (!rec) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(rec, "exchange record");
+    assert.equal(rec.response.bytes, bytes);
+    assert.equal(rec.response.truncated, true);
+    assert.equal(rec.response.body_sha256, sha(largeBody(bytes)));
   });
 
   closingTests(test, () => s);

@@ -4,6 +4,7 @@
 
 #include "proxy/session.hpp"
 
+#include "audit/digest.hpp"
 #include "certs/authority.hpp"
 #include "policy/ascii.hpp"
 #include "policy/strict_json.hpp"
@@ -784,6 +785,7 @@ private:
     approval_.reset();
     approval_id_.clear();
     retry_after_.reset();
+    up_digest_.reset();
     upload_ = false;
     upload_chunked_ = false;
     upload_ended_ = false;
@@ -1616,6 +1618,7 @@ private:
     ex.request.body.assign(req_.body);
     ex.request.body_bytes = upload_ ? upload_total_ : req_.body.size(); // chunked: grows
     ex.request.body_complete = req_.body_complete;
+    ex.request.body_sha256 = up_digest_.hex(); // empty unless a relayed body outgrew its prefix
     ex.response.reset();
     ex.timing = audit::Timing{};
     ex.timing.total_ms = ms_since(started_);
@@ -1631,6 +1634,8 @@ private:
     resp_info_.body.clear();
     resp_info_.bytes = 0;
     resp_info_.body_complete = true;
+    resp_info_.body_sha256.clear();
+    down_digest_.reset();
   }
 
   /// Refusal of a request we parsed: one final audit record, then the answer.
@@ -2216,11 +2221,8 @@ private:
   /// Writes n body bytes at data upstream; from_buffer: they are the front of buffer_,
   /// consumed once written.
   void upload_piece(const char* data, std::size_t n, bool from_buffer) {
-    auto& kept = exchange_.request.body;
-    std::size_t keep = ctx_->config->audit.body_bytes + kRedactionMargin;
-    if (kept.size() < keep) {
-      kept.append(data, std::min(n, keep - kept.size()));
-    }
+    up_digest_.add(exchange_.request.body, ctx_->config->audit.body_bytes + kRedactionMargin, data,
+                   n);
     upload_left_ -= n;
     upload_taken_ += n;
     arm(Watch::upstream, limits().upstream_response_timeout);
@@ -2278,11 +2280,8 @@ private:
     auto& body = upload_parser_->get().body();
     std::size_t got = relay_buf_->size() - body.size;
     bool last = upload_parser_->is_done();
-    auto& kept = exchange_.request.body;
-    std::size_t keep = ctx_->config->audit.body_bytes + kRedactionMargin;
-    if (kept.size() < keep) {
-      kept.append(relay_buf_->data(), std::min(got, keep - kept.size()));
-    }
+    up_digest_.add(exchange_.request.body, ctx_->config->audit.body_bytes + kRedactionMargin,
+                   relay_buf_->data(), got);
     upload_taken_ += got;
     upload_total_ = upload_taken_;
     exchange_.request.body_bytes = upload_taken_;
@@ -2578,10 +2577,8 @@ private:
     std::size_t got = relay_buf_->size() - body.size;
     bool last = rparser_->is_done();
     resp_info_.bytes += got;
-    std::size_t keep = ctx_->config->audit.body_bytes + kRedactionMargin;
-    if (resp_info_.body.size() < keep) {
-      resp_info_.body.append(relay_buf_->data(), std::min(got, keep - resp_info_.body.size()));
-    }
+    down_digest_.add(resp_info_.body, ctx_->config->audit.body_bytes + kRedactionMargin,
+                     relay_buf_->data(), got);
     if (got == 0 && !last && head_sent_) {
       relay_read();
       return;
@@ -2770,6 +2767,10 @@ private:
       resp_info_.headers.clear(); // no response head arrived: none of its fields either
     }
     resp_info_.body_complete = resp_info_.body.size() == resp_info_.bytes;
+    resp_info_.body_sha256 = down_digest_.hex();
+    if (upload_) { // the relayed upload's bytes since its decision record
+      ex.request.body_sha256 = up_digest_.hex();
+    }
     ex.response = std::move(resp_info_); // comes back with its storage (audit_then_forward)
     resp_info_.headers.clear();          // moved from: made definite
     clear_response();
@@ -2906,7 +2907,10 @@ private:
   std::optional<audit::ApprovalInfo> approval_;
   std::string approval_id_;                         // shown in a hold's refusal
   std::optional<std::chrono::seconds> retry_after_; // approval_pending
-  bool hold_active_ = false;                        // waiting on the gate; client watched
+  // Relayed bodies that outgrow the record's prefix are hashed whole as they pass.
+  audit::StreamedBodyDigest up_digest_;
+  audit::StreamedBodyDigest down_digest_;
+  bool hold_active_ = false; // waiting on the gate; client watched
   bool client_gone_ = false;
   std::shared_ptr<const void> hold_answer_; // HoldResult::answering, until the answer is out
   std::optional<net::steady_timer> hold_timer_;

@@ -1,6 +1,7 @@
 // The proxy in-process on port 0, a recording plain-HTTP upstream on port 0, raw sockets as
 // the agent. Proves what is forwarded (exactly, canonically) and what never reaches upstream.
 
+#include "audit/digest.hpp"
 #include "certs/authority.hpp"
 #include "proxy/log.hpp"
 #include "proxy/server.hpp"
@@ -688,6 +689,19 @@ TEST_F(ProxyTest, CloseDelimitedBodyIsRelayedInLargePieces) {
   // pieces, but not for 512-byte reads.
   EXPECT_LE(chunks, 64) << "mean chunk "
                         << (chunks == 0 ? 0 : total / static_cast<std::size_t>(chunks));
+  // The record keeps a prefix of the body and the digest of all of it.
+  decltype(audit_->records()) records;
+  for (int i = 0; i < 200; ++i) {
+    records = audit_->records();
+    if (!records.empty() && records.back().second) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_FALSE(records.empty());
+  ASSERT_TRUE(records.back().first.response);
+  EXPECT_EQ(records.back().first.response->bytes, kBody);
+  EXPECT_EQ(records.back().first.response->body_sha256, audit::sha256_hex(std::string(kBody, 'x')));
 }
 
 // DESIGN §6: a request's record is written before its response completes to the agent.
@@ -1010,8 +1024,12 @@ TEST_F(ProxyTest, UploadOverInspectLimitIsRelayedWhenNoRuleReadsTheBody) {
   EXPECT_FALSE(final_record.request.body_complete);
   // audit.body_bytes and a margin: the audit redacts all of it, then cuts at body_bytes
   EXPECT_EQ(final_record.request.body, body.substr(0, 20 * 1024));
+  // body_sha256 is every relayed byte's, not the kept prefix's
+  EXPECT_EQ(final_record.request.body_sha256, audit::sha256_hex(body));
   ASSERT_TRUE(final_record.response);
   EXPECT_EQ(final_record.response->status, 200);
+  EXPECT_EQ(final_record.response->body_sha256, "");   // kept whole: the audit hashes it
+  EXPECT_EQ(records[3].first.request.body_sha256, ""); // the next request starts afresh
 }
 
 // A rule that could match reads the body: that rule cannot be evaluated, so the request is
@@ -1082,6 +1100,7 @@ TEST_F(ProxyTest, ChunkedUploadIsRelayedWhenNoRuleReadsTheBody) {
   ASSERT_GE(records.size(), 2u);
   EXPECT_EQ(records[1].first.request.body_bytes, body.size());
   EXPECT_EQ(records[1].first.request.body, body.substr(0, 20 * 1024));
+  EXPECT_EQ(records[1].first.request.body_sha256, audit::sha256_hex(body));
 }
 
 // A chunked body that a rule reads is buffered and judged whole: allowed within the
