@@ -33,14 +33,11 @@ std::string call_code(const policy::JsonRpcCall& call, const policy::Decision& d
 } // namespace
 
 int retry_after_seconds(std::string_view code) {
-  if (code == "overloaded" || code == "draining" || code == "approval_shutdown" ||
-      code == "interception_unavailable" || code == "passthrough_changed") {
-    return 1;
+  if (code == "runwarden_paused" || code == "audit_unavailable" ||
+      code == "interception_unavailable") {
+    return 30; // an operator acts (the CA is read at start-up)
   }
-  if (code == "runwarden_paused" || code == "audit_unavailable") {
-    return 30;
-  }
-  return 0;
+  return 1;
 }
 
 std::string error_body(std::string_view code, std::string_view reason,

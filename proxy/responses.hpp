@@ -10,9 +10,9 @@
 namespace runwarden::proxy {
 
 /// Seconds an agent should wait before retrying a 503 with this code (the `Retry-After`
-/// header): 1 for what passes on its own (overload, drain, a reload), 30 for what waits on an
-/// operator (paused, the audit log failing), so an agent's retry loop does not fill the
-/// audit log with refusals. 0 for any other code (no header).
+/// header): 30 for what waits on an operator (paused, the audit log failing, no CA to
+/// intercept with), so an agent's retry loop does not fill the audit log with refusals; 1 for
+/// the rest, which pass on their own (overload, a drain, a reload).
 int retry_after_seconds(std::string_view code);
 
 /// {"error":code,"reason":...,"request_id":...} for refusals that are not a runbook decision.

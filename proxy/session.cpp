@@ -1615,8 +1615,15 @@ private:
       headers[i].first.assign(req_.headers[i].name);
       headers[i].second.assign(req_.headers[i].value);
     }
-    ex.request.body.assign(req_.body);
-    ex.request.body_bytes = upload_ ? upload_total_ : req_.body.size(); // chunked: grows
+    if (upload_ && exchange_ready_ && &ex != &exchange_) {
+      // A relayed upload's failure record (408, client_gone, 502/504): the prefix kept as it
+      // was relayed, and as many bytes as were taken from the agent, which its digest covers.
+      ex.request.body.assign(exchange_.request.body);
+      ex.request.body_bytes = upload_taken_;
+    } else {
+      ex.request.body.assign(req_.body);
+      ex.request.body_bytes = upload_ ? upload_total_ : req_.body.size(); // chunked: grows
+    }
     ex.request.body_complete = req_.body_complete;
     ex.request.body_sha256 = up_digest_.hex(); // empty unless a relayed body outgrew its prefix
     ex.response.reset();
@@ -1651,9 +1658,7 @@ private:
     ex.response->status = static_cast<int>(status);
     ex.response->headers = {{"content-type", "application/json"}};
     if (status == http::status::service_unavailable && !retry_after_) {
-      if (const int wait = retry_after_seconds(code); wait > 0) {
-        retry_after_ = std::chrono::seconds(wait);
-      }
+      retry_after_ = std::chrono::seconds(retry_after_seconds(code));
     }
     if (retry_after_) { // the record shows the answer's header as sent (send_json)
       ex.response->headers.emplace_back("retry-after", std::to_string(retry_after_->count()));
@@ -2768,7 +2773,9 @@ private:
     }
     resp_info_.body_complete = resp_info_.body.size() == resp_info_.bytes;
     resp_info_.body_sha256 = down_digest_.hex();
-    if (upload_) { // the relayed upload's bytes since its decision record
+    if (upload_) { // the relayed upload since its decision record: all of it, or its
+                   // part taken before an early answer or a shutdown
+      ex.request.body_bytes = upload_taken_;
       ex.request.body_sha256 = up_digest_.hex();
     }
     ex.response = std::move(resp_info_); // comes back with its storage (audit_then_forward)

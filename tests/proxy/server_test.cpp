@@ -1338,6 +1338,9 @@ TEST_F(EarlyAnswerTest, AnUpstreamRefusingAnUploadEarlyIsAnsweredWithItsOwnRespo
   EXPECT_EQ(records[1].first.outcome, "forwarded");
   ASSERT_TRUE(records[1].first.response);
   EXPECT_EQ(records[1].first.response->status, 413);
+  // bytes says how much was taken before the answer, not the declared length (review)
+  EXPECT_LT(records[1].first.request.body_bytes, total);
+  EXPECT_EQ(records[0].first.request.body_bytes, total); // the decision: the declared length
 }
 
 // A small chunked body to an action a sums budget reads is buffered and judged whole, not
@@ -1443,6 +1446,16 @@ TEST_F(ProxyTest, ConnectToPortNoMatcherNamesIsRefused) {
   auto res = exchange(s, "CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n");
   EXPECT_EQ(res.result_int(), 403u);
   EXPECT_EQ(json(res).value("error", ""), "connect_port_refused");
+}
+
+// A CONNECT to intercept with no CA loaded: 503, and the agent is told to wait for an
+// operator (the CA is read at start-up), not to retry each second.
+TEST_F(ProxyTest, ConnectWithoutACaIs503WithALongRetryAfter) {
+  auto s = connect();
+  auto res = exchange(s, "CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 503u) << res.body();
+  EXPECT_EQ(json(res).value("error", ""), "interception_unavailable");
+  EXPECT_EQ(res[http::field::retry_after], "30");
 }
 
 TEST_F(ProxyTest, AdminHealthAndStatus) {
@@ -1708,6 +1721,32 @@ protected:
     start(nullptr, "system");
   }
 };
+
+// A relayed upload whose upstream then fails keeps its excerpt in the failure record: the
+// body as relayed and its length (review: the record had an empty body, and the empty
+// string's digest, beside bytes > 0).
+TEST_F(DeadlineTest, RelayedUploadsFailureRecordKeepsWhatWasRelayed) {
+  const std::string body = upload_body(3000);
+  auto s = connect();
+  auto res =
+      exchange(s, "GET http://" + up() + "/allowed/silent HTTP/1.1\r\nHost: " + up() +
+                      "\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body, {1000, 2000}));
+  EXPECT_EQ(res.result_int(), 504u);
+  decltype(audit_->records()) records;
+  for (int i = 0; i < 200; ++i) {
+    records = audit_->records();
+    if (records.size() >= 2) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(records.size(), 2u);
+  const auto& failed = records[1].first;
+  EXPECT_EQ(failed.outcome, "upstream_error");
+  EXPECT_EQ(failed.request.body, body);
+  EXPECT_EQ(failed.request.body_bytes, body.size());
+  EXPECT_EQ(failed.request.body_sha256, ""); // kept whole: the audit hashes it
+}
 
 TEST_F(DeadlineTest, SilentUpstreamGets504AndItsAuditRecord) {
   // The header read armed the session deadline with header_timeout (10 s); the upstream's
