@@ -17,6 +17,8 @@ namespace runwarden::audit {
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
+struct RedactionRules; // redactor.hpp
+
 struct ApprovalInfo {
   std::string id;
   std::string by;
@@ -84,7 +86,7 @@ struct Options {
   std::string signing_key_pem; // optional Ed25519 private key for checkpoints
   std::uint64_t checkpoint_records = 1000;
   std::chrono::milliseconds checkpoint_interval{10000};
-  // Additions to the built-in redaction set.
+  // Additions to the built-in redaction set (at open; AuditLog::set_redaction replaces them).
   std::vector<std::string> redact_headers;
   std::vector<std::string> redact_json_keys;
   std::vector<std::string> redact_patterns; // RE2
@@ -120,6 +122,15 @@ public:
   virtual std::string failure() const = 0;
   /// Flushes and syncs everything written so far.
   virtual std::error_code sync() = 0;
+  /// Replaces the additions to the built-in redaction set (a reload): every record built
+  /// after it returns uses `rules`; a record being built meanwhile may finish with the rules
+  /// it started with. Throws std::invalid_argument, changing nothing, when `rules` do not
+  /// build (a pattern that does not compile). Returns false when this log cannot change
+  /// them while it runs (the default; the log open() returns can).
+  virtual bool set_redaction(const RedactionRules& rules) {
+    (void)rules;
+    return false;
+  }
   /// Writes what is queued, calls its completions, and stops the log's own threads; a
   /// record a completion submits meanwhile is written too, one submitted after close()
   /// returned fails at once. Called at shutdown while the executors the

@@ -122,9 +122,10 @@ FileAuditLog::FileHandle::~FileHandle() {
 }
 
 FileAuditLog::FileAuditLog(const Options& options)
-    : options_(options), builder_(RedactionRules{options.redact_headers, options.redact_json_keys,
-                                                 options.redact_patterns},
-                                  options.body_bytes),
+    : options_(options),
+      builder_(std::make_shared<const RecordBuilder>(
+          RedactionRules{options.redact_headers, options.redact_json_keys, options.redact_patterns},
+          options.body_bytes)),
       head_hash_(kGenesisHash) {
   if (options_.path.empty()) {
     throw std::runtime_error("audit: no log path configured");
@@ -257,7 +258,7 @@ void FileAuditLog::recover_and_open() {
     fsync_dir(dir_);
   }
   if (!torn_event.is_null()) {
-    const std::string members = builder_.event_members("torn_line_recovered", torn_event);
+    const std::string members = builder()->event_members("torn_line_recovered", torn_event);
     std::lock_guard lock(mu_);
     Pending p;
     p.first_seq = next_seq_;
@@ -345,7 +346,7 @@ void FileAuditLog::record(const Exchange& exchange, bool final, Completion done)
   // seals and writes its record right there, a follower's record is copied into the batch
   // when it is sealed, in both cases before any completion (which may record again and
   // reuse the buffer) runs.
-  RecordBuilder::Slot slot = builder_.exchange_slot(exchange, final);
+  RecordBuilder::Slot slot = builder()->exchange_slot(exchange, final);
   submit(slot.view(), std::move(done), &slot);
 }
 
@@ -354,7 +355,13 @@ void FileAuditLog::event(std::string_view type, const nlohmann::json& fields, Co
     done(current_error());
     return;
   }
-  submit(builder_.event_members(type, fields), std::move(done));
+  submit(builder()->event_members(type, fields), std::move(done));
+}
+
+bool FileAuditLog::set_redaction(const RedactionRules& rules) {
+  // Built (the patterns compiled) before it is published: a throw leaves the rules in force.
+  builder_.store(std::make_shared<const RecordBuilder>(rules, options_.body_bytes));
+  return true;
 }
 
 std::string FileAuditLog::checkpoint_line_locked() {

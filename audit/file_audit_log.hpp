@@ -35,6 +35,7 @@ public:
   std::string failure() const override;
   std::error_code sync() override;
   void close() override;
+  bool set_redaction(const RedactionRules& rules) override;
 
   /// Sequence number the next record will get (tests and status pages).
   std::uint64_t next_seq() const;
@@ -91,10 +92,15 @@ private:
   void writer_loop();
   void syncer_loop();
 
-  Options options_;
+  /// The builder (and its redactor) records are built with: loaded once per record, on the
+  /// caller's thread, and replaced whole by set_redaction. Immutable once published, so a
+  /// record finishes with the one it loaded, and the old one goes with its last record.
+  std::shared_ptr<const RecordBuilder> builder() const { return builder_.load(); }
+
+  Options options_; // its redact_* fields are the rules at open only
   std::string dir_;
   std::string stem_;
-  RecordBuilder builder_;
+  std::atomic<std::shared_ptr<const RecordBuilder>> builder_;
   std::unique_ptr<CheckpointKey> key_;
 
   // Chain state.
