@@ -85,6 +85,7 @@ ApprovalGate::ApprovalGate(boost::asio::io_context& ioc, boost::asio::ssl::conte
   if (!options_.redactor) {
     options_.redactor = std::make_shared<approval::HeaderOnlyRedactor>();
   }
+  redactor_.store(options_.redactor);
   if (options_.journal_path.empty()) {
     throw std::runtime_error("approvals: no journal path (it lives beside audit.path)");
   }
@@ -301,8 +302,9 @@ void ApprovalGate::hold(HoldRequest request, HoldDone done) {
   in.request = &req;
   in.body_sha256 = body_sha;
   in.history = history_.calls(request.run);
+  const std::shared_ptr<const approval::PacketRedactor> redactor = redactor_.load();
   approval::ApprovalPacket packet =
-      approval::build_packet(in, *options_.redactor, options_.packet, approval::system_clock());
+      approval::build_packet(in, *redactor, options_.packet, approval::system_clock());
 
   approval::HoldOptions hold_options;
   hold_options.timeout = options_.hold_timeout;
@@ -422,6 +424,19 @@ void ApprovalGate::observe(const std::string& run, const std::string& request_id
                                           approval::system_clock().wall()});
 }
 
+void ApprovalGate::set_packet_redactor(std::shared_ptr<const approval::PacketRedactor> redactor) {
+  if (redactor) {
+    redactor_.store(std::move(redactor));
+  }
+}
+
+std::shared_ptr<const approval::PacketRedactor>
+make_packet_redactor(const config::Redaction& redaction, std::size_t body_bytes) {
+  const audit::RedactionRules rules{redaction.headers, redaction.json_keys, redaction.patterns};
+  return std::make_shared<approval::AuditPacketRedactor>(
+      std::make_shared<const audit::Redactor>(rules), body_bytes);
+}
+
 Approvals make_approvals(boost::asio::io_context& ioc, boost::asio::ssl::context& webhook_tls,
                          const config::Config& config, std::shared_ptr<audit::AuditLog> audit) {
   Approvals out;
@@ -435,12 +450,7 @@ Approvals make_approvals(boost::asio::io_context& ioc, boost::asio::ssl::context
   o.journal_path = (config.audit.path.parent_path() / "approvals.journal").string();
   o.packet.default_timeout = a.hold_timeout;
   o.packet.body_bytes = config.audit.body_bytes;
-  audit::RedactionRules rules;
-  rules.headers = config.redaction.headers;
-  rules.json_keys = config.redaction.json_keys;
-  rules.patterns = config.redaction.patterns;
-  o.redactor = std::make_shared<approval::AuditPacketRedactor>(
-      std::make_shared<const audit::Redactor>(rules), config.audit.body_bytes);
+  o.redactor = make_packet_redactor(config.redaction, config.audit.body_bytes);
   std::vector<approval::SignatureKey> keys;
   for (std::size_t i = 0; i < a.webhooks.size(); ++i) {
     const auto& w = a.webhooks[i];

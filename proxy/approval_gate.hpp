@@ -40,6 +40,7 @@ struct ApprovalGateOptions {
   std::chrono::milliseconds hold_timeout{std::chrono::minutes(10)};
   std::vector<approval::WebhookEndpoint> webhooks; // secrets already read from the env
   std::string journal_path;                        // required: where pending holds survive
+  /// At start-up (set_packet_redactor replaces it); null: HeaderOnlyRedactor.
   std::shared_ptr<const approval::PacketRedactor> redactor;
   approval::PacketOptions packet;
   std::chrono::milliseconds tick{50}; // timer period for timeouts, defers, webhooks, pause
@@ -86,6 +87,9 @@ public:
   void observe(const std::string& run, const std::string& request_id, const std::string& action,
                const std::string& outcome, const std::string& method,
                const std::string& url) override;
+  /// Packets built after it returns use `redactor`; those of pending holds keep what they
+  /// were built with (only their redacted form is kept, so nothing can be re-redacted).
+  void set_packet_redactor(std::shared_ptr<const approval::PacketRedactor> redactor) override;
 
   /// Audit record `approval.decision_refused` for an operator outside the hold's approvers
   /// (the admin API answered 403; the hold is unchanged).
@@ -108,7 +112,8 @@ private:
 
   boost::asio::io_context& ioc_;
   std::shared_ptr<audit::AuditLog> audit_;
-  ApprovalGateOptions options_;
+  ApprovalGateOptions options_; // its redactor is the one at start-up: see redactor_
+  std::atomic<std::shared_ptr<const approval::PacketRedactor>> redactor_; // as reloaded
   approval::HoldRegistry registry_;
   approval::RunHistory history_;
   WebhookClient sender_;
@@ -126,6 +131,12 @@ private:
   std::mutex mutex_;
   std::unordered_map<std::string, std::string> by_request_; // request id -> approval id
 };
+
+/// The approval packets' redactor for `redaction:` (built-ins plus these additions), showing
+/// at most `body_bytes` (audit.body_bytes) of a body: audit's Redactor, so a packet hides
+/// what the audit record hides. Throws std::invalid_argument when a pattern does not compile.
+std::shared_ptr<const approval::PacketRedactor>
+make_packet_redactor(const config::Redaction& redaction, std::size_t body_bytes);
 
 /// The gate and the admin credentials, built from config at start-up.
 struct Approvals {

@@ -2,6 +2,7 @@
 // The seam after a decision: what happens to a request the runbook says needs a human.
 // RefuseHolds answers 403 at once; ApprovalGate (approval_gate.hpp) really holds.
 
+#include "approval/packet_redactor.hpp"
 #include "audit/audit_log.hpp"
 #include "policy/engine.hpp"
 #include "policy/request.hpp"
@@ -74,6 +75,11 @@ public:
                        const std::string& action, const std::string& outcome,
                        const std::string& method, const std::string& url) {
     (void)run, (void)request_id, (void)action, (void)outcome, (void)method, (void)url;
+  }
+  /// A reload changed `redaction:`: the packets of holds asked for from now on are redacted
+  /// with `redactor`. A gate that builds no packets has nothing to change.
+  virtual void set_packet_redactor(std::shared_ptr<const approval::PacketRedactor> redactor) {
+    (void)redactor;
   }
 };
 

@@ -18,6 +18,9 @@ public:
   std::string failure() const override { return inner_->failure(); }
   std::error_code sync() override { return inner_->sync(); }
   void close() override { inner_->close(); }
+  bool set_redaction(const audit::RedactionRules& rules) override {
+    return inner_->set_redaction(rules);
+  }
 
 private:
   audit::Completion wrap(std::string_view kind, audit::Completion done);

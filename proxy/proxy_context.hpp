@@ -73,4 +73,11 @@ struct ProxyContext {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
+/// The config in force now: the last good reload's (RuntimeState), else the start-up one.
+/// What reads it is live: limits.*, tls.passthrough, the policy. `config` above keeps the
+/// start-up values of the settings that need a restart (reload.hpp, restart_required).
+inline std::shared_ptr<const config::Config> live_config(const ProxyContext& ctx) {
+  return ctx.runtime ? ctx.runtime->config() : ctx.config;
+}
+
 } // namespace runwarden::proxy

@@ -1,7 +1,9 @@
 #include "proxy/reload.hpp"
 
+#include "audit/redactor.hpp"
 #include "config/runbook_loader.hpp"
 #include "proxy/admin_ops.hpp"
+#include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
 #include "proxy/server.hpp"
 
@@ -41,6 +43,19 @@ template <class T> std::string list_text(const std::vector<T>& items) {
     }
   }
   return out;
+}
+
+bool same_redaction(const config::Redaction& a, const config::Redaction& b) {
+  return a.headers == b.headers && a.json_keys == b.json_keys && a.patterns == b.patterns;
+}
+
+bool same_limits(const config::Limits& a, const config::Limits& b) {
+  return a.header_bytes == b.header_bytes && a.header_count == b.header_count &&
+         a.inspect_body_bytes == b.inspect_body_bytes && a.header_timeout == b.header_timeout &&
+         a.idle_timeout == b.idle_timeout &&
+         a.upstream_connect_timeout == b.upstream_connect_timeout &&
+         a.upstream_response_timeout == b.upstream_response_timeout &&
+         a.max_connections == b.max_connections && a.max_json_depth == b.max_json_depth;
 }
 
 std::string ports_text(const std::set<std::uint16_t>& ports) {
@@ -93,26 +108,7 @@ std::vector<RestartRequired> restart_required(const config::Config& running,
   check("audit.signing_key", rau.signing_key != fau.signing_key);
   check("audit.checkpoint_records", rau.checkpoint_records != fau.checkpoint_records);
   check("audit.checkpoint_interval", rau.checkpoint_interval != fau.checkpoint_interval);
-  constexpr std::string_view kRedaction =
-      "the audit log's and approval packets' redactors are built at start-up: until restarted, "
-      "the new rule does NOT redact";
-  check("redaction.headers", running.redaction.headers != fresh.redaction.headers, kRedaction);
-  check("redaction.json_keys", running.redaction.json_keys != fresh.redaction.json_keys,
-        kRedaction);
-  check("redaction.patterns", running.redaction.patterns != fresh.redaction.patterns, kRedaction);
-  const auto& rl = running.limits;
-  const auto& fl = fresh.limits;
-  check("limits.header_bytes", rl.header_bytes != fl.header_bytes);
-  check("limits.header_count", rl.header_count != fl.header_count);
-  check("limits.inspect_body_bytes", rl.inspect_body_bytes != fl.inspect_body_bytes);
-  check("limits.header_timeout", rl.header_timeout != fl.header_timeout);
-  check("limits.idle_timeout", rl.idle_timeout != fl.idle_timeout);
-  check("limits.upstream_connect_timeout",
-        rl.upstream_connect_timeout != fl.upstream_connect_timeout);
-  check("limits.upstream_response_timeout",
-        rl.upstream_response_timeout != fl.upstream_response_timeout);
-  check("limits.max_connections", rl.max_connections != fl.max_connections);
-  check("limits.max_json_depth", rl.max_json_depth != fl.max_json_depth);
+  // redaction.* and limits.* are not here: Reloader::reload applies them.
   check("threads", running.threads != fresh.threads, "I/O threads start at start-up");
   const auto ports_before = catalogue_connect_ports(running.catalogue.get());
   const auto ports_after = catalogue_connect_ports(fresh.catalogue.get());
@@ -261,6 +257,28 @@ bool Reloader::reload(const std::string& via) {
       fresh.reset();
     }
   }
+  // Compared with the config the process started with (ctx_->config), not the last reload:
+  // a setting stays pending until the restart.
+  const config::Config& running = ctx_->config ? *ctx_->config : *old;
+  // redaction.* applies live: the packet redactor and the audit log's new rules are built
+  // before anything else changes, so rules that do not build (the patterns were compiled
+  // one by one by validation; together they could still exceed RE2's memory budget) fail
+  // the reload and keep the last good policy, tokens and rules. The audit log's rules are
+  // in force from here on, a moment before the policy swap: nothing else can fail then.
+  std::string redaction = "unchanged";
+  std::shared_ptr<const approval::PacketRedactor> packets;
+  if (fresh && !same_redaction(old->redaction, fresh->redaction)) {
+    try {
+      packets = make_packet_redactor(fresh->redaction, running.audit.body_bytes);
+      const audit::RedactionRules rules{fresh->redaction.headers, fresh->redaction.json_keys,
+                                        fresh->redaction.patterns};
+      redaction =
+          !ctx_->audit || ctx_->audit->set_redaction(rules) ? "applied" : "restart_required";
+    } catch (const std::exception& e) {
+      errors = {fresh->file.string() + ": redaction: " + e.what()};
+      fresh.reset();
+    }
+  }
   if (!fresh) {
     log_event(
         LogLevel::error, "reload_failed", 0, {},
@@ -277,16 +295,24 @@ bool Reloader::reload(const std::string& via) {
     }
     return false;
   }
-  // Compared with the config the process started with (ctx_->config, what the data plane
-  // still reads), not the last reload: a setting stays pending until the restart.
-  const auto restart = restart_required(ctx_->config ? *ctx_->config : *old, *fresh);
+  auto restart = restart_required(running, *fresh);
+  if (redaction == "restart_required") {
+    restart.push_back({"redaction", "this audit log reads its redaction rules at start-up only: "
+                                    "until restarted, its records do NOT use the new rules"});
+  }
   nlohmann::json pending = nlohmann::json::array();
   for (const auto& r : restart) {
     log_event(LogLevel::warn, "reload_restart_required", 0, {},
               {{"setting", r.setting}, {"why", r.why}});
     pending.push_back(r.setting);
   }
+  // limits.* apply live: sessions read them from the swapped config (live_config), new
+  // connections and each connection's next request (docs/operations.md says which).
+  const std::string limits = same_limits(old->limits, fresh->limits) ? "unchanged" : "applied";
   ctx_->runtime->swap_config(fresh);
+  if (packets && ctx_->gate) {
+    ctx_->gate->set_packet_redactor(std::move(packets));
+  }
   log_runbook_warnings(*fresh);
   // A host taken out of tls.passthrough is to be intercepted and judged from now on: its
   // open tunnels close (with their records) rather than carry on unjudged. After the swap:
@@ -307,6 +333,8 @@ bool Reloader::reload(const std::string& via) {
              {"active_runbook", fresh->active_runbook},
              {"runbooks", std::to_string(fresh->runbooks.size())},
              {"operator_tokens", tokens ? std::to_string(tokens->size()) : std::string("-")},
+             {"redaction", redaction},
+             {"limits", limits},
              {"restart_required", std::to_string(restart.size())},
              {"tunnels_closed", std::to_string(tunnels_closed)}});
   if (ctx_->metrics) {
@@ -318,6 +346,8 @@ bool Reloader::reload(const std::string& via) {
                        {{"via", via},
                         {"active_runbook", fresh->active_runbook},
                         {"runbooks", runbooks},
+                        {"redaction", redaction},
+                        {"limits", limits},
                         {"restart_required", pending},
                         {"tunnels_closed", tunnels_closed}},
                        [](std::error_code) {});

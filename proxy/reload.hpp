@@ -28,8 +28,8 @@ struct RestartRequired {
 
 /// What differs between the running config and a freshly loaded one that only a restart
 /// applies, one entry per setting (docs/operations.md lists them). The policy (catalogue,
-/// runbooks, active and selectable runbooks) and approvals.operator_tokens_file are live;
-/// tls.passthrough is not judged here.
+/// runbooks, active and selectable runbooks), approvals.operator_tokens_file, redaction.*
+/// and limits.* are live (Reloader::reload applies them); tls.passthrough is not judged here.
 std::vector<RestartRequired> restart_required(const config::Config& running,
                                               const config::Config& fresh);
 
@@ -55,9 +55,12 @@ public:
   void reload_operator_tokens(approval::OperatorTokens tokens);
 
   /// Loads the config file (and the operator tokens file) again. Valid: swaps the policy
-  /// and the tokens, warns once per changed start-up-only setting (reload_restart_required)
-  /// and returns true. Invalid: keeps the last good policy and tokens, logs and records
-  /// every error, returns false.
+  /// (limits.* with it) and the tokens, gives the audit log and the approval gate changed
+  /// redaction rules (records and packets built from then on use them), warns once per
+  /// changed start-up-only setting (reload_restart_required) and returns true; the
+  /// `reloaded` log line and the `reload` record say whether redaction and limits changed
+  /// ("applied") or not ("unchanged"). Invalid, or redaction rules that do not build: keeps
+  /// the last good policy, tokens and rules, logs and records every error, returns false.
   bool reload(const std::string& via);
 
 private:

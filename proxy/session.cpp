@@ -272,10 +272,14 @@ class TunnelSession : public std::enable_shared_from_this<TunnelSession>,
                       public InFlightExchange,
                       public ClosableTunnel {
 public:
+  /// `idle_timeout`: limits.idle_timeout of the config that judged the CONNECT (a reload
+  /// later does not change it for this tunnel).
   TunnelSession(std::shared_ptr<ProxyContext> ctx, ConnInfo conn, PlainStream client,
-                PlainStream upstream, audit::Exchange exchange, std::string host)
+                PlainStream upstream, audit::Exchange exchange, std::string host,
+                std::chrono::milliseconds idle_timeout)
       : ctx_(std::move(ctx)), conn_(std::move(conn)), client_(std::move(client)),
-        upstream_(std::move(upstream)), exchange_(std::move(exchange)), host_(std::move(host)) {}
+        upstream_(std::move(upstream)), exchange_(std::move(exchange)), host_(std::move(host)),
+        idle_timeout_(idle_timeout) {}
 
   ~TunnelSession() override {
     // Unlinked by finish(), unless the io_context went away first (its services outlive the
@@ -331,7 +335,7 @@ public:
       pump(false);
       return;
     }
-    upstream_.expires_after(ctx_->config->limits.idle_timeout);
+    upstream_.expires_after(idle_timeout_);
     net::async_write(upstream_, net::buffer(early_),
                      [self = shared_from_this()](beast::error_code ec, std::size_t n) {
                        self->up_bytes_ += n;
@@ -372,7 +376,7 @@ private:
   void pump(bool from_client) {
     auto& from = from_client ? client_ : upstream_;
     auto& buf = from_client ? to_up_ : to_client_;
-    from.expires_after(ctx_->config->limits.idle_timeout);
+    from.expires_after(idle_timeout_);
     from.async_read_some(net::buffer(buf), [self = shared_from_this(),
                                             from_client](beast::error_code ec, std::size_t n) {
       self->on_read(from_client, ec, n);
@@ -394,7 +398,7 @@ private:
     }
     (from_client ? up_bytes_ : down_bytes_) += n;
     auto& buf = from_client ? to_up_ : to_client_;
-    to.expires_after(ctx_->config->limits.idle_timeout);
+    to.expires_after(idle_timeout_);
     net::async_write(to, net::buffer(buf.data(), n),
                      [self = shared_from_this(), from_client](beast::error_code wec, std::size_t) {
                        if (wec) {
@@ -460,6 +464,7 @@ private:
   PlainStream upstream_;
   audit::Exchange exchange_;
   std::string host_; // the tls.passthrough host it was opened for
+  std::chrono::milliseconds idle_timeout_;
   std::string early_;
   std::array<char, kRelayBuffer> to_up_{};
   std::array<char, kRelayBuffer> to_client_{};
@@ -577,7 +582,10 @@ public:
 private:
   using Self = HttpSession<Stream>;
 
-  const config::Limits& limits() const { return ctx_->config->limits; }
+  /// limits.* as reloaded (DESIGN §7): the values in force when the session began waiting
+  /// for this request (header_bytes, header_timeout, the idle_timeout between requests),
+  /// then, from its head on, those of the config snapshot that judges it (policy_).
+  const config::Limits& limits() const { return limits_; }
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
 
   template <class F> auto bind(F f) {
@@ -748,6 +756,8 @@ private:
       return;
     }
     inline_steps_ = 0; // an async read follows: the stack unwinds
+    // As reloaded: a reload applies from the next wait for a request on.
+    limits_ = live_config(*ctx_)->limits;
     buffer_.max_size(std::numeric_limits<std::size_t>::max()); // see upload_next_chunk
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(
@@ -769,7 +779,8 @@ private:
     req_ = policy::Request{};
     decision_ = policy::Decision{};
     run_ = conn_.run;
-    policy_ = ctx_->runtime ? ctx_->runtime->config() : ctx_->config; // kept for this exchange
+    policy_ = live_config(*ctx_); // kept for this exchange
+    limits_ = policy_->limits;    // the limits its engine judges with, too
     runbook_ = policy_->active_runbook;
     traceparent_.clear();
     raw_url_.clear();
@@ -838,10 +849,15 @@ private:
                "HTTP framing error: " + ec.message(), true, true);
   }
 
-  void on_header(beast::error_code ec, std::size_t) {
+  void on_header(beast::error_code ec, std::size_t head_bytes) {
     ec = timed_out(ec);
     disarm();
     reset_exchange();
+    // The parser read this head under limits.header_bytes as it was when the wait began: a
+    // reload that lowered it meanwhile (an idle keep-alive connection) applies all the same.
+    if (!ec && head_bytes > limits().header_bytes) {
+      ec = http::error::header_limit;
+    }
     if (ec) {
       on_read_error(ec, true);
       return;
@@ -2083,7 +2099,8 @@ private:
     std::string early = beast::buffers_to_string(buffer_.data());
     auto tunnel = std::make_shared<TunnelSession>(
         ctx_, conn_, std::move(stream_), std::move(up_->stream),
-        make_exchange("forwarded", decision_.code, decision_.reason), tunnel_host_);
+        make_exchange("forwarded", decision_.code, decision_.reason), tunnel_host_,
+        limits().idle_timeout);
     tunnel->start(std::move(early));
     // Only now: a drain polling in between must see the exchange or the tunnel, never neither.
     release_in_flight(); // a tunnel is not an exchange in flight: it lives on its own
@@ -2924,6 +2941,8 @@ private:
   std::string run_;
   std::string runbook_;
   std::shared_ptr<const config::Config> policy_; // the policy snapshot judging this exchange
+  /// limits(): refreshed when a request is awaited and when its head arrives.
+  config::Limits limits_ = live_config(*ctx_)->limits;
   std::string traceparent_;
   std::string raw_url_;
   std::string outcome_;
@@ -2999,7 +3018,8 @@ void start_proxy_session(std::shared_ptr<ProxyContext> ctx, tcp::socket socket) 
   conn.peer = ec ? std::string("unknown") : endpoint_text(ep);
   conn.run = next_id("run_");
   socket.set_option(tcp::no_delay(true), ec);
-  if (ctx->open_connections.load() > ctx->config->limits.max_connections) {
+  // As reloaded: a lowered cap refuses new connections; those already open stay.
+  if (ctx->open_connections.load() > live_config(*ctx)->limits.max_connections) {
     ctx->rejected_connections.fetch_add(1);
     log_event(LogLevel::warn, "overload", conn.id, {}, {{"peer", conn.peer}});
     auto stream = std::make_shared<PlainStream>(std::move(socket));

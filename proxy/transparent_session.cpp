@@ -183,7 +183,8 @@ public:
   }
 
 private:
-  const config::Limits& limits() const { return ctx_->config->limits; }
+  /// limits.* in force when the connection was accepted (a reload applies to the next).
+  const config::Limits& limits() const { return limits_; }
 
   void uncount() {
     if (counted_) {
@@ -278,8 +279,7 @@ private:
   /// Against the live tls.passthrough: a reload that takes a host out of it applies to the
   /// next connection, as it does for the explicit proxy's CONNECT.
   bool listed_passthrough(std::string_view host) const {
-    auto live = ctx_->runtime ? ctx_->runtime->config() : ctx_->config;
-    return live->tls.passes_through(host);
+    return live_config(*ctx_)->tls.passes_through(host);
   }
 
   void on_http() {
@@ -488,6 +488,7 @@ private:
   }
 
   std::shared_ptr<ProxyContext> ctx_;
+  config::Limits limits_ = live_config(*ctx_)->limits;
   beast::tcp_stream stream_;
   net::steady_timer resolve_timer_;
   bool resolve_settled_ = false; // the lookup's answer or its deadline came first

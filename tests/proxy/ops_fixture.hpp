@@ -6,6 +6,7 @@
 
 #include "approval/crypto.hpp"
 #include "audit/audit_log.hpp"
+#include "audit/redactor.hpp"
 #include "proxy/server.hpp"
 #include "tests/proxy/test_upstream.hpp"
 
@@ -67,7 +68,8 @@ private:
   LoopbackUpstream<HelloUpstream> server_; // last: stops before the state above
 };
 
-/// Keeps every record and event; completes at once.
+/// Keeps every record and event unredacted; completes at once. Takes the redaction rules a
+/// reload gives it (redaction_rules()) without applying them.
 class MemoryAudit final : public audit::AuditLog {
 public:
   void record(const audit::Exchange& exchange, bool, audit::Completion done) override {
@@ -87,6 +89,11 @@ public:
   bool healthy() const override { return true; }
   std::string failure() const override { return {}; }
   std::error_code sync() override { return {}; }
+  bool set_redaction(const audit::RedactionRules& rules) override {
+    std::lock_guard lock(mutex_);
+    rules_ = rules;
+    return true;
+  }
 
   std::vector<audit::Exchange> records() {
     std::lock_guard lock(mutex_);
@@ -96,9 +103,15 @@ public:
     std::lock_guard lock(mutex_);
     return events_;
   }
+  /// The rules of the last set_redaction call (none: empty).
+  audit::RedactionRules redaction_rules() {
+    std::lock_guard lock(mutex_);
+    return rules_;
+  }
 
 private:
   std::mutex mutex_;
+  audit::RedactionRules rules_;
   std::vector<audit::Exchange> records_;
   std::vector<std::pair<std::string, nlohmann::json>> events_;
 };

@@ -1,7 +1,8 @@
 // Reload (SIGHUP, file watch) against a real Server and real files: the operator tokens
 // file is re-read (a revoked token stops working on every admin route), a broken one fails
 // the reload and keeps the last good tokens, and every changed setting that only applies at
-// start-up is named, one by one, while policy changes are applied without that warning.
+// start-up is named, one by one, while policy, redaction and limits changes are applied
+// without that warning (reload_live_test.cpp shows them in effect).
 
 #include "proxy/reload.hpp"
 #include "tests/proxy/ops_fixture.hpp"
@@ -71,6 +72,17 @@ protected:
   }
   int set_mode(const std::string& token) {
     return admin_status("POST", "/v1/mode", token, R"({"mode":"normal"})");
+  }
+
+  /// The last "reload" audit event's fields (null: none).
+  nlohmann::json last_reload() {
+    nlohmann::json out;
+    for (const auto& [type, fields] : audit_->events()) {
+      if (type == "reload") {
+        out = fields;
+      }
+    }
+    return out;
   }
 
   /// restart_required of the last "reload" audit event.
@@ -170,16 +182,22 @@ TEST_F(ReloadTest, EveryChangedStartUpOnlySettingIsNamedAndStaysNamedUntilRestar
                             "kill_switch_file: KILL\n"
                             "threads: 3\n"));
   ASSERT_TRUE(reloader_->reload("signal"));
-  // kill_switch_file is not among them: it applies live (KillSwitchFileMovesOnReload).
-  const std::vector<std::string> want{"limits.header_timeout", "limits.max_connections",
-                                      "redaction.headers", "threads"};
+  // kill_switch_file, redaction and limits are not among them: they apply live
+  // (KillSwitchFileMovesOnReload, reload_live_test.cpp). The record says they were applied.
+  const std::vector<std::string> want{"threads"};
   EXPECT_EQ(last_restart_required(), want);
+  EXPECT_EQ(last_reload().value("redaction", ""), "applied");
+  EXPECT_EQ(last_reload().value("limits", ""), "applied");
+  EXPECT_EQ(audit_->redaction_rules().headers, std::vector<std::string>{"x-new-secret"});
 
-  // A later policy-only reload still names them: they are compared with the start-up
-  // config, which the data plane still reads.
+  // A later policy-only reload still names it: it is compared with the start-up config,
+  // which the process still runs with. Redaction and limits did not change since the last
+  // reload.
   write_file(dir_.file("actions.yaml"), actions_yaml(upstream_.port(), "/other/**"));
   ASSERT_TRUE(reloader_->reload("file_watch"));
   EXPECT_EQ(last_restart_required(), want);
+  EXPECT_EQ(last_reload().value("redaction", ""), "unchanged");
+  EXPECT_EQ(last_reload().value("limits", ""), "unchanged");
 }
 
 TEST_F(ReloadTest, PolicyChangeAppliesLiveWithoutARestartWarning) {
@@ -283,10 +301,19 @@ TEST(RestartRequired, NamesEachStartUpOnlySettingThatDiffers) {
   b.approvals.max_pending = 3;
   b.approvals.operator_tokens_file = "elsewhere"; // live: not named
   b.audit.body_bytes = 1;
+  // Live on reload, never named: Reloader::reload applies them.
+  b.redaction.headers = {"x-secret"};
   b.redaction.json_keys = {"iban"};
   b.redaction.patterns = {"sk_[a-z]+"};
+  b.limits.header_bytes = 10;
+  b.limits.header_count = 1;
   b.limits.idle_timeout = std::chrono::seconds(1);
+  b.limits.header_timeout = std::chrono::seconds(1);
+  b.limits.upstream_connect_timeout = std::chrono::seconds(1);
+  b.limits.upstream_response_timeout = std::chrono::seconds(1);
   b.limits.inspect_body_bytes = 10;
+  b.limits.max_connections = 1;
+  b.limits.max_json_depth = 1;
   auto catalogue = std::make_shared<policy::Catalogue>();
   policy::Action action;
   action.name = "tunnel";
@@ -301,17 +328,10 @@ TEST(RestartRequired, NamesEachStartUpOnlySettingThatDiffers) {
     got.push_back(r.setting);
   }
   std::sort(got.begin(), got.end());
-  const std::vector<std::string> want{"agent.id",
-                                      "approvals.hold_timeout",
-                                      "approvals.max_pending",
-                                      "audit.body_bytes",
-                                      "catalogue CONNECT ports",
-                                      "limits.idle_timeout",
-                                      "limits.inspect_body_bytes",
-                                      "listen.transparent",
-                                      "redaction.json_keys",
-                                      "redaction.patterns",
-                                      "tls.upstream_trust"};
+  const std::vector<std::string> want{
+      "agent.id",          "approvals.hold_timeout",  "approvals.max_pending",
+      "audit.body_bytes",  "catalogue CONNECT ports", "listen.transparent",
+      "tls.upstream_trust"};
   EXPECT_EQ(got, want);
 }
 
