@@ -9,7 +9,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import { after, before, describe, test } from "node:test";
 import { Client, fetch } from "undici";
-import { readAudit } from "./lib/audit.mjs";
+import { readAudit, waitForExchanges } from "./lib/audit.mjs";
 import { makeTestPki } from "./lib/pki.mjs";
 import { parsePrometheus } from "./lib/prom_parse.mjs";
 import { freePort } from "./lib/runwarden.mjs";
@@ -527,6 +527,35 @@ unmatched: deny
     const r = await viaProxy("POST", `/echo/rl?m=${run}`, { run, runbook: "reloadable", body: '{"kind":"note"}' });
     assert.equal(r.status, 200, r.text);
     assert.equal(readAudit(auditPath).filter((x) => x.type === "exchange" && x.run === run).at(-1)?.class, "read_only");
+  });
+
+  test("reload: a redaction pattern added by SIGHUP hides a new secret format from every later record, same process", async () => {
+    // No built-in rule matches the canary: before the reload it is in the audit log.
+    const canary = "acme_live_" + crypto.randomBytes(8).toString("hex");
+    const pid = rw.child.pid;
+    const send = (run) => viaProxy("POST", `/echo/rd?m=${run}`, { run, body: JSON.stringify({ note: `saw ${canary}` }) });
+    const before = runId("redact-before");
+    assert.equal((await send(before)).status, 200);
+    assert.ok(fs.readFileSync(auditPath, "utf8").includes(canary), "the canary must be logged before the rule exists");
+
+    const config = path.join(dir, "runwarden.yaml");
+    replaceFile(config, fs.readFileSync(config, "utf8") + 'redaction:\n  patterns: ["acme_live_[0-9a-f]{16}"]\n', tmp);
+    const applied0 = auditEvents("reload").filter((e) => e.data?.redaction === "applied").length;
+    rw.child.kill("SIGHUP");
+    const applied = await until(() => auditEvents("reload").filter((e) => e.data?.redaction === "applied").length > applied0, 5000);
+    assert.ok(applied, `no reload record with redaction applied:\n${logs().slice(-2000)}`);
+    assert.match(logs(), /reloaded [^\n]*redaction=applied/);
+
+    const after = runId("redact-after");
+    assert.equal((await send(after)).status, 200);
+    const records = await waitForExchanges(auditPath, after);
+    assert.equal(records.length, 1);
+    assert.match(records[0].request.body, /\[REDACTED:/);
+    const text = fs.readFileSync(auditPath, "utf8");
+    const reloadAt = text.lastIndexOf('"event":"reload"');
+    assert.ok(reloadAt > 0 && !text.slice(reloadAt).includes(canary), "the canary is in a record written after the reload");
+    assert.equal(rw.child.pid, pid, "runwarden restarted");
+    assert.equal(rw.exited(), null, "runwarden exited");
   });
 
   test("SIGTERM: runwarden drains and exits 0", async () => {
