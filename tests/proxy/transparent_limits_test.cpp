@@ -1,7 +1,8 @@
 // The transparent listener's first-bytes phase under limits (loopback only): connections
 // are counted from accept and refused beyond limits.max_connections like explicit ones, the
 // first bytes get one header_timeout in all (a trickle does not extend it), and a
-// connection handed to the request machinery is counted exactly once.
+// connection handed to the request machinery is counted exactly once. A max_connections
+// lowered by a reload applies to the listener's next accept.
 //
 // Nothing is REDIRECTed here, so the sessions that must get past the original-destination
 // lookup are started with a known destination (start_transparent_session's overload) on a
@@ -30,6 +31,7 @@ protected:
     cfg->limits.max_connections = max_connections;
     cfg->limits.header_timeout = header_timeout;
     audit_ = std::make_shared<MemoryAudit>();
+    cfg_ = cfg;
     server_ = std::make_unique<OpsServer>(cfg, audit_);
   }
   ProxyContext& ctx() { return *server_->server().context(); }
@@ -90,6 +92,7 @@ protected:
   TempDir dir_;
   net::io_context client_ioc_;
   std::shared_ptr<MemoryAudit> audit_;
+  std::shared_ptr<const config::Config> cfg_; // as started
   std::unique_ptr<OpsServer> server_;
 };
 
@@ -144,6 +147,29 @@ TEST_F(TransparentLimitsTest, FirstBytesPhaseCountsAndTheListenerRefusesOverTheL
   answer = poke(server_->server().transparent_endpoint(), get);
   EXPECT_EQ(answer.find("503"), std::string::npos) << answer; // refused for what it is
   EXPECT_EQ(ctx().rejected_connections.load(), 2u);
+}
+
+// What a valid reload swaps in (Reloader::reload): the listener reads max_connections from
+// the live config at each accept, so a lowered one refuses the next connection over it.
+TEST_F(TransparentLimitsTest, MaxConnectionsLoweredByAReloadAppliesToTheNextAccept) {
+  start(100, std::chrono::seconds(30));
+  tcp::socket a = connect_known(upstream_endpoint());
+  tcp::socket b = connect_known(upstream_endpoint());
+  ASSERT_EQ(wait_open(2), 2u);
+  const std::string get = "GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n";
+  std::string answer = poke(server_->server().transparent_endpoint(), get);
+  EXPECT_EQ(answer.find("503"), std::string::npos) << answer;
+
+  auto lowered = std::make_shared<config::Config>(*cfg_);
+  lowered->limits.max_connections = 1;
+  ctx().runtime->swap_config(lowered);
+  ASSERT_EQ(wait_open(2), 2u);
+  answer = poke(server_->server().transparent_endpoint(), get);
+  EXPECT_EQ(answer.rfind("HTTP/1.1 503", 0), 0u) << answer;
+  EXPECT_NE(answer.find("\"overloaded\""), std::string::npos) << answer;
+  EXPECT_EQ(ctx().rejected_connections.load(), 1u);
+  EXPECT_FALSE(peer_closed(a)); // the two already open, over the new cap, stay
+  EXPECT_FALSE(peer_closed(b));
 }
 
 TEST_F(TransparentLimitsTest, HandedOverConnectionIsCountedOnce) {
