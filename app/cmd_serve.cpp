@@ -146,7 +146,8 @@ void add_serve_command(CLI::App& root, Runner& run) {
   CLI::App* cmd = root.add_subcommand(
       "serve", "Run the proxy (listen.proxy) and admin (listen.admin) listeners.\n"
                "SIGTERM/SIGINT drain: stop accepting, finish in-flight exchanges, exit 0.\n"
-               "SIGHUP reloads the policy; SIGUSR1 pauses, SIGUSR2 returns to normal.");
+               "SIGHUP reloads the policy, redaction rules and limits (docs/operations.md\n"
+               "lists what only a restart applies); SIGUSR1 pauses, SIGUSR2 returns to normal.");
   cmd->add_option("-c,--config", args->config, "runwarden.yaml")->required();
   cmd->add_option("--threads", args->threads,
                   "I/O threads for agent connections, one io_context each (default: config "
