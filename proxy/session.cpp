@@ -1169,6 +1169,11 @@ private:
       room = static_cast<std::size_t>(*left);
     }
     buffer_.reserve(buffer_.size() + room);
+    // Body bytes leave buffer_ as the parser takes them; what stays is a line not yet whole.
+    // Beast limits neither a chunk extension nor the trailer and reads on until the line
+    // ends: capped, framing that carries no body fails (buffer_overflow, a 400) instead of
+    // growing buffer_ for as long as the agent sends. do_read lifts the cap.
+    buffer_.max_size(buffer_.size() + room + kMaxChunkFraming);
     body_room_ = true;
     arm(Watch::client, limits().idle_timeout);
     http::async_read(stream_, buffer_, *parser_, bind(&Self::on_body));

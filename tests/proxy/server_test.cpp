@@ -1371,6 +1371,26 @@ TEST_F(ProxyTest, EndlessChunkExtensionInARelayedBodyIs400) {
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
+// A chunked body a rule reads is buffered and judged whole: its framing is bounded too
+// (Beast caps neither chunk extensions nor trailers itself). An endless extension or trailer
+// is refused, and nothing reaches the upstream.
+TEST_F(ProxyTest, EndlessChunkFramingInABufferedBodyIsRefused) {
+  {
+    auto s = connect();
+    auto res = exchange(s, chunked_head(up(), "/mcp") + "5;ext=" + std::string(200 * 1024, 'e'));
+    EXPECT_EQ(res.result_int(), 400u) << res.body();
+    EXPECT_EQ(json(res).value("error", ""), "malformed_request");
+  }
+  {
+    auto s = connect();
+    auto res = exchange(s, chunked_head(up(), "/mcp") +
+                               "5\r\nhello\r\n0\r\nX-Trailer: " + std::string(200 * 1024, 't'));
+    EXPECT_EQ(res.result_int(), 400u) << res.body();
+    EXPECT_EQ(json(res).value("error", ""), "malformed_request");
+  }
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
 class UploadTimeoutTest : public ProxyTest {
 protected:
   void SetUp() override {
