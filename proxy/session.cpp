@@ -68,8 +68,8 @@ constexpr std::size_t kKeptAgentBuffer = 4 * 1024; // what an agent connection k
 /// the excerpt, so a secret that straddles the cut is found whole (an API key, a JWT, a PEM
 /// block of up to this size) rather than left as a readable head.
 constexpr std::size_t kRedactionMargin = 4 * 1024;
-/// A relayed chunked body's framing (a chunk-size line with its extensions, the trailer) may
-/// hold at most this much in the read buffer before it is refused as malformed.
+/// A chunked body's framing (a chunk-size line with its extensions, the trailer), relayed or
+/// buffered, may hold at most this much in the read buffer before it is refused as malformed.
 constexpr std::size_t kMaxChunkFraming = 64 * 1024;
 constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 constexpr int kMaxInterimResponses = 8;
