@@ -162,7 +162,7 @@ ApprovalPacket build_packet(const PacketInput& input, const PacketRedactor& reda
   if (const policy::Request* r = input.request) {
     const std::string url = r->url();
     p.request.method = escape_display(r->method);
-    p.request.url = escape_display(url);
+    p.request.url = escape_display(redactor.redact_url(url)); // the digest covers the raw one
     p.request.host = escape_display(r->host);
     p.request.host_punycode = host_has_punycode(r->host);
     HeaderList raw;
@@ -187,7 +187,7 @@ ApprovalPacket build_packet(const PacketInput& input, const PacketRedactor& reda
     call.action = escape_display(call.action);
     call.outcome = escape_display(call.outcome);
     call.method = escape_display(call.method);
-    call.url = escape_display(call.url);
+    call.url = escape_display(redactor.redact_url(call.url));
     call.request_id = escape_display(call.request_id);
   }
   return p;

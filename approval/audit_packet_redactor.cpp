@@ -24,4 +24,8 @@ std::string AuditPacketRedactor::redact_body(std::string_view body,
   return r.text;
 }
 
+std::string AuditPacketRedactor::redact_url(std::string_view url) const {
+  return redactor_->redact_url(url);
+}
+
 } // namespace runwarden::approval

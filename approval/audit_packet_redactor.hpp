@@ -17,6 +17,7 @@ public:
                                std::size_t max_body_bytes = 16 * 1024);
   HeaderList redact_headers(const HeaderList& headers) const override;
   std::string redact_body(std::string_view body, std::string_view content_type) const override;
+  std::string redact_url(std::string_view url) const override;
 
 private:
   std::shared_ptr<const audit::Redactor> redactor_;

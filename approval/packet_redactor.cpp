@@ -41,4 +41,12 @@ std::string HeaderOnlyRedactor::redact_body(std::string_view body,
   return "[WITHHELD: no body redactor]";
 }
 
+std::string HeaderOnlyRedactor::redact_url(std::string_view url) const {
+  const auto query = url.find('?');
+  if (query == std::string_view::npos) {
+    return std::string(url);
+  }
+  return std::string(url.substr(0, query)) + "?[WITHHELD: no URL redactor]";
+}
+
 } // namespace runwarden::approval

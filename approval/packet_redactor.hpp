@@ -19,16 +19,21 @@ public:
   virtual HeaderList redact_headers(const HeaderList& headers) const = 0;
   /// The body with secrets replaced (JSON keys, patterns), given its Content-Type.
   virtual std::string redact_body(std::string_view body, std::string_view content_type) const = 0;
+  /// A request URL (the held request's, and those of the run's earlier calls) with secrets
+  /// in its query (access_token=..., key patterns) replaced.
+  virtual std::string redact_url(std::string_view url) const = 0;
 };
 
 /// Fail-closed fallback for when no full redactor is wired: credential headers
 /// (authorization, proxy-authorization, cookie, set-cookie, x-api-key, api-key,
 /// x-auth-token) become "[REDACTED:<first 8 hex of SHA-256>]" and the body is withheld
-/// entirely ("[WITHHELD: no body redactor]"); the body SHA-256 still identifies it.
+/// entirely ("[WITHHELD: no body redactor]"); the body SHA-256 still identifies it. A URL
+/// keeps its path and loses its query ("?[WITHHELD: no URL redactor]").
 class HeaderOnlyRedactor final : public PacketRedactor {
 public:
   HeaderList redact_headers(const HeaderList& headers) const override;
   std::string redact_body(std::string_view body, std::string_view content_type) const override;
+  std::string redact_url(std::string_view url) const override;
 };
 
 } // namespace runwarden::approval

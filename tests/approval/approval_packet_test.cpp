@@ -29,6 +29,7 @@ public:
     }
     return out;
   }
+  std::string redact_url(std::string_view url) const override { return std::string(url); }
 };
 
 struct Fixture {

@@ -35,5 +35,44 @@ TEST(AuditPacketRedactor, PacketHidesWhatTheAuditLogHides) {
   EXPECT_EQ(p.request.body_sha256, sha256_hex(request.body)); // digest of the real bytes
 }
 
+// A credential in the query string (the held request's URL, and an earlier call of the run
+// in the packet's history) is hidden as the audit record hides it; the digest an approval
+// releases still covers the real URL. Before, both URLs reached the packet as sent.
+TEST(AuditPacketRedactor, PacketHidesSecretsInUrls) {
+  auto redactor = std::make_shared<const audit::Redactor>();
+  const AuditPacketRedactor adapter(redactor);
+  policy::Decision decision;
+  decision.action = "export";
+  policy::Request request;
+  request.scheme = "https";
+  request.host = "api.example";
+  request.port = 443;
+  request.method = "POST";
+  request.path = "/export";
+  request.query = "format=csv&access_token=tok-held-0123456789";
+  PacketInput in;
+  in.decision = &decision;
+  in.request = &request;
+  test::FakeClock clock;
+  in.history = {{"req_0", "list", "forwarded", "GET",
+                 "https://api.example/list?api_key=key-earlier-0123456789", clock.wall()}};
+  const auto p = build_packet(in, adapter, {}, clock);
+  const std::string shown = p.to_json().dump();
+  EXPECT_EQ(shown.find("tok-held-0123456789"), std::string::npos) << shown;
+  EXPECT_EQ(shown.find("key-earlier-0123456789"), std::string::npos) << shown;
+  EXPECT_NE(p.request.url.find("format=csv"), std::string::npos) << p.request.url;
+  EXPECT_NE(p.request.url.find("[REDACTED:"), std::string::npos) << p.request.url;
+  EXPECT_EQ(p.request.url, redactor->redact_url(request.url())); // as the audit record shows it
+  EXPECT_EQ(p.digest, request_digest(request, sha256_hex(request.body)));
+}
+
+// Without a full redactor (fail closed), a URL keeps its path and loses its query.
+TEST(HeaderOnlyRedactor, WithholdsAQueryItCannotJudge) {
+  const HeaderOnlyRedactor fallback;
+  EXPECT_EQ(fallback.redact_url("https://a.example/p?token=x"),
+            "https://a.example/p?[WITHHELD: no URL redactor]");
+  EXPECT_EQ(fallback.redact_url("https://a.example/p"), "https://a.example/p");
+}
+
 } // namespace
 } // namespace runwarden::approval

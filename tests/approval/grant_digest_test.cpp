@@ -21,6 +21,7 @@ public:
   std::string redact_body(std::string_view body, std::string_view) const override {
     return std::string(body);
   }
+  std::string redact_url(std::string_view url) const override { return std::string(url); }
 };
 
 // The reviewer's request: a deferred POST /deferred with a read-only service token.
