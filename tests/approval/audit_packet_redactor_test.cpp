@@ -8,17 +8,22 @@
 namespace runwarden::approval {
 namespace {
 
-TEST(AuditPacketRedactor, PacketHidesWhatTheAuditLogHides) {
-  auto redactor = std::make_shared<const audit::Redactor>();
-  const AuditPacketRedactor adapter(redactor);
-  policy::Decision decision;
-  decision.action = "login";
+policy::Request post_to_api_example(std::string path) {
   policy::Request request;
   request.scheme = "https";
   request.host = "api.example";
   request.port = 443;
   request.method = "POST";
-  request.path = "/login";
+  request.path = std::move(path);
+  return request;
+}
+
+TEST(AuditPacketRedactor, PacketHidesWhatTheAuditLogHides) {
+  auto redactor = std::make_shared<const audit::Redactor>();
+  const AuditPacketRedactor adapter(redactor);
+  policy::Decision decision;
+  decision.action = "login";
+  policy::Request request = post_to_api_example("/login");
   request.headers = {{"Authorization", "Bearer sk_live_abcdef123456"},
                      {"Content-Type", "application/json"}};
   request.body = R"({"user":"bob","password":"hunter2-very-secret"})";
@@ -43,12 +48,7 @@ TEST(AuditPacketRedactor, PacketHidesSecretsInUrls) {
   const AuditPacketRedactor adapter(redactor);
   policy::Decision decision;
   decision.action = "export";
-  policy::Request request;
-  request.scheme = "https";
-  request.host = "api.example";
-  request.port = 443;
-  request.method = "POST";
-  request.path = "/export";
+  policy::Request request = post_to_api_example("/export");
   request.query = "format=csv&access_token=tok-held-0123456789";
   PacketInput in;
   in.decision = &decision;

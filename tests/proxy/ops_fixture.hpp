@@ -145,6 +145,25 @@ inline void write_file(const std::filesystem::path& p, const std::string& text) 
   out << text;
 }
 
+/// A runwarden.yaml for a Server started from files (reload tests): the fixture's catalogue,
+/// runbooks/ and tokens file, an audit log, then `extra` (more top-level keys).
+inline std::string files_runwarden_yaml(const std::string& agent, const std::string& extra) {
+  return "listen:\n"
+         "  proxy: 127.0.0.1:0\n"
+         "  admin: 127.0.0.1:0\n"
+         "agent: {id: " +
+         agent +
+         "}\n"
+         "catalogue: actions.yaml\n"
+         "runbooks: [runbooks/]\n"
+         "active_runbook: rb\n"
+         "approvals:\n"
+         "  operator_tokens_file: tokens\n"
+         "audit:\n"
+         "  path: audit/audit.jsonl\n" +
+         extra;
+}
+
 /// One `NAME SHA256HEX` line of an operator tokens file.
 inline std::string token_line(const std::string& name, const std::string& token) {
   return name + " " + approval::sha256_hex(token) + "\n";

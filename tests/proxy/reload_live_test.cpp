@@ -29,18 +29,7 @@ constexpr const char* kKeyCanary = "Zq8Xw3Rt5Yp-ref";
 constexpr const char* kKey = "redaction:\n  json_keys: [acme_ref]\n";
 
 std::string runwarden_yaml(const std::string& extra) {
-  return "listen:\n"
-         "  proxy: 127.0.0.1:0\n"
-         "  admin: 127.0.0.1:0\n"
-         "agent: {id: live-agent}\n"
-         "catalogue: actions.yaml\n"
-         "runbooks: [runbooks/]\n"
-         "active_runbook: rb\n"
-         "approvals:\n"
-         "  operator_tokens_file: tokens\n"
-         "audit:\n"
-         "  path: audit/audit.jsonl\n" +
-         extra;
+  return files_runwarden_yaml("live-agent", extra);
 }
 
 std::string actions_yaml(std::uint16_t port) {

@@ -20,18 +20,7 @@ constexpr const char* kAlice = "alice-token-0123456789";
 constexpr const char* kBob = "bob-token-0123456789";
 
 std::string runwarden_yaml(const std::string& extra) {
-  return "listen:\n"
-         "  proxy: 127.0.0.1:0\n"
-         "  admin: 127.0.0.1:0\n"
-         "agent: {id: reload-agent}\n"
-         "catalogue: actions.yaml\n"
-         "runbooks: [runbooks/]\n"
-         "active_runbook: rb\n"
-         "approvals:\n"
-         "  operator_tokens_file: tokens\n"
-         "audit:\n"
-         "  path: audit/audit.jsonl\n" +
-         extra;
+  return files_runwarden_yaml("reload-agent", extra);
 }
 
 std::string actions_yaml(std::uint16_t port, const std::string& path) {
