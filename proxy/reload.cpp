@@ -49,6 +49,17 @@ bool same_redaction(const config::Redaction& a, const config::Redaction& b) {
   return a.headers == b.headers && a.json_keys == b.json_keys && a.patterns == b.patterns;
 }
 
+/// Whether `fresh` drops any rule of `old` (a header, JSON key or pattern no longer listed).
+bool redaction_narrowed(const config::Redaction& old, const config::Redaction& fresh) {
+  auto drops = [](const std::vector<std::string>& before, const std::vector<std::string>& after) {
+    return std::any_of(before.begin(), before.end(), [&after](const std::string& rule) {
+      return std::find(after.begin(), after.end(), rule) == after.end();
+    });
+  };
+  return drops(old.headers, fresh.headers) || drops(old.json_keys, fresh.json_keys) ||
+         drops(old.patterns, fresh.patterns);
+}
+
 bool same_limits(const config::Limits& a, const config::Limits& b) {
   return a.header_bytes == b.header_bytes && a.header_count == b.header_count &&
          a.inspect_body_bytes == b.inspect_body_bytes && a.header_timeout == b.header_timeout &&
@@ -260,20 +271,34 @@ bool Reloader::reload(const std::string& via) {
   // Compared with the config the process started with (ctx_->config), not the last reload:
   // a setting stays pending until the restart.
   const config::Config& running = ctx_->config ? *ctx_->config : *old;
+  // What the reload will report is worked out before anything is published, so nothing
+  // but the publishing itself stands between the new redaction rules and the policy swap.
+  std::vector<RestartRequired> restart;
+  std::string limits = "unchanged";
+  bool narrowed = false;
+  if (fresh) {
+    restart = restart_required(running, *fresh);
+    // limits.* apply live: sessions read them from the swapped config (live_config), new
+    // connections and each connection's next request (docs/operations.md says which).
+    limits = same_limits(old->limits, fresh->limits) ? "unchanged" : "applied";
+    narrowed = redaction_narrowed(old->redaction, fresh->redaction);
+  }
   // redaction.* applies live: the packet redactor and the audit log's new rules are built
   // before anything else changes, so rules that do not build (the patterns were compiled
   // one by one by validation; together they could still exceed RE2's memory budget) fail
-  // the reload and keep the last good policy, tokens and rules. The audit log's rules are
-  // in force from here on, a moment before the policy swap: nothing else can fail then.
+  // the reload and keep the last good policy, tokens and rules. Then the audit log and the
+  // approval gate take them one right after the other, a moment before the policy swap.
   std::string redaction = "unchanged";
-  std::shared_ptr<const approval::PacketRedactor> packets;
   if (fresh && !same_redaction(old->redaction, fresh->redaction)) {
     try {
-      packets = make_packet_redactor(fresh->redaction, running.audit.body_bytes);
+      auto packets = make_packet_redactor(fresh->redaction, running.audit.body_bytes);
       const audit::RedactionRules rules{fresh->redaction.headers, fresh->redaction.json_keys,
                                         fresh->redaction.patterns};
       redaction =
           !ctx_->audit || ctx_->audit->set_redaction(rules) ? "applied" : "restart_required";
+      if (ctx_->gate) {
+        ctx_->gate->set_packet_redactor(std::move(packets));
+      }
     } catch (const std::exception& e) {
       errors = {fresh->file.string() + ": redaction: " + e.what()};
       fresh.reset();
@@ -295,23 +320,22 @@ bool Reloader::reload(const std::string& via) {
     }
     return false;
   }
-  auto restart = restart_required(running, *fresh);
   if (redaction == "restart_required") {
     restart.push_back({"redaction", "this audit log reads its redaction rules at start-up only: "
                                     "until restarted, its records do NOT use the new rules"});
   }
+  ctx_->runtime->swap_config(fresh);
   nlohmann::json pending = nlohmann::json::array();
   for (const auto& r : restart) {
     log_event(LogLevel::warn, "reload_restart_required", 0, {},
               {{"setting", r.setting}, {"why", r.why}});
     pending.push_back(r.setting);
   }
-  // limits.* apply live: sessions read them from the swapped config (live_config), new
-  // connections and each connection's next request (docs/operations.md says which).
-  const std::string limits = same_limits(old->limits, fresh->limits) ? "unchanged" : "applied";
-  ctx_->runtime->swap_config(fresh);
-  if (packets && ctx_->gate) {
-    ctx_->gate->set_packet_redactor(std::move(packets));
+  if (narrowed && redaction == "applied") {
+    log_event(LogLevel::warn, "reload_redaction_narrowed", 0, {},
+              {{"note", "a redaction rule was removed: every record built from now on uses the "
+                        "new rules, including the final records of requests held or in flight "
+                        "since before the reload"}});
   }
   log_runbook_warnings(*fresh);
   // A host taken out of tls.passthrough is to be intercepted and judged from now on: its
@@ -347,6 +371,7 @@ bool Reloader::reload(const std::string& via) {
                         {"active_runbook", fresh->active_runbook},
                         {"runbooks", runbooks},
                         {"redaction", redaction},
+                        {"redaction_narrowed", narrowed && redaction == "applied"},
                         {"limits", limits},
                         {"restart_required", pending},
                         {"tunnels_closed", tunnels_closed}},

@@ -176,6 +176,7 @@ TEST_F(ReloadTest, EveryChangedStartUpOnlySettingIsNamedAndStaysNamedUntilRestar
   const std::vector<std::string> want{"threads"};
   EXPECT_EQ(last_restart_required(), want);
   EXPECT_EQ(last_reload().value("redaction", ""), "applied");
+  EXPECT_FALSE(last_reload().value("redaction_narrowed", true)); // a rule added, none removed
   EXPECT_EQ(last_reload().value("limits", ""), "applied");
   EXPECT_EQ(audit_->redaction_rules().headers, std::vector<std::string>{"x-new-secret"});
 
@@ -187,6 +188,17 @@ TEST_F(ReloadTest, EveryChangedStartUpOnlySettingIsNamedAndStaysNamedUntilRestar
   EXPECT_EQ(last_restart_required(), want);
   EXPECT_EQ(last_reload().value("redaction", ""), "unchanged");
   EXPECT_EQ(last_reload().value("limits", ""), "unchanged");
+
+  // Removing the rule narrows the redaction, and the record says so: records built from now
+  // on, the final ones of requests judged before this reload too, use the new rules.
+  write_file(dir_.file("runwarden.yaml"),
+             runwarden_yaml("limits:\n  max_connections: 7\n  header_timeout: 3s\n"
+                            "kill_switch_file: KILL\n"
+                            "threads: 3\n"));
+  ASSERT_TRUE(reloader_->reload("signal"));
+  EXPECT_EQ(last_reload().value("redaction", ""), "applied");
+  EXPECT_TRUE(last_reload().value("redaction_narrowed", false));
+  EXPECT_TRUE(audit_->redaction_rules().headers.empty());
 }
 
 TEST_F(ReloadTest, PolicyChangeAppliesLiveWithoutARestartWarning) {
