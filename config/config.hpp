@@ -72,6 +72,7 @@ struct Redaction {
   std::vector<std::string> headers;   // lower-cased
   std::vector<std::string> json_keys; // lower-cased
   std::vector<std::string> patterns;  // RE2, validated
+  bool operator==(const Redaction&) const = default;
 };
 
 struct Limits {
@@ -84,6 +85,7 @@ struct Limits {
   std::chrono::milliseconds upstream_response_timeout{std::chrono::seconds(60)};
   std::size_t max_connections = 10000;
   std::size_t max_json_depth = 64;
+  bool operator==(const Limits&) const = default; // a new field is compared too (reload)
 };
 
 /// How calls that carry no `Runwarden-Run` header are grouped into runs (`agent.runs`); a run

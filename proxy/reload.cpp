@@ -45,10 +45,6 @@ template <class T> std::string list_text(const std::vector<T>& items) {
   return out;
 }
 
-bool same_redaction(const config::Redaction& a, const config::Redaction& b) {
-  return a.headers == b.headers && a.json_keys == b.json_keys && a.patterns == b.patterns;
-}
-
 /// Whether `fresh` drops any rule of `old` (a header, JSON key or pattern no longer listed).
 bool redaction_narrowed(const config::Redaction& old, const config::Redaction& fresh) {
   auto drops = [](const std::vector<std::string>& before, const std::vector<std::string>& after) {
@@ -58,15 +54,6 @@ bool redaction_narrowed(const config::Redaction& old, const config::Redaction& f
   };
   return drops(old.headers, fresh.headers) || drops(old.json_keys, fresh.json_keys) ||
          drops(old.patterns, fresh.patterns);
-}
-
-bool same_limits(const config::Limits& a, const config::Limits& b) {
-  return a.header_bytes == b.header_bytes && a.header_count == b.header_count &&
-         a.inspect_body_bytes == b.inspect_body_bytes && a.header_timeout == b.header_timeout &&
-         a.idle_timeout == b.idle_timeout &&
-         a.upstream_connect_timeout == b.upstream_connect_timeout &&
-         a.upstream_response_timeout == b.upstream_response_timeout &&
-         a.max_connections == b.max_connections && a.max_json_depth == b.max_json_depth;
 }
 
 std::string ports_text(const std::set<std::uint16_t>& ports) {
@@ -280,7 +267,7 @@ bool Reloader::reload(const std::string& via) {
     restart = restart_required(running, *fresh);
     // limits.* apply live: sessions read them from the swapped config (live_config), new
     // connections and each connection's next request (docs/operations.md says which).
-    limits = same_limits(old->limits, fresh->limits) ? "unchanged" : "applied";
+    limits = old->limits == fresh->limits ? "unchanged" : "applied";
     narrowed = redaction_narrowed(old->redaction, fresh->redaction);
   }
   // redaction.* applies live: the packet redactor and the audit log's new rules are built
@@ -289,7 +276,7 @@ bool Reloader::reload(const std::string& via) {
   // the reload and keep the last good policy, tokens and rules. Then the audit log and the
   // approval gate take them one right after the other, a moment before the policy swap.
   std::string redaction = "unchanged";
-  if (fresh && !same_redaction(old->redaction, fresh->redaction)) {
+  if (fresh && old->redaction != fresh->redaction) {
     try {
       auto packets = make_packet_redactor(fresh->redaction, running.audit.body_bytes);
       const audit::RedactionRules rules{fresh->redaction.headers, fresh->redaction.json_keys,

@@ -1678,7 +1678,9 @@ private:
     ex.response = audit::ResponseInfo{};
     ex.response->status = static_cast<int>(status);
     ex.response->headers = {{"content-type", "application/json"}};
-    if (status == http::status::service_unavailable && !retry_after_) {
+    // Every 503, and the JSON-RPC (HTTP 200) form of a hold ended by a shutdown, which an MCP
+    // client would otherwise retry at once.
+    if (!retry_after_ && (status == http::status::service_unavailable || code == kShutdownCode)) {
       retry_after_ = std::chrono::seconds(retry_after_seconds(code));
     }
     if (retry_after_) { // the record shows the answer's header as sent (send_json)

@@ -262,6 +262,7 @@ TEST_F(HoldDrain, HeldRequestIsAnsweredRecordedAndAnnouncedBeforeTheServerStops)
   ASSERT_FALSE(ec) << "no answer for the held request: " << ec.message();
   EXPECT_EQ(res.result_int(), 503);
   EXPECT_EQ(res[http::field::content_type], "application/json");
+  EXPECT_EQ(res[http::field::retry_after], "1");
   auto j = body_json(res);
   ASSERT_TRUE(j.is_object()) << res.body();
   EXPECT_EQ(j.value("error", ""), "approval_shutdown");
@@ -302,6 +303,7 @@ TEST_F(HoldDrain, HeldMcpCallGetsAJsonRpcErrorWithTheApprovalId) {
   auto [ec, res] = answer.get();
   ASSERT_FALSE(ec) << "no answer for the held MCP call: " << ec.message();
   EXPECT_EQ(res.result_int(), 200); // JSON-RPC: the error rides in the body, like refusals
+  EXPECT_EQ(res[http::field::retry_after], "1"); // the client may try again elsewhere, later
   auto j = body_json(res);
   ASSERT_TRUE(j.is_object()) << res.body();
   EXPECT_EQ(j.value("jsonrpc", ""), "2.0");
