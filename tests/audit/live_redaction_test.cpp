@@ -97,8 +97,10 @@ TEST(LiveRedaction, RulesThatDoNotBuildChangeNothing) {
 
 // Four threads append while a fifth swaps between rules that hide the canary and rules that
 // do not. Each record is built by one rule set (the canary appears in all three of its
-// places or in none), every record is there once and the chain verifies; records built
-// after the last swap use its rules. Under ASan/TSan this is the swap's memory check.
+// places or in none), every record is there once and the chain verifies; the record built
+// after the last swap uses its rules. How the appends interleave with the swaps is up to the
+// scheduler, so no count of hidden records is asserted. Under ASan this is the swap's memory
+// check.
 TEST(LiveRedaction, SwapsWhileManyThreadsAppend) {
   TempDir dir;
   Options o;
@@ -135,13 +137,10 @@ TEST(LiveRedaction, SwapsWhileManyThreadsAppend) {
   EXPECT_EQ(c.errors(), 0);
   const auto lines = testing::split_lines(testing::read_all(o.path));
   ASSERT_EQ(lines.size(), static_cast<std::size_t>(kThreads * kEach + 1));
-  std::size_t hidden = 0;
   for (const auto& line : lines) {
     const std::size_t n = count(line, kCanary);
     EXPECT_TRUE(n == 0 || n == 3) << line;
-    hidden += n == 0 ? 1 : 0;
   }
-  EXPECT_GT(hidden, 0u);
   EXPECT_EQ(count(lines.back(), kCanary), 0u) << lines.back();
   const auto report = Verifier::verify({o.path}, {});
   EXPECT_TRUE(report.ok) << report.kind << ": " << report.detail;
