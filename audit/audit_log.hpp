@@ -102,6 +102,31 @@ struct Options {
 /// or event() again.
 using Completion = std::function<void(std::error_code)>;
 
+/// Lets the records one thread submits in one turn of its event loop share a write(2). While
+/// an instance lives on a thread, a record that would have been written at once on it (no
+/// other thread writing) is sealed into the chain and queued instead, and `post` is given a
+/// task that writes everything queued by then and calls the completions; records from any
+/// thread meanwhile join that write. `post` must run the task on this thread after the
+/// handlers already ready (Asio's post). Nothing else changes: each completion still runs
+/// after the write(2) that holds its record. A task that never runs (its loop stopped) loses
+/// nothing: the log's background thread writes a batch left waiting for longer than its
+/// fsync interval, and close() writes one still waiting then. Only the `written` durability
+/// of the file log batches this way. One per thread; not movable.
+class TurnBatching {
+public:
+  using Post = std::function<void(std::function<void()>)>;
+  explicit TurnBatching(Post post);
+  ~TurnBatching();
+  TurnBatching(const TurnBatching&) = delete;
+  TurnBatching& operator=(const TurnBatching&) = delete;
+  /// The instance in force on the calling thread, or nullptr.
+  static const Post* current();
+
+private:
+  Post post_;
+  const Post* previous_;
+};
+
 class AuditLog {
 public:
   /// Opens (or creates) the log, recovers a torn last line, resumes the chain.

@@ -29,10 +29,14 @@ void lock_briefly_spinning(std::unique_lock<std::mutex>& lock) {
     if (lock.try_lock()) {
       return;
     }
+#if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#endif
   }
   lock.lock();
 }
+
+thread_local const TurnBatching::Post* t_turn_batching = nullptr;
 
 // Writes everything or returns the errno; each iteration writes at least one byte.
 int write_all(int fd, std::string_view bytes) {
@@ -126,6 +130,18 @@ constexpr std::size_t kKeptBatchBytes = 1u << 20;
 
 } // namespace
 
+TurnBatching::TurnBatching(Post post) : post_(std::move(post)), previous_(t_turn_batching) {
+  t_turn_batching = &post_;
+}
+
+TurnBatching::~TurnBatching() {
+  t_turn_batching = previous_;
+}
+
+const TurnBatching::Post* TurnBatching::current() {
+  return t_turn_batching;
+}
+
 std::unique_ptr<AuditLog> AuditLog::open(const Options& options) {
   return std::make_unique<FileAuditLog>(options);
 }
@@ -152,6 +168,8 @@ FileAuditLog::FileAuditLog(const Options& options)
     key_ = CheckpointKey::load_private(options_.signing_key_pem);
   }
   last_checkpoint_ = std::chrono::steady_clock::now();
+  ticket_ = std::make_shared<DeferTicket>();
+  ticket_->log = this;
   recover_and_open();
   if (options_.durability == Durability::synced) {
     writer_ = std::thread([this] { writer_loop(); });
@@ -286,6 +304,12 @@ void FileAuditLog::recover_and_open() {
 
 void FileAuditLog::close() {
   {
+    // A deferred task running now finishes first; one that runs later does nothing, and
+    // what it would have written is written below.
+    std::lock_guard ticket(ticket_->mu);
+    ticket_->log = nullptr;
+  }
+  {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
@@ -298,7 +322,11 @@ void FileAuditLog::close() {
   if (syncer_.joinable()) {
     syncer_.join();
   }
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  if (deferred_) {
+    deferred_ = false;
+    drain_locked(lock, std::numeric_limits<int>::max());
+  }
   closed_ = true;
 }
 
@@ -446,6 +474,26 @@ void FileAuditLog::submit(std::string_view members, Completion done, RecordBuild
     queue_cv_.notify_one();
     return;
   }
+  // A thread with TurnBatching (a proxy I/O thread) and no writer: the record opens a batch
+  // that its loop writes once the handlers ready in this turn have run, so the records they
+  // make share its write(2). Not while closing: close() would have to take it over.
+  if (const TurnBatching::Post* post = TurnBatching::current();
+      post != nullptr && !writing_ && !stop_) {
+    start_batch_locked();
+    seal_locked(members, false, open_.data);
+    open_.dones.push_back(std::move(done));
+    writing_ = true;
+    deferred_ = true;
+    ++deferred_gen_;
+    lock.unlock();
+    (*post)([ticket = ticket_] {
+      std::lock_guard hold(ticket->mu);
+      if (ticket->log != nullptr) {
+        ticket->log->write_deferred();
+      }
+    });
+    return;
+  }
   // No writer and nothing waiting (the usual case with one thread recording): this caller
   // is the leader, and its record is the first of the file order from here, so it is sealed
   // and written where the builder put it, without a copy into the batch. Records sealed
@@ -476,13 +524,7 @@ void FileAuditLog::submit(std::string_view members, Completion done, RecordBuild
   // batch, in seal order, so the file order is the chain order. A follower returns at
   // once; the writer calls its completion after the write(2) holding its bytes returned.
   if (open_.dones.empty()) {
-    // The buffer is the one a writer emptied at an earlier swap: its capacity is reused,
-    // so a batch allocates nothing, unless one large batch left it oversized.
-    if (open_.data.bytes.capacity() > kKeptBatchBytes) {
-      std::string().swap(open_.data.bytes);
-    }
-    open_.data.bytes.clear();
-    open_.data.first_seq = next_seq_;
+    start_batch_locked();
   }
   seal_locked(members, false, open_.data);
   open_.dones.push_back(std::move(done));
@@ -490,6 +532,26 @@ void FileAuditLog::submit(std::string_view members, Completion done, RecordBuild
     return;
   }
   writing_ = true;
+  drain_locked(lock, kLeaderRounds);
+}
+
+void FileAuditLog::start_batch_locked() {
+  // The buffer is the one a writer emptied at an earlier swap: its capacity is reused, so a
+  // batch allocates nothing, unless one large batch left it oversized.
+  if (open_.data.bytes.capacity() > kKeptBatchBytes) {
+    std::string().swap(open_.data.bytes);
+  }
+  open_.data.bytes.clear();
+  open_.data.first_seq = next_seq_;
+}
+
+void FileAuditLog::write_deferred() {
+  std::unique_lock lock(mu_, std::defer_lock);
+  lock_briefly_spinning(lock);
+  if (!deferred_) {
+    return; // the background thread took it over
+  }
+  deferred_ = false;
   drain_locked(lock, kLeaderRounds);
 }
 
@@ -655,6 +717,13 @@ void FileAuditLog::syncer_loop() {
       return;
     }
     if (std::chrono::steady_clock::now() >= next_sync) {
+      // A batch deferred since the last tick: its loop is stuck in one long turn, or stopped
+      // and dropped the task. This thread writes it, and the task, if it runs, does nothing.
+      if (deferred_ && deferred_gen_ == deferred_seen_gen_) {
+        deferred_ = false;
+        drain_locked(lock, std::numeric_limits<int>::max());
+      }
+      deferred_seen_gen_ = deferred_gen_;
       syncing_ = true;
       lock.unlock();
       if (dirty_.load() && healthy_.load()) {

@@ -77,6 +77,11 @@ private:
   // mu_ held on entry and on return, writing_ set by this thread: writes batches until
   // none is left (then clears writing_) or `max_rounds` are done (then hands off).
   void drain_locked(std::unique_lock<std::mutex>& lock, int max_rounds);
+  // mu_ held: a fresh open_ batch, its buffer's capacity reused.
+  void start_batch_locked();
+  // The task TurnBatching was given: writes the batch it deferred, unless the background
+  // thread or close() took it over meanwhile.
+  void write_deferred();
   // mu_ held: assigns seq/ts/prev, seals straight onto the end of `out.bytes` (the open
   // batch in `written` mode), appends a checkpoint when one is due, sets out.last_seq.
   void seal_locked(std::string_view members, bool force_checkpoint, Pending& out);
@@ -111,13 +116,23 @@ private:
   std::chrono::steady_clock::time_point last_checkpoint_;
   std::deque<Pending> queue_; // synced mode
   std::condition_variable queue_cv_;
-  Batch open_;           // written mode: sealed, not yet taken by a writer
-  Batch taken_;          // written mode: the batch being written; only the thread that set
-                         // writing_ touches it, and its vector keeps its capacity
-  bool writing_ = false; // written mode: some thread owns open_ (invariant: open_ non-empty
-                         // implies writing_, so no record waits with nobody to write it)
-  bool handoff_ = false; // written mode: a leader passed the writer role to syncer_
-  bool syncing_ = false; // written mode: syncer_ is in its interval fdatasync (mu_ released)
+  Batch open_;            // written mode: sealed, not yet taken by a writer
+  Batch taken_;           // written mode: the batch being written; only the thread that set
+                          // writing_ touches it, and its vector keeps its capacity
+  bool writing_ = false;  // written mode: some thread owns open_ (invariant: open_ non-empty
+                          // implies writing_, so no record waits with nobody to write it)
+  bool handoff_ = false;  // written mode: a leader passed the writer role to syncer_
+  bool syncing_ = false;  // written mode: syncer_ is in its interval fdatasync (mu_ released)
+  bool deferred_ = false; // written mode: writing_ is held for a TurnBatching task not run yet
+  std::uint64_t deferred_gen_ = 0;      // counts deferrals; the background thread takes over
+  std::uint64_t deferred_seen_gen_ = 0; // one that is still the same one tick later
+  /// What a deferred task holds instead of `this`: close() clears `log` (waiting for a task
+  /// that is running), so a task that runs late, or is destroyed unrun, touches nothing.
+  struct DeferTicket {
+    std::mutex mu;
+    FileAuditLog* log = nullptr;
+  };
+  std::shared_ptr<DeferTicket> ticket_;
   std::condition_variable bg_cv_;
   bool stop_ = false;   // close() began: the threads drain and return
   bool closed_ = false; // nothing would write a new record: submit() refuses it

@@ -291,7 +291,12 @@ void Server::start() {
                            std::to_string(admin_->acceptor.local_endpoint().port())}});
   for (auto& io : io_) {
     io_guards_.push_back(net::make_work_guard(*io));
-    io_threads_.emplace_back([ctx = io.get()] { ctx->run(); });
+    io_threads_.emplace_back([ctx = io.get()] {
+      // The audit records this thread's handlers make in one turn share one write(2).
+      const audit::TurnBatching batching(
+          [ctx](std::function<void()> write) { net::post(*ctx, std::move(write)); });
+      ctx->run();
+    });
   }
   accept(proxy_);
   accept(admin_);

@@ -1,0 +1,240 @@
+// TurnBatching (audit/audit_log.hpp): on a thread that has one, the records of one loop turn
+// are sealed at once but written by one task the loop runs after the turn, in one write(2);
+// each completion still follows the write of its record. A task that never runs loses
+// nothing (the background thread, or close(), writes its batch), and one that runs late, even
+// after the log is gone, does nothing.
+
+#include "audit/file_audit_log.hpp"
+#include "audit/verifier.hpp"
+#include "test_support.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <gtest/gtest.h>
+#include <mutex>
+#include <string>
+#include <sys/stat.h>
+#include <thread>
+#include <vector>
+
+namespace runwarden::audit {
+namespace {
+
+using testing::TempDir;
+
+std::uint64_t file_size(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+}
+
+Exchange numbered(int n) {
+  Exchange ex = testing::sample_exchange(n);
+  ex.id = "req_" + std::to_string(n);
+  return ex;
+}
+
+std::size_t lines_in(const std::string& path) {
+  return testing::split_lines(testing::read_all(path)).size();
+}
+
+/// A loop turn by hand: what the log posts is kept, and run when the test says so.
+struct Turn {
+  std::vector<std::function<void()>> posted;
+  TurnBatching batching{[this](std::function<void()> task) { posted.push_back(std::move(task)); }};
+
+  void run_posted() {
+    auto tasks = std::move(posted);
+    posted.clear();
+    for (auto& t : tasks) {
+      t();
+    }
+  }
+};
+
+/// Completion bookkeeping: calls, errors, the file size each completion saw, its thread.
+struct Completions {
+  explicit Completions(std::string path, std::size_t n)
+      : path_(std::move(path)), calls(n), size_seen(n, 0), thread(n) {}
+
+  Completion at(std::size_t k) {
+    return [this, k](std::error_code ec) {
+      std::lock_guard lock(mu_);
+      errors += ec ? 1 : 0;
+      size_seen[k] = file_size(path_);
+      thread[k] = std::this_thread::get_id();
+      ++calls[k];
+      ++total;
+      cv_.notify_all();
+    };
+  }
+  int count(std::size_t k) {
+    std::lock_guard lock(mu_);
+    return calls[k];
+  }
+  bool wait_total(int n) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(20), [&] { return total >= n; });
+  }
+
+  std::string path_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int> calls;
+  std::vector<std::uint64_t> size_seen;
+  std::vector<std::thread::id> thread;
+  int total = 0;
+  int errors = 0;
+};
+
+TEST(TurnBatching, ATurnsRecordsAreWrittenTogetherByOneTaskAfterIt) {
+  TempDir dir;
+  Options o;
+  o.path = dir.file("audit.jsonl");
+  auto log = AuditLog::open(o);
+  constexpr std::size_t kRecords = 5;
+  Completions done(o.path, kRecords);
+  Turn turn;
+  const std::uint64_t before = file_size(o.path);
+  for (std::size_t k = 0; k < kRecords; ++k) {
+    log->record(numbered(static_cast<int>(k)), k % 2 == 1, done.at(k));
+  }
+  // Sealed, not written: nothing in the file, no completion, one task for the whole turn.
+  EXPECT_EQ(file_size(o.path), before);
+  for (std::size_t k = 0; k < kRecords; ++k) {
+    EXPECT_EQ(done.count(k), 0) << "record " << k << " completed before its write";
+  }
+  ASSERT_EQ(turn.posted.size(), 1u);
+  turn.run_posted();
+  const std::uint64_t whole = file_size(o.path);
+  EXPECT_GT(whole, before);
+  for (std::size_t k = 0; k < kRecords; ++k) {
+    EXPECT_EQ(done.count(k), 1) << "record " << k;
+    // One write(2): every completion already sees all five records.
+    EXPECT_EQ(done.size_seen[k], whole) << "record " << k;
+    EXPECT_EQ(done.thread[k], std::this_thread::get_id());
+  }
+  EXPECT_EQ(done.errors, 0);
+  EXPECT_EQ(lines_in(o.path), kRecords);
+  // The next turn starts a batch of its own.
+  Completions next(o.path, 1);
+  log->record(numbered(9), true, next.at(0));
+  EXPECT_EQ(turn.posted.size(), 1u);
+  EXPECT_EQ(next.count(0), 0);
+  turn.run_posted();
+  EXPECT_EQ(next.count(0), 1);
+  log->close();
+  const auto report = Verifier::verify({o.path}, {});
+  EXPECT_TRUE(report.ok) << report.kind << " " << report.detail;
+  EXPECT_EQ(report.records, kRecords + 1);
+}
+
+// Another thread (no TurnBatching) finds the deferred batch open: its record joins it and its
+// call returns at once; the task writes both and calls both completions on its thread.
+TEST(TurnBatching, AnotherThreadsRecordJoinsTheDeferredWrite) {
+  TempDir dir;
+  Options o;
+  o.path = dir.file("audit.jsonl");
+  auto log = AuditLog::open(o);
+  Completions done(o.path, 2);
+  Turn turn;
+  log->record(numbered(0), false, done.at(0));
+  std::thread other([&] { log->record(numbered(1), true, done.at(1)); });
+  other.join();
+  EXPECT_EQ(done.count(0), 0);
+  EXPECT_EQ(done.count(1), 0) << "the other thread's record was written outside the batch";
+  ASSERT_EQ(turn.posted.size(), 1u);
+  turn.run_posted();
+  EXPECT_EQ(done.count(0), 1);
+  EXPECT_EQ(done.count(1), 1);
+  EXPECT_EQ(done.thread[1], std::this_thread::get_id());
+  EXPECT_EQ(done.size_seen[0], done.size_seen[1]);
+  EXPECT_EQ(lines_in(o.path), 2u);
+}
+
+// A completion that records again (the proxy's decision completion writes the final record)
+// is written by the same task, in a later round, with no second task.
+TEST(TurnBatching, ARecordFromACompletionIsWrittenByTheSameTask) {
+  TempDir dir;
+  Options o;
+  o.path = dir.file("audit.jsonl");
+  auto log = AuditLog::open(o);
+  Completions done(o.path, 2);
+  Turn turn;
+  log->record(numbered(0), false, [&](std::error_code ec) {
+    EXPECT_FALSE(ec);
+    log->record(numbered(1), true, done.at(1));
+  });
+  ASSERT_EQ(turn.posted.size(), 1u);
+  turn.run_posted();
+  EXPECT_EQ(done.count(1), 1);
+  EXPECT_TRUE(turn.posted.empty());
+  EXPECT_EQ(lines_in(o.path), 2u);
+}
+
+// The loop never runs the task (stuck in one long turn, or stopped): the background thread
+// writes the batch after about one fsync interval, and the task, run later, writes nothing.
+TEST(TurnBatching, ATaskThatDoesNotRunIsWrittenByTheBackgroundThread) {
+  TempDir dir;
+  Options o;
+  o.path = dir.file("audit.jsonl");
+  o.fsync_interval = std::chrono::milliseconds(20);
+  auto log = AuditLog::open(o);
+  Completions done(o.path, 2);
+  Turn turn;
+  log->record(numbered(0), false, done.at(0));
+  log->record(numbered(1), true, done.at(1));
+  ASSERT_EQ(turn.posted.size(), 1u);
+  ASSERT_TRUE(done.wait_total(2)) << "a deferred batch whose task never ran was not written";
+  EXPECT_NE(done.thread[0], std::this_thread::get_id());
+  EXPECT_EQ(done.errors, 0);
+  EXPECT_EQ(lines_in(o.path), 2u);
+  turn.run_posted();
+  EXPECT_EQ(lines_in(o.path), 2u) << "the late task wrote the batch again";
+  EXPECT_EQ(done.count(0), 1);
+  EXPECT_EQ(done.count(1), 1);
+}
+
+// close() writes a batch still waiting for its task; the task, run after the log is gone,
+// touches nothing (AddressSanitizer would see it).
+TEST(TurnBatching, CloseWritesAWaitingBatchAndALateTaskDoesNothing) {
+  TempDir dir;
+  Options o;
+  o.path = dir.file("audit.jsonl");
+  o.fsync_interval = std::chrono::seconds(30); // the background thread does not take it
+  Completions done(o.path, 2);
+  Turn turn;
+  {
+    auto log = AuditLog::open(o);
+    log->record(numbered(0), false, done.at(0));
+    log->record(numbered(1), true, done.at(1));
+    ASSERT_EQ(turn.posted.size(), 1u);
+    EXPECT_EQ(done.count(0), 0);
+    log->close();
+    EXPECT_EQ(done.count(0), 1);
+    EXPECT_EQ(done.count(1), 1);
+    EXPECT_EQ(done.errors, 0);
+  }
+  turn.run_posted();
+  EXPECT_EQ(lines_in(o.path), 2u);
+  const auto report = Verifier::verify({o.path}, {});
+  EXPECT_TRUE(report.ok) << report.kind << " " << report.detail;
+}
+
+// `synced` durability keeps its writer thread: nothing is deferred.
+TEST(TurnBatching, SyncedDurabilityIsNotDeferred) {
+  TempDir dir;
+  Options o;
+  o.path = dir.file("audit.jsonl");
+  o.durability = Durability::synced;
+  auto log = AuditLog::open(o);
+  Completions done(o.path, 1);
+  Turn turn;
+  log->record(numbered(0), true, done.at(0));
+  ASSERT_TRUE(done.wait_total(1));
+  EXPECT_TRUE(turn.posted.empty());
+}
+
+} // namespace
+} // namespace runwarden::audit
