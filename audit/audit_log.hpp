@@ -105,13 +105,18 @@ using Completion = std::function<void(std::error_code)>;
 /// Lets the records one thread submits in one turn of its event loop share a write(2). While
 /// an instance lives on a thread, a record that would have been written at once on it (no
 /// other thread writing) is sealed into the chain and queued instead, and `post` is given a
-/// task that writes everything queued by then and calls the completions; records from any
-/// thread meanwhile join that write. `post` must run the task on this thread after the
-/// handlers already ready (Asio's post). Nothing else changes: each completion still runs
-/// after the write(2) that holds its record. A task that never runs (its loop stopped) loses
-/// nothing: the log's background thread writes a batch left waiting for longer than its
-/// fsync interval, and close() writes one still waiting then. Only the `written` durability
-/// of the file log batches this way. One per thread; not movable.
+/// task that writes everything queued by then and calls the completions; records this
+/// thread makes meanwhile join that write. `post` must run the task on this thread after
+/// the handlers already ready (Asio's post). Each completion still runs after the write(2)
+/// that holds its record. What is never left waiting on one thread's loop:
+/// - a record from another thread takes the waiting batch over and writes it at once;
+/// - the destructor runs every task it was given that may still be waiting: put it around
+///   the loop's run(), so a loop stopped in the middle of a turn leaves nothing unwritten
+///   while the executors the completions dispatch to still exist;
+/// - the log's background thread writes a batch left waiting for one to two fsync
+///   intervals (a loop stuck in one turn), and close() one still waiting then.
+/// A task that runs after its batch was written, or after the log is gone, does nothing.
+/// Only the `written` durability of the file log batches this way. One per thread.
 class TurnBatching {
 public:
   using Post = std::function<void(std::function<void()>)>;
@@ -120,11 +125,15 @@ public:
   TurnBatching(const TurnBatching&) = delete;
   TurnBatching& operator=(const TurnBatching&) = delete;
   /// The instance in force on the calling thread, or nullptr.
-  static const Post* current();
+  static TurnBatching* current();
+  /// Posts `task`, which writes the batch of the log `key` names; the last task of each key
+  /// is kept for the destructor.
+  void post(const void* key, std::function<void()> task);
 
 private:
   Post post_;
-  const Post* previous_;
+  TurnBatching* previous_;
+  std::vector<std::pair<const void*, std::function<void()>>> last_; // one per log
 };
 
 class AuditLog {

@@ -31,12 +31,16 @@ void lock_briefly_spinning(std::unique_lock<std::mutex>& lock) {
     }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
 #endif
   }
   lock.lock();
 }
 
-thread_local const TurnBatching::Post* t_turn_batching = nullptr;
+thread_local TurnBatching* t_turn_batching = nullptr;
+// How many deferred tasks this thread is inside (a completion may call close()).
+thread_local int t_in_deferred_task = 0;
 
 // Writes everything or returns the errno; each iteration writes at least one byte.
 int write_all(int fd, std::string_view bytes) {
@@ -131,15 +135,31 @@ constexpr std::size_t kKeptBatchBytes = 1u << 20;
 } // namespace
 
 TurnBatching::TurnBatching(Post post) : post_(std::move(post)), previous_(t_turn_batching) {
-  t_turn_batching = &post_;
+  t_turn_batching = this;
 }
 
 TurnBatching::~TurnBatching() {
   t_turn_batching = previous_;
+  // Tasks the loop may not have run (it stopped mid-turn): each does nothing if its batch
+  // is written already or its log is gone.
+  for (auto& [key, task] : last_) {
+    task();
+  }
 }
 
-const TurnBatching::Post* TurnBatching::current() {
+TurnBatching* TurnBatching::current() {
   return t_turn_batching;
+}
+
+void TurnBatching::post(const void* key, std::function<void()> task) {
+  auto it =
+      std::find_if(last_.begin(), last_.end(), [key](const auto& e) { return e.first == key; });
+  if (it == last_.end()) {
+    last_.emplace_back(key, task);
+  } else {
+    it->second = task;
+  }
+  post_(std::move(task));
 }
 
 std::unique_ptr<AuditLog> AuditLog::open(const Options& options) {
@@ -306,8 +326,11 @@ void FileAuditLog::close() {
   {
     // A deferred task running now finishes first; one that runs later does nothing, and
     // what it would have written is written below.
-    std::lock_guard ticket(ticket_->mu);
+    std::unique_lock ticket(ticket_->mu);
     ticket_->log = nullptr;
+    // Not the task this thread is inside, if a completion of it called close().
+    const int own = t_in_deferred_task > 0 ? 1 : 0;
+    ticket_->idle.wait(ticket, [&] { return ticket_->running <= own; });
   }
   {
     std::lock_guard lock(mu_);
@@ -477,21 +500,27 @@ void FileAuditLog::submit(std::string_view members, Completion done, RecordBuild
   // A thread with TurnBatching (a proxy I/O thread) and no writer: the record opens a batch
   // that its loop writes once the handlers ready in this turn have run, so the records they
   // make share its write(2). Not while closing: close() would have to take it over.
-  if (const TurnBatching::Post* post = TurnBatching::current();
-      post != nullptr && !writing_ && !stop_) {
+  if (TurnBatching* batching = TurnBatching::current();
+      batching != nullptr && !writing_ && !stop_) {
     start_batch_locked();
     seal_locked(members, false, open_.data);
     open_.dones.push_back(std::move(done));
     writing_ = true;
     deferred_ = true;
+    deferred_by_ = std::this_thread::get_id();
     ++deferred_gen_;
     lock.unlock();
-    (*post)([ticket = ticket_] {
-      std::lock_guard hold(ticket->mu);
-      if (ticket->log != nullptr) {
-        ticket->log->write_deferred();
-      }
-    });
+    batching->post(ticket_.get(), [ticket = ticket_] { DeferTicket::run(*ticket); });
+    return;
+  }
+  // Another thread's batch waits for its loop: this caller does not wait with it (that turn
+  // may be long: a handshake, a large body), it takes the batch over and writes it now with
+  // its own record; the task, when it runs, finds nothing to do.
+  if (deferred_ && deferred_by_ != std::this_thread::get_id()) {
+    deferred_ = false;
+    seal_locked(members, false, open_.data);
+    open_.dones.push_back(std::move(done));
+    drain_locked(lock, kLeaderRounds);
     return;
   }
   // No writer and nothing waiting (the usual case with one thread recording): this caller
@@ -543,6 +572,25 @@ void FileAuditLog::start_batch_locked() {
   }
   open_.data.bytes.clear();
   open_.data.first_seq = next_seq_;
+}
+
+void FileAuditLog::DeferTicket::run(DeferTicket& ticket) {
+  FileAuditLog* log = nullptr;
+  {
+    std::lock_guard lock(ticket.mu);
+    log = ticket.log;
+    if (log == nullptr) {
+      return;
+    }
+    ++ticket.running;
+  }
+  ++t_in_deferred_task;
+  log->write_deferred();
+  --t_in_deferred_task;
+  std::lock_guard lock(ticket.mu);
+  if (--ticket.running == 0) {
+    ticket.idle.notify_all();
+  }
 }
 
 void FileAuditLog::write_deferred() {

@@ -124,13 +124,18 @@ private:
   bool handoff_ = false;  // written mode: a leader passed the writer role to syncer_
   bool syncing_ = false;  // written mode: syncer_ is in its interval fdatasync (mu_ released)
   bool deferred_ = false; // written mode: writing_ is held for a TurnBatching task not run yet
+  std::thread::id deferred_by_;         // the thread whose loop will run that task
   std::uint64_t deferred_gen_ = 0;      // counts deferrals; the background thread takes over
   std::uint64_t deferred_seen_gen_ = 0; // one that is still the same one tick later
-  /// What a deferred task holds instead of `this`: close() clears `log` (waiting for a task
-  /// that is running), so a task that runs late, or is destroyed unrun, touches nothing.
+  /// What a deferred task holds instead of `this`: close() clears `log` and waits for the
+  /// tasks running (not holding a lock while they write), so one that runs late, or is
+  /// destroyed unrun, touches nothing.
   struct DeferTicket {
     std::mutex mu;
+    std::condition_variable idle;
     FileAuditLog* log = nullptr;
+    int running = 0; // tasks inside write_deferred now: close() waits for them
+    static void run(DeferTicket& ticket);
   };
   std::shared_ptr<DeferTicket> ticket_;
   std::condition_variable bg_cv_;

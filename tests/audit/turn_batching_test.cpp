@@ -9,10 +9,14 @@
 #include "test_support.hpp"
 
 #include <atomic>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <gtest/gtest.h>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <sys/stat.h>
@@ -23,6 +27,7 @@ namespace runwarden::audit {
 namespace {
 
 using testing::TempDir;
+namespace net = boost::asio;
 
 std::uint64_t file_size(const std::string& path) {
   struct stat st {};
@@ -130,9 +135,9 @@ TEST(TurnBatching, ATurnsRecordsAreWrittenTogetherByOneTaskAfterIt) {
   EXPECT_EQ(report.records, kRecords + 1);
 }
 
-// Another thread (no TurnBatching) finds the deferred batch open: its record joins it and its
-// call returns at once; the task writes both and calls both completions on its thread.
-TEST(TurnBatching, AnotherThreadsRecordJoinsTheDeferredWrite) {
+// Another thread's record does not wait for this thread's loop: it takes the waiting batch
+// over and writes both records at once, on its own thread; the task then finds nothing.
+TEST(TurnBatching, AnotherThreadTakesTheWaitingBatchOver) {
   TempDir dir;
   Options o;
   o.path = dir.file("audit.jsonl");
@@ -140,17 +145,21 @@ TEST(TurnBatching, AnotherThreadsRecordJoinsTheDeferredWrite) {
   Completions done(o.path, 2);
   Turn turn;
   log->record(numbered(0), false, done.at(0));
-  std::thread other([&] { log->record(numbered(1), true, done.at(1)); });
-  other.join();
   EXPECT_EQ(done.count(0), 0);
-  EXPECT_EQ(done.count(1), 0) << "the other thread's record was written outside the batch";
+  std::thread::id other_id;
+  std::thread other([&] {
+    other_id = std::this_thread::get_id();
+    log->record(numbered(1), true, done.at(1));
+  });
+  other.join();
+  EXPECT_EQ(done.count(0), 1) << "the waiting batch was not taken over";
+  EXPECT_EQ(done.count(1), 1);
+  EXPECT_EQ(done.thread[0], other_id);
+  EXPECT_EQ(done.size_seen[0], done.size_seen[1]) << "not one write";
   ASSERT_EQ(turn.posted.size(), 1u);
   turn.run_posted();
-  EXPECT_EQ(done.count(0), 1);
-  EXPECT_EQ(done.count(1), 1);
-  EXPECT_EQ(done.thread[1], std::this_thread::get_id());
-  EXPECT_EQ(done.size_seen[0], done.size_seen[1]);
   EXPECT_EQ(lines_in(o.path), 2u);
+  EXPECT_EQ(done.count(0), 1);
 }
 
 // A completion that records again (the proxy's decision completion writes the final record)
@@ -234,6 +243,95 @@ TEST(TurnBatching, SyncedDurabilityIsNotDeferred) {
   log->record(numbered(0), true, done.at(0));
   ASSERT_TRUE(done.wait_total(1));
   EXPECT_TRUE(turn.posted.empty());
+}
+
+// Real loops: three io_contexts, each thread with TurnBatching posting to its own, records
+// made by handlers and by completions (the final record after the decision), a loop stalled
+// now and then past the fsync interval. Every completion runs once, without error, and the
+// chain verifies.
+TEST(TurnBatching, RealLoopsOnThreeThreadsLoseNothing) {
+  TempDir dir;
+  Options o;
+  o.path = dir.file("audit.jsonl");
+  o.fsync_interval = std::chrono::milliseconds(5);
+  auto log = AuditLog::open(o);
+  constexpr int kThreads = 3;
+  constexpr int kPerThread = 600;
+  constexpr std::size_t kMax = kThreads * kPerThread * 2;
+  Completions done(o.path, kMax);
+  std::atomic<std::size_t> next{0};
+  std::vector<std::unique_ptr<net::io_context>> loops;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    loops.push_back(std::make_unique<net::io_context>(1));
+    net::io_context* loop = loops.back().get();
+    for (int i = 0; i < kPerThread; ++i) {
+      net::post(*loop, [&, i] {
+        if (i % 200 == 199) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(12)); // one long turn
+        }
+        const std::size_t k = next.fetch_add(1);
+        auto first = done.at(k);
+        log->record(numbered(static_cast<int>(k)), false, [&, k, first](std::error_code ec) {
+          first(ec);
+          if (k % 2 == 0) {
+            const std::size_t k2 = next.fetch_add(1);
+            log->record(numbered(static_cast<int>(k2)), true, done.at(k2));
+          }
+        });
+      });
+    }
+    threads.emplace_back([loop] {
+      const TurnBatching batching(
+          [loop](std::function<void()> task) { net::post(*loop, std::move(task)); });
+      loop->run();
+    });
+  }
+  for (auto& th : threads) {
+    th.join();
+  }
+  const std::size_t made = next.load();
+  ASSERT_TRUE(done.wait_total(static_cast<int>(made)));
+  for (std::size_t k = 0; k < made; ++k) {
+    ASSERT_EQ(done.count(k), 1) << "record " << k;
+  }
+  EXPECT_EQ(done.errors, 0);
+  log->close();
+  EXPECT_EQ(lines_in(o.path), made);
+  const auto report = Verifier::verify({o.path}, {});
+  EXPECT_TRUE(report.ok) << report.kind << " " << report.detail;
+}
+
+// A loop stopped in the turn that recorded (the proxy's I/O threads at shutdown) does not
+// run the task; TurnBatching's destructor does, on the loop's thread after run() returned,
+// while the executor the completion dispatches to still exists.
+TEST(TurnBatching, ALoopStoppedMidTurnLeavesNothingWaiting) {
+  TempDir dir;
+  Options o;
+  o.path = dir.file("audit.jsonl");
+  o.fsync_interval = std::chrono::seconds(30); // the background thread does not take it
+  auto log = AuditLog::open(o);
+  Completions done(o.path, 1);
+  auto loop = std::make_unique<net::io_context>(1);
+  net::io_context* ctx = loop.get();
+  net::post(*ctx, [&] {
+    log->record(numbered(0), true, [&](std::error_code ec) {
+      done.at(0)(ec);
+      net::dispatch(ctx->get_executor(), [] {}); // as a session's completion does
+    });
+    ctx->stop();
+  });
+  std::thread th([ctx] {
+    const TurnBatching batching(
+        [ctx](std::function<void()> task) { net::post(*ctx, std::move(task)); });
+    ctx->run();
+  });
+  th.join();
+  EXPECT_EQ(done.count(0), 1) << "the record waited past its loop";
+  EXPECT_EQ(lines_in(o.path), 1u);
+  loop.reset();
+  log->close();
+  EXPECT_EQ(lines_in(o.path), 1u);
 }
 
 } // namespace
