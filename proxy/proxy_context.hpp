@@ -80,4 +80,10 @@ inline std::shared_ptr<const config::Config> live_config(const ProxyContext& ctx
   return ctx.runtime ? ctx.runtime->config() : ctx.config;
 }
 
+/// live_config for the per-request path, without touching the shared reference count
+/// (RuntimeState::config_here): valid until this thread calls it again.
+inline const std::shared_ptr<const config::Config>& live_config_here(const ProxyContext& ctx) {
+  return ctx.runtime ? ctx.runtime->config_here() : ctx.config;
+}
+
 } // namespace runwarden::proxy

@@ -32,8 +32,23 @@ std::string RuntimeState::now_rfc3339() {
   return buf;
 }
 
+namespace {
+
+std::atomic<std::uint64_t> g_instances{0};
+
+/// One thread's copy of a RuntimeState's config (config_here): which state (its instance
+/// number: an address could be reused by a later state) at which swap.
+struct ThreadConfig {
+  std::uint64_t instance = 0; // 0: none yet (instances count from 1)
+  std::uint64_t swaps = 0;
+  std::shared_ptr<const config::Config> config;
+};
+thread_local ThreadConfig t_config;
+
+} // namespace
+
 RuntimeState::RuntimeState(std::shared_ptr<const config::Config> config)
-    : config_(std::move(config)) {
+    : config_(std::move(config)), instance_(g_instances.fetch_add(1) + 1) {
   mode_.since = now_rfc3339();
   mode_.by = "startup";
   mode_.via = "startup";
@@ -41,6 +56,19 @@ RuntimeState::RuntimeState(std::shared_ptr<const config::Config> config)
 
 void RuntimeState::swap_config(std::shared_ptr<const config::Config> config) {
   config_.store(std::move(config));
+  config_swaps_.fetch_add(1, std::memory_order_release);
+}
+
+const std::shared_ptr<const config::Config>& RuntimeState::config_here() const {
+  // The count is read before the pointer: a swap between the two leaves the copy one count
+  // behind, so the next call loads again; a copy is never newer than its count says.
+  const std::uint64_t swaps = config_swaps_.load(std::memory_order_acquire);
+  if (t_config.instance != instance_ || t_config.swaps != swaps) {
+    t_config.config = config_.load();
+    t_config.instance = instance_;
+    t_config.swaps = swaps;
+  }
+  return t_config.config;
 }
 
 ModeState RuntimeState::mode_state() const {

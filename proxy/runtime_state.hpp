@@ -53,6 +53,11 @@ public:
 
   /// The policy snapshot for the next request; requests in flight keep theirs.
   std::shared_ptr<const config::Config> config() const { return config_.load(); }
+  /// The same snapshot from this thread's copy, refreshed only after a swap: the data path
+  /// calls this per request, and reads one word a reload writes instead of taking the
+  /// atomic shared_ptr's lock and bouncing its reference count between I/O threads. The
+  /// reference stays valid until this thread calls it again (copy it to keep it longer).
+  const std::shared_ptr<const config::Config>& config_here() const;
   void swap_config(std::shared_ptr<const config::Config> config);
 
   /// The mode requests are judged under: paused while the kill-switch file exists,
@@ -89,6 +94,9 @@ private:
   void recompute_effective_locked();
 
   std::atomic<std::shared_ptr<const config::Config>> config_;
+  std::atomic<std::uint64_t> config_swaps_{0}; // bumped after each swap_config
+  const std::uint64_t instance_;               // tells this state's thread copies from others'
+
   std::atomic<policy::Mode> effective_{policy::Mode::normal};
   std::atomic<bool> kill_switch_{false};
   mutable std::mutex mutex_;

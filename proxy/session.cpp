@@ -757,7 +757,7 @@ private:
     }
     inline_steps_ = 0; // an async read follows: the stack unwinds
     // As reloaded: a reload applies from the next wait for a request on.
-    limits_ = live_config(*ctx_)->limits;
+    limits_ = live_config_here(*ctx_)->limits;
     buffer_.max_size(std::numeric_limits<std::size_t>::max()); // see upload_next_chunk
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(
@@ -779,8 +779,12 @@ private:
     req_ = policy::Request{};
     decision_ = policy::Decision{};
     run_ = conn_.run;
-    policy_ = live_config(*ctx_); // kept for this exchange
-    limits_ = policy_->limits;    // the limits its engine judges with, too
+    // Kept for this exchange; assigned only when a reload changed it, so the count shared
+    // with other threads is not touched per request.
+    if (const auto& live = live_config_here(*ctx_); policy_ != live) {
+      policy_ = live;
+    }
+    limits_ = policy_->limits; // the limits its engine judges with, too
     runbook_ = policy_->active_runbook;
     traceparent_.clear();
     raw_url_.clear();
