@@ -29,12 +29,8 @@
 namespace runwarden::audit {
 namespace {
 
+using testing::file_size;
 using testing::TempDir;
-
-std::uint64_t file_size(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
-}
 
 Exchange numbered(int n) {
   Exchange ex = testing::sample_exchange(n);

@@ -71,6 +71,13 @@ inline std::string join_lines(const std::vector<std::string>& lines) {
   return out;
 }
 
+/// The file's size in bytes, 0 when it cannot be read.
+inline std::uint64_t file_size(const std::string& path) {
+  std::error_code ec;
+  const auto n = std::filesystem::file_size(path, ec);
+  return ec ? 0 : static_cast<std::uint64_t>(n);
+}
+
 inline Exchange sample_exchange(int i, const std::string& run = "run-1") {
   Exchange ex;
   ex.id = "req_" + std::to_string(i);

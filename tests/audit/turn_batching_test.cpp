@@ -19,25 +19,24 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <sys/stat.h>
 #include <thread>
 #include <vector>
 
 namespace runwarden::audit {
 namespace {
 
+using testing::file_size;
 using testing::TempDir;
 namespace net = boost::asio;
 
-std::uint64_t file_size(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+Exchange numbered(int n) {
+  return testing::sample_exchange(n); // id req_<n>
 }
 
-Exchange numbered(int n) {
-  Exchange ex = testing::sample_exchange(n);
-  ex.id = "req_" + std::to_string(n);
-  return ex;
+void expect_chain_verifies(const std::string& path, std::size_t records) {
+  const auto report = Verifier::verify({path}, {});
+  EXPECT_TRUE(report.ok) << report.kind << " " << report.detail;
+  EXPECT_EQ(report.records, records);
 }
 
 std::size_t lines_in(const std::string& path) {
@@ -93,10 +92,14 @@ struct Completions {
   int errors = 0;
 };
 
-TEST(TurnBatching, ATurnsRecordsAreWrittenTogetherByOneTaskAfterIt) {
+class TurnBatchingTest : public ::testing::Test {
+protected:
   TempDir dir;
   Options o;
-  o.path = dir.file("audit.jsonl");
+  void SetUp() override { o.path = dir.file("audit.jsonl"); }
+};
+
+TEST_F(TurnBatchingTest, ATurnsRecordsAreWrittenTogetherByOneTaskAfterIt) {
   auto log = AuditLog::open(o);
   constexpr std::size_t kRecords = 5;
   Completions done(o.path, kRecords);
@@ -130,17 +133,12 @@ TEST(TurnBatching, ATurnsRecordsAreWrittenTogetherByOneTaskAfterIt) {
   turn.run_posted();
   EXPECT_EQ(next.count(0), 1);
   log->close();
-  const auto report = Verifier::verify({o.path}, {});
-  EXPECT_TRUE(report.ok) << report.kind << " " << report.detail;
-  EXPECT_EQ(report.records, kRecords + 1);
+  expect_chain_verifies(o.path, kRecords + 1);
 }
 
 // Another thread's record does not wait for this thread's loop: it takes the waiting batch
 // over and writes both records at once, on its own thread; the task then finds nothing.
-TEST(TurnBatching, AnotherThreadTakesTheWaitingBatchOver) {
-  TempDir dir;
-  Options o;
-  o.path = dir.file("audit.jsonl");
+TEST_F(TurnBatchingTest, AnotherThreadTakesTheWaitingBatchOver) {
   auto log = AuditLog::open(o);
   Completions done(o.path, 2);
   Turn turn;
@@ -164,10 +162,7 @@ TEST(TurnBatching, AnotherThreadTakesTheWaitingBatchOver) {
 
 // A completion that records again (the proxy's decision completion writes the final record)
 // is written by the same task, in a later round, with no second task.
-TEST(TurnBatching, ARecordFromACompletionIsWrittenByTheSameTask) {
-  TempDir dir;
-  Options o;
-  o.path = dir.file("audit.jsonl");
+TEST_F(TurnBatchingTest, ARecordFromACompletionIsWrittenByTheSameTask) {
   auto log = AuditLog::open(o);
   Completions done(o.path, 2);
   Turn turn;
@@ -184,10 +179,7 @@ TEST(TurnBatching, ARecordFromACompletionIsWrittenByTheSameTask) {
 
 // The loop never runs the task (stuck in one long turn, or stopped): the background thread
 // writes the batch after about one fsync interval, and the task, run later, writes nothing.
-TEST(TurnBatching, ATaskThatDoesNotRunIsWrittenByTheBackgroundThread) {
-  TempDir dir;
-  Options o;
-  o.path = dir.file("audit.jsonl");
+TEST_F(TurnBatchingTest, ATaskThatDoesNotRunIsWrittenByTheBackgroundThread) {
   o.fsync_interval = std::chrono::milliseconds(20);
   auto log = AuditLog::open(o);
   Completions done(o.path, 2);
@@ -207,10 +199,7 @@ TEST(TurnBatching, ATaskThatDoesNotRunIsWrittenByTheBackgroundThread) {
 
 // close() writes a batch still waiting for its task; the task, run after the log is gone,
 // touches nothing (AddressSanitizer would see it).
-TEST(TurnBatching, CloseWritesAWaitingBatchAndALateTaskDoesNothing) {
-  TempDir dir;
-  Options o;
-  o.path = dir.file("audit.jsonl");
+TEST_F(TurnBatchingTest, CloseWritesAWaitingBatchAndALateTaskDoesNothing) {
   o.fsync_interval = std::chrono::seconds(30); // the background thread does not take it
   Completions done(o.path, 2);
   Turn turn;
@@ -226,16 +215,11 @@ TEST(TurnBatching, CloseWritesAWaitingBatchAndALateTaskDoesNothing) {
     EXPECT_EQ(done.errors, 0);
   }
   turn.run_posted();
-  EXPECT_EQ(lines_in(o.path), 2u);
-  const auto report = Verifier::verify({o.path}, {});
-  EXPECT_TRUE(report.ok) << report.kind << " " << report.detail;
+  expect_chain_verifies(o.path, 2);
 }
 
 // `synced` durability keeps its writer thread: nothing is deferred.
-TEST(TurnBatching, SyncedDurabilityIsNotDeferred) {
-  TempDir dir;
-  Options o;
-  o.path = dir.file("audit.jsonl");
+TEST_F(TurnBatchingTest, SyncedDurabilityIsNotDeferred) {
   o.durability = Durability::synced;
   auto log = AuditLog::open(o);
   Completions done(o.path, 1);
@@ -249,10 +233,7 @@ TEST(TurnBatching, SyncedDurabilityIsNotDeferred) {
 // made by handlers and by completions (the final record after the decision), a loop stalled
 // now and then past the fsync interval. Every completion runs once, without error, and the
 // chain verifies.
-TEST(TurnBatching, RealLoopsOnThreeThreadsLoseNothing) {
-  TempDir dir;
-  Options o;
-  o.path = dir.file("audit.jsonl");
+TEST_F(TurnBatchingTest, RealLoopsOnThreeThreadsLoseNothing) {
   o.fsync_interval = std::chrono::milliseconds(5);
   auto log = AuditLog::open(o);
   constexpr int kThreads = 3;
@@ -297,18 +278,13 @@ TEST(TurnBatching, RealLoopsOnThreeThreadsLoseNothing) {
   }
   EXPECT_EQ(done.errors, 0);
   log->close();
-  EXPECT_EQ(lines_in(o.path), made);
-  const auto report = Verifier::verify({o.path}, {});
-  EXPECT_TRUE(report.ok) << report.kind << " " << report.detail;
+  expect_chain_verifies(o.path, made);
 }
 
 // A loop stopped in the turn that recorded (the proxy's I/O threads at shutdown) does not
 // run the task; TurnBatching's destructor does, on the loop's thread after run() returned,
 // while the executor the completion dispatches to still exists.
-TEST(TurnBatching, ALoopStoppedMidTurnLeavesNothingWaiting) {
-  TempDir dir;
-  Options o;
-  o.path = dir.file("audit.jsonl");
+TEST_F(TurnBatchingTest, ALoopStoppedMidTurnLeavesNothingWaiting) {
   o.fsync_interval = std::chrono::seconds(30); // the background thread does not take it
   auto log = AuditLog::open(o);
   Completions done(o.path, 1);
