@@ -189,8 +189,13 @@ void log_event(LogLevel level, std::string_view event, std::uint64_t conn, std::
   if (!log_enabled(level)) {
     return;
   }
-  std::string line;
-  line.reserve(160);
+  // Built in this thread's buffer, which keeps its capacity: a request's line allocates
+  // nothing (the sink copies it into its own).
+  thread_local std::string line;
+  line.clear();
+  if (line.capacity() > 64 * 1024) {
+    std::string().swap(line); // one very long line does not stay resident
+  }
   append_timestamp(line);
   line.push_back(' ');
   line.append(level_name(level));
