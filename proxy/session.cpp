@@ -760,8 +760,9 @@ private:
     limits_ = live_config_here(*ctx_)->limits;
     buffer_.max_size(std::numeric_limits<std::size_t>::max()); // see upload_next_chunk
     parser_.emplace();
+    head_limit_ = limits().header_bytes; // what the parser refuses past, for the 431's text
     parser_->header_limit(static_cast<std::uint32_t>(
-        std::min<std::size_t>(limits().header_bytes, std::numeric_limits<std::uint32_t>::max())));
+        std::min<std::size_t>(head_limit_, std::numeric_limits<std::uint32_t>::max())));
     // No body limit while the head is read: Beast would refuse a Content-Length over it
     // there, before the head could be judged (judge_unread_body). on_header sets it.
     parser_->body_limit(boost::none);
@@ -835,9 +836,11 @@ private:
       }
     }
     if (ec == http::error::header_limit) {
+      // The limit that refused it: the parser's, set when the wait began, or a lower one a
+      // reload set meanwhile (on_header); not a higher one a reload set meanwhile.
       send_error(http::status::request_header_fields_too_large, "header_too_large",
                  "request header larger than limits.header_bytes (" +
-                     std::to_string(limits().header_bytes) + " bytes)",
+                     std::to_string(std::min(head_limit_, limits().header_bytes)) + " bytes)",
                  true, true);
       return;
     }
@@ -2954,6 +2957,7 @@ private:
   std::shared_ptr<const config::Config> policy_; // the policy snapshot judging this exchange
   /// limits(): refreshed when a request is awaited and when its head arrives.
   config::Limits limits_ = live_config(*ctx_)->limits;
+  std::size_t head_limit_ = 0; // the header_bytes the parser was given for this head
   std::string traceparent_;
   std::string raw_url_;
   std::string outcome_;

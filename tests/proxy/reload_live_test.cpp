@@ -347,6 +347,28 @@ TEST_F(ReloadLiveTest, LoweredHeaderBytesAppliesToNewConnectionsAndTheNextReques
   EXPECT_EQ(open.send(request("GET", upstream_.port(), "/allowed/k2", pad, "", false)), 431);
 }
 
+// A raised limits.header_bytes applies from the next wait for a request on: a connection that
+// was already waiting reads its next head under the old limit, and its 431 names that limit
+// (the one that refused it), not the new one.
+TEST_F(ReloadLiveTest, RaisedHeaderBytesIsNotQuotedForAHeadTheOldLimitRefused) {
+  const std::string pad = "X-Pad: " + std::string(3000, 'a') + "\r\n";
+  ASSERT_TRUE(reload_with("limits:\n  header_bytes: 1024\n"));
+  Client waiting(server_->server().proxy_endpoint());
+  ASSERT_EQ(waiting.send(request("GET", upstream_.port(), "/allowed/k1", "", "", false)), 200);
+  ASSERT_TRUE(reload_with("limits:\n  header_bytes: 8192\n"));
+  EXPECT_EQ(waiting.send(request("GET", upstream_.port(), "/allowed/under-old", pad, "")), 431);
+  ASSERT_TRUE(wait_final_record("/allowed/under-old"));
+  std::string reason;
+  for (const auto& line : audit_lines()) {
+    if (line.find("/allowed/under-old") != std::string::npos) {
+      reason = nlohmann::json::parse(line).value("reason", "");
+    }
+  }
+  EXPECT_NE(reason.find("(1024 bytes)"), std::string::npos) << reason;
+  // A new connection waits under the raised limit.
+  EXPECT_EQ(send(request("GET", upstream_.port(), "/allowed/new", pad, "")), 200);
+}
+
 // A lowered limits.max_connections refuses new connections over it (503 overloaded) and
 // leaves those already open, above it, serving.
 TEST_F(ReloadLiveTest, LoweredMaxConnectionsAppliesToNewAcceptsOnly) {
