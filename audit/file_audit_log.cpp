@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <utility>
 
 namespace runwarden::audit {
 namespace {
@@ -39,8 +40,8 @@ void lock_briefly_spinning(std::unique_lock<std::mutex>& lock) {
 }
 
 thread_local TurnBatching* t_turn_batching = nullptr;
-// How many deferred tasks this thread is inside (a completion may call close()).
-thread_local int t_in_deferred_task = 0;
+// The ticket whose deferred task this thread is running (a completion may call close()).
+thread_local const void* t_running_ticket = nullptr;
 
 // Writes everything or returns the errno; each iteration writes at least one byte.
 int write_all(int fd, std::string_view bytes) {
@@ -329,7 +330,7 @@ void FileAuditLog::close() {
     std::unique_lock ticket(ticket_->mu);
     ticket_->log = nullptr;
     // Not the task this thread is inside, if a completion of it called close().
-    const int own = t_in_deferred_task > 0 ? 1 : 0;
+    const int own = t_running_ticket == ticket_.get() ? 1 : 0;
     ticket_->idle.wait(ticket, [&] { return ticket_->running <= own; });
   }
   {
@@ -584,9 +585,9 @@ void FileAuditLog::DeferTicket::run(DeferTicket& ticket) {
     }
     ++ticket.running;
   }
-  ++t_in_deferred_task;
+  const void* outer = std::exchange(t_running_ticket, &ticket);
   log->write_deferred();
-  --t_in_deferred_task;
+  t_running_ticket = outer;
   std::lock_guard lock(ticket.mu);
   if (--ticket.running == 0) {
     ticket.idle.notify_all();

@@ -218,6 +218,25 @@ TEST_F(TurnBatchingTest, CloseWritesAWaitingBatchAndALateTaskDoesNothing) {
   expect_chain_verifies(o.path, 2);
 }
 
+// A completion run by the deferred task may close the log (a shutdown begun from it): close()
+// does not wait for the task it is inside, and still writes what that task left.
+TEST_F(TurnBatchingTest, ACompletionInsideTheTaskMayCloseTheLog) {
+  auto log = AuditLog::open(o);
+  Completions done(o.path, 2);
+  Turn turn;
+  log->record(numbered(0), false, [&](std::error_code ec) {
+    done.at(0)(ec);
+    log->record(numbered(1), true, done.at(1)); // joins the batch being written
+    log->close();
+  });
+  ASSERT_EQ(turn.posted.size(), 1u);
+  turn.run_posted();
+  EXPECT_EQ(done.count(0), 1);
+  EXPECT_EQ(done.count(1), 1);
+  EXPECT_EQ(done.errors, 0);
+  expect_chain_verifies(o.path, 2);
+}
+
 // `synced` durability keeps its writer thread: nothing is deferred.
 TEST_F(TurnBatchingTest, SyncedDurabilityIsNotDeferred) {
   o.durability = Durability::synced;
