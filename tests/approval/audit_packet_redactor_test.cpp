@@ -18,20 +18,28 @@ policy::Request post_to_api_example(std::string path) {
   return request;
 }
 
+/// The packet of `request` for action `action`, with `history`, shown through the audit's
+/// redactor as the gate shows it.
+ApprovalPacket packet_for(const AuditPacketRedactor& adapter, const policy::Request& request,
+                          std::string action, std::vector<CallRecord> history = {}) {
+  policy::Decision decision;
+  decision.action = std::move(action);
+  PacketInput in;
+  in.decision = &decision;
+  in.request = &request;
+  in.history = std::move(history);
+  test::FakeClock clock;
+  return build_packet(in, adapter, {}, clock);
+}
+
 TEST(AuditPacketRedactor, PacketHidesWhatTheAuditLogHides) {
   auto redactor = std::make_shared<const audit::Redactor>();
   const AuditPacketRedactor adapter(redactor);
-  policy::Decision decision;
-  decision.action = "login";
   policy::Request request = post_to_api_example("/login");
   request.headers = {{"Authorization", "Bearer sk_live_abcdef123456"},
                      {"Content-Type", "application/json"}};
   request.body = R"({"user":"bob","password":"hunter2-very-secret"})";
-  PacketInput in;
-  in.decision = &decision;
-  in.request = &request;
-  test::FakeClock clock;
-  const auto p = build_packet(in, adapter, {}, clock);
+  const auto p = packet_for(adapter, request, "login");
   const std::string shown = p.to_json().dump();
   EXPECT_EQ(shown.find("sk_live_abcdef123456"), std::string::npos);
   EXPECT_EQ(shown.find("hunter2-very-secret"), std::string::npos);
@@ -46,17 +54,13 @@ TEST(AuditPacketRedactor, PacketHidesWhatTheAuditLogHides) {
 TEST(AuditPacketRedactor, PacketHidesSecretsInUrls) {
   auto redactor = std::make_shared<const audit::Redactor>();
   const AuditPacketRedactor adapter(redactor);
-  policy::Decision decision;
-  decision.action = "export";
   policy::Request request = post_to_api_example("/export");
   request.query = "format=csv&access_token=tok-held-0123456789";
-  PacketInput in;
-  in.decision = &decision;
-  in.request = &request;
   test::FakeClock clock;
-  in.history = {{"req_0", "list", "forwarded", "GET",
-                 "https://api.example/list?api_key=key-earlier-0123456789", clock.wall()}};
-  const auto p = build_packet(in, adapter, {}, clock);
+  const auto p =
+      packet_for(adapter, request, "export",
+                 {{"req_0", "list", "forwarded", "GET",
+                   "https://api.example/list?api_key=key-earlier-0123456789", clock.wall()}});
   const std::string shown = p.to_json().dump();
   EXPECT_EQ(shown.find("tok-held-0123456789"), std::string::npos) << shown;
   EXPECT_EQ(shown.find("key-earlier-0123456789"), std::string::npos) << shown;
