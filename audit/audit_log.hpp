@@ -126,8 +126,8 @@ public:
   TurnBatching& operator=(const TurnBatching&) = delete;
   /// The instance in force on the calling thread, or nullptr.
   static TurnBatching* current();
-  /// Posts `task`, which writes the batch of the log `key` names; the last task of each key
-  /// is kept for the destructor.
+  /// Posts `task`, which writes the batch of the log `key` names; one task per key (each
+  /// log posts the same one every time) is kept for the destructor.
   void post(const void* key, std::function<void()> task);
 
 private:

@@ -153,12 +153,9 @@ TurnBatching* TurnBatching::current() {
 }
 
 void TurnBatching::post(const void* key, std::function<void()> task) {
-  auto it =
-      std::find_if(last_.begin(), last_.end(), [key](const auto& e) { return e.first == key; });
-  if (it == last_.end()) {
+  // A log posts the same task every turn (its ticket): kept once, not copied per turn.
+  if (std::none_of(last_.begin(), last_.end(), [key](const auto& e) { return e.first == key; })) {
     last_.emplace_back(key, task);
-  } else {
-    it->second = task;
   }
   post_(std::move(task));
 }
