@@ -108,8 +108,14 @@ using Completion = std::function<void(std::error_code)>;
 /// task that writes everything queued by then and calls the completions; records this
 /// thread makes meanwhile join that write. `post` must run the task on this thread after
 /// the handlers already ready (Asio's post). Each completion still runs after the write(2)
-/// that holds its record. What is never left waiting on one thread's loop:
-/// - a record from another thread takes the waiting batch over and writes it at once;
+/// that holds its record. A thread posts one task at a time: while its task waits in the
+/// loop, its further records join the batch that task writes. What is never left waiting on
+/// one thread's loop:
+/// - a record from another thread that has an instance of its own joins the waiting batch
+///   and has its own loop post a task too: whichever loop ends its turn first writes the
+///   records of both (the other's task then finds nothing), so neither waits for a long turn
+///   of the other's (a handshake, a large body); a record from a thread without an instance
+///   takes the waiting batch over and writes it at once;
 /// - the destructor runs every task it was given that may still be waiting: put it around
 ///   the loop's run(), so a loop stopped in the middle of a turn leaves nothing unwritten
 ///   while the executors the completions dispatch to still exist;
@@ -126,14 +132,20 @@ public:
   TurnBatching& operator=(const TurnBatching&) = delete;
   /// The instance in force on the calling thread, or nullptr.
   static TurnBatching* current();
-  /// Posts `task`, which writes the batch of the log `key` names; one task per key (each
-  /// log posts the same one every time) is kept for the destructor.
-  void post(const void* key, std::function<void()> task);
+  /// Posts `task`, which writes the batch of the log `key` names, unless a task for `key`
+  /// posted here has not run yet (it will write what this one would). One task per key
+  /// (each log posts the same one every time) is kept for the destructor.
+  void post(const void* key, const std::function<void()>& task);
 
 private:
+  struct Kept {
+    std::function<void()> task;
+    bool queued = false; // posted and not run yet
+  };
   Post post_;
   TurnBatching* previous_;
-  std::vector<std::pair<const void*, std::function<void()>>> last_; // one per log
+  // One per log; shared with the posted wrappers, since the loop may outlive this instance.
+  std::vector<std::pair<const void*, std::shared_ptr<Kept>>> kept_;
 };
 
 class AuditLog {

@@ -143,8 +143,8 @@ TurnBatching::~TurnBatching() {
   t_turn_batching = previous_;
   // Tasks the loop may not have run (it stopped mid-turn): each does nothing if its batch
   // is written already or its log is gone.
-  for (auto& [key, task] : last_) {
-    task();
+  for (auto& [key, kept] : kept_) {
+    kept->task();
   }
 }
 
@@ -152,12 +152,23 @@ TurnBatching* TurnBatching::current() {
   return t_turn_batching;
 }
 
-void TurnBatching::post(const void* key, std::function<void()> task) {
+void TurnBatching::post(const void* key, const std::function<void()>& task) {
   // A log posts the same task every turn (its ticket): kept once, not copied per turn.
-  if (std::none_of(last_.begin(), last_.end(), [key](const auto& e) { return e.first == key; })) {
-    last_.emplace_back(key, task);
+  auto it =
+      std::find_if(kept_.begin(), kept_.end(), [key](const auto& e) { return e.first == key; });
+  if (it == kept_.end()) {
+    it = kept_.insert(kept_.end(), {key, std::make_shared<Kept>(Kept{task})});
   }
-  post_(std::move(task));
+  Kept& kept = *it->second;
+  if (kept.queued) {
+    return; // still waiting in the loop: it writes whatever this record joined
+  }
+  kept.queued = true;
+  // Cleared before the task runs: a record its completions make starts a new wait.
+  post_([kept = it->second] {
+    kept->queued = false;
+    kept->task();
+  });
 }
 
 std::unique_ptr<AuditLog> AuditLog::open(const Options& options) {
@@ -188,6 +199,7 @@ FileAuditLog::FileAuditLog(const Options& options)
   last_checkpoint_ = std::chrono::steady_clock::now();
   ticket_ = std::make_shared<DeferTicket>();
   ticket_->log = this;
+  defer_task_ = [ticket = ticket_] { DeferTicket::run(*ticket); };
   recover_and_open();
   if (options_.durability == Durability::synced) {
     writer_ = std::thread([this] { writer_loop(); });
@@ -508,13 +520,22 @@ void FileAuditLog::submit(std::string_view members, Completion done, RecordBuild
     deferred_by_ = std::this_thread::get_id();
     ++deferred_gen_;
     lock.unlock();
-    batching->post(ticket_.get(), [ticket = ticket_] { DeferTicket::run(*ticket); });
+    batching->post(ticket_.get(), defer_task_);
     return;
   }
-  // Another thread's batch waits for its loop: this caller does not wait with it (that turn
-  // may be long: a handshake, a large body), it takes the batch over and writes it now with
-  // its own record; the task, when it runs, finds nothing to do.
+  // Another thread's batch waits for its loop, whose turn may be long (a handshake, a large
+  // body). A caller with a loop of its own joins the batch and has its loop post a task as
+  // well: whichever turn ends first writes both threads' records, the other task finds
+  // nothing (two threads recording steadily would otherwise write once per record). A
+  // caller without one takes the batch over and writes it now with its own record.
   if (deferred_ && deferred_by_ != std::this_thread::get_id()) {
+    if (TurnBatching* batching = TurnBatching::current(); batching != nullptr && !stop_) {
+      seal_locked(members, false, open_.data);
+      open_.dones.push_back(std::move(done));
+      lock.unlock();
+      batching->post(ticket_.get(), defer_task_);
+      return;
+    }
     deferred_ = false;
     seal_locked(members, false, open_.data);
     open_.dones.push_back(std::move(done));

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -138,6 +139,7 @@ private:
     static void run(DeferTicket& ticket);
   };
   std::shared_ptr<DeferTicket> ticket_;
+  std::function<void()> defer_task_; // runs ticket_: built once, TurnBatching copies it once
   std::condition_variable bg_cv_;
   bool stop_ = false;   // close() began: the threads drain and return
   bool closed_ = false; // nothing would write a new record: submit() refuses it

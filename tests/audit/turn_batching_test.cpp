@@ -136,8 +136,9 @@ TEST_F(TurnBatchingTest, ATurnsRecordsAreWrittenTogetherByOneTaskAfterIt) {
   expect_chain_verifies(o.path, kRecords + 1);
 }
 
-// Another thread's record does not wait for this thread's loop: it takes the waiting batch
-// over and writes both records at once, on its own thread; the task then finds nothing.
+// Another thread without a loop of its own (no TurnBatching) does not wait for this thread's
+// loop: it takes the waiting batch over and writes both records at once, on its own thread;
+// the task then finds nothing.
 TEST_F(TurnBatchingTest, AnotherThreadTakesTheWaitingBatchOver) {
   auto log = AuditLog::open(o);
   Completions done(o.path, 2);
@@ -158,6 +159,66 @@ TEST_F(TurnBatchingTest, AnotherThreadTakesTheWaitingBatchOver) {
   turn.run_posted();
   EXPECT_EQ(lines_in(o.path), 2u);
   EXPECT_EQ(done.count(0), 1);
+}
+
+// Another thread with a loop of its own joins the waiting batch instead: its records are
+// not written at once, its loop gets one task for the turn (not one per record), and
+// whichever of the two tasks runs first writes the records of both in one write(2); the
+// other then finds nothing, and no completion runs twice.
+TEST_F(TurnBatchingTest, AnotherLoopJoinsTheWaitingBatchAndTheFirstTaskWritesIt) {
+  auto log = AuditLog::open(o);
+  for (const bool other_first : {true, false}) {
+    SCOPED_TRACE(other_first ? "the other loop's task first" : "this loop's task first");
+    const std::size_t lines_before = lines_in(o.path);
+    Completions done(o.path, 3);
+    Turn turn;
+    log->record(numbered(0), false, done.at(0));
+    std::mutex mu;
+    std::condition_variable cv;
+    int step = 0; // 1: the other thread recorded; 2: run its task; 3: it ran
+    std::size_t other_posted = 0;
+    std::thread other([&] {
+      Turn other_turn;
+      log->record(numbered(1), false, done.at(1));
+      log->record(numbered(2), true, done.at(2));
+      std::unique_lock lock(mu);
+      other_posted = other_turn.posted.size();
+      step = 1;
+      cv.notify_all();
+      cv.wait(lock, [&] { return step == 2; });
+      lock.unlock();
+      other_turn.run_posted();
+      lock.lock();
+      step = 3;
+      cv.notify_all();
+    });
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return step == 1; });
+    EXPECT_EQ(other_posted, 1u) << "one task per turn, not one per record";
+    for (std::size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(done.count(k), 0) << "record " << k << " written before a turn ended";
+    }
+    ASSERT_EQ(turn.posted.size(), 1u);
+    if (!other_first) {
+      lock.unlock();
+      turn.run_posted();
+      lock.lock();
+    }
+    step = 2;
+    cv.notify_all();
+    cv.wait(lock, [&] { return step == 3; });
+    lock.unlock();
+    other.join();
+    turn.run_posted(); // nothing left when the other ran first
+    for (std::size_t k = 0; k < 3; ++k) {
+      EXPECT_EQ(done.count(k), 1) << "record " << k;
+      EXPECT_EQ(done.size_seen[k], done.size_seen[0]) << "not one write: record " << k;
+    }
+    EXPECT_EQ(done.errors, 0);
+    EXPECT_EQ(lines_in(o.path), lines_before + 3);
+  }
+  log->close();
+  expect_chain_verifies(o.path, 6);
 }
 
 // A completion that records again (the proxy's decision completion writes the final record)
