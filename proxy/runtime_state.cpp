@@ -18,7 +18,10 @@ policy::BudgetTime monotonic_ms() {
 } // namespace
 
 std::string RuntimeState::now_rfc3339() {
-  const auto now = std::chrono::system_clock::now();
+  return rfc3339(std::chrono::system_clock::now());
+}
+
+std::string RuntimeState::rfc3339(std::chrono::system_clock::time_point now) {
   const auto t = std::chrono::system_clock::to_time_t(now);
   const auto us =
       std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() %
@@ -107,7 +110,8 @@ bool RuntimeState::set_kill_switch(bool present) {
   return true;
 }
 
-RunStats& RuntimeState::run_locked(const std::string& run) {
+RunStats& RuntimeState::run_locked(const std::string& run,
+                                   std::chrono::system_clock::time_point now) {
   auto it = runs_.find(run);
   if (it != runs_.end()) {
     return it->second;
@@ -125,18 +129,19 @@ RunStats& RuntimeState::run_locked(const std::string& run) {
     }
   }
   auto& stats = runs_[run];
-  stats.first_seen = now_rfc3339();
+  stats.first_seen = now;
   stats.last_seen = stats.first_seen;
   return stats;
 }
 
 void RuntimeState::note_call(const std::string& run, const std::string& runbook, CallKind kind) {
+  const auto now = std::chrono::system_clock::now();
   std::lock_guard lock(mutex_);
-  auto& s = run_locked(run);
-  if (!runbook.empty()) {
+  auto& s = run_locked(run, now);
+  if (!runbook.empty() && s.runbook != runbook) {
     s.runbook = runbook;
   }
-  s.last_seen = now_rfc3339();
+  s.last_seen = now;
   ++s.calls;
   switch (kind) {
   case CallKind::allowed_read:
@@ -154,6 +159,11 @@ void RuntimeState::note_call(const std::string& run, const std::string& runbook,
 }
 
 bool RuntimeState::run_killed(const std::string& run) const {
+  // Kills are rare and a killed run is never evicted: until the first, every run's answer
+  // is no, without the lock both I/O threads take for every request.
+  if (killed_runs_.load(std::memory_order_acquire) == 0) {
+    return false;
+  }
   std::lock_guard lock(mutex_);
   auto it = runs_.find(run);
   return it != runs_.end() && it->second.killed;
@@ -167,6 +177,7 @@ bool RuntimeState::kill_run(const std::string& run, const std::string& by,
     return false;
   }
   s.killed = true;
+  killed_runs_.fetch_add(1, std::memory_order_release);
   s.killed_at = now_rfc3339();
   s.killed_by = by;
   s.killed_reason = reason;
@@ -203,10 +214,15 @@ nlohmann::json RuntimeState::runs_json() const {
   nlohmann::json runs = nlohmann::json::array();
   for (const auto* entry : order) {
     const auto& s = entry->second;
-    nlohmann::json j{
-        {"run", entry->first},  {"runbook", s.runbook},       {"calls", s.calls},
-        {"denials", s.denials}, {"holds", s.holds},           {"writes", s.writes},
-        {"killed", s.killed},   {"first_seen", s.first_seen}, {"last_seen", s.last_seen}};
+    nlohmann::json j{{"run", entry->first},
+                     {"runbook", s.runbook},
+                     {"calls", s.calls},
+                     {"denials", s.denials},
+                     {"holds", s.holds},
+                     {"writes", s.writes},
+                     {"killed", s.killed},
+                     {"first_seen", rfc3339(s.first_seen)},
+                     {"last_seen", rfc3339(s.last_seen)}};
     if (s.killed) {
       j["killed_at"] = s.killed_at;
       j["killed_by"] = s.killed_by;

@@ -39,8 +39,10 @@ struct RunStats {
   std::string killed_at;
   std::string killed_by;
   std::string killed_reason;
-  std::string first_seen;
-  std::string last_seen;
+  // Kept as times and formatted when listed: a call is counted under the state's lock on
+  // every request, and formatting a time there cost more than the rest of the count.
+  std::chrono::system_clock::time_point first_seen;
+  std::chrono::system_clock::time_point last_seen;
   policy::BudgetTracker budget; // usage under its runbook's budgets
 };
 
@@ -88,9 +90,13 @@ public:
 
   /// RFC 3339 UTC now with microseconds.
   static std::string now_rfc3339();
+  static std::string rfc3339(std::chrono::system_clock::time_point t);
 
 private:
-  RunStats& run_locked(const std::string& run);
+  // `now` is its first_seen when the run is new.
+  RunStats&
+  run_locked(const std::string& run,
+             std::chrono::system_clock::time_point now = std::chrono::system_clock::now());
   void recompute_effective_locked();
 
   std::atomic<std::shared_ptr<const config::Config>> config_;
@@ -99,6 +105,7 @@ private:
 
   std::atomic<policy::Mode> effective_{policy::Mode::normal};
   std::atomic<bool> kill_switch_{false};
+  std::atomic<std::uint64_t> killed_runs_{0}; // runs ever killed: none, no lock to ask
   mutable std::mutex mutex_;
   ModeState mode_;
   std::string kill_switch_since_;

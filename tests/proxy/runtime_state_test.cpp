@@ -1,11 +1,15 @@
 // RuntimeState::config_here: the per-request path's copy of the live config, one per thread,
-// refreshed after each swap_config and never confused between two states.
+// refreshed after each swap_config and never confused between two states. The run table:
+// kills seen by every thread (asked without the lock until the first), times listed as
+// RFC 3339, newest first.
 
 #include "proxy/runtime_state.hpp"
 
+#include <chrono>
 #include <gtest/gtest.h>
 #include <memory>
 #include <new>
+#include <regex>
 #include <thread>
 
 namespace runwarden::proxy {
@@ -56,6 +60,52 @@ TEST(RuntimeStateConfigHere, ALaterStateAtTheSameAddressIsNotTheEarlierOne) {
   ASSERT_EQ(static_cast<void*>(first), static_cast<void*>(second));
   EXPECT_EQ(second->config_here()->agent_id, "later");
   second->~RuntimeState();
+}
+
+TEST(RuntimeStateRuns, AKillIsSeenForThatRunOnlyAndFromEveryThread) {
+  RuntimeState state(config_for("a"));
+  state.note_call("run-a", "rb", CallKind::allowed_read);
+  state.note_call("run-b", "rb", CallKind::allowed_read);
+  EXPECT_FALSE(state.run_killed("run-a"));
+  EXPECT_FALSE(state.run_killed("never-seen"));
+  EXPECT_TRUE(state.kill_run("run-a", "alice", "looping"));
+  EXPECT_FALSE(state.kill_run("run-a", "bob", "again")) << "a second kill is no change";
+  EXPECT_TRUE(state.run_killed("run-a"));
+  EXPECT_FALSE(state.run_killed("run-b"));
+  EXPECT_FALSE(state.run_killed("never-seen"));
+  bool seen_elsewhere = false;
+  std::thread([&] { seen_elsewhere = state.run_killed("run-a"); }).join();
+  EXPECT_TRUE(seen_elsewhere);
+  // A run killed before it made a call is refused too.
+  EXPECT_TRUE(state.kill_run("run-c", "alice", "pre-emptive"));
+  EXPECT_TRUE(state.run_killed("run-c"));
+}
+
+TEST(RuntimeStateRuns, ListsTimesAsRfc3339NewestFirstWithCounts) {
+  RuntimeState state(config_for("a"));
+  state.note_call("older", "rb-1", CallKind::allowed_write);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  state.note_call("newer", "rb-2", CallKind::denied);
+  state.note_call("newer", "", CallKind::held); // no runbook name: the last one stays
+  const nlohmann::json runs = state.runs_json()["runs"];
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0]["run"], "newer");
+  EXPECT_EQ(runs[0]["runbook"], "rb-2");
+  EXPECT_EQ(runs[0]["calls"], 2);
+  EXPECT_EQ(runs[0]["denials"], 1);
+  EXPECT_EQ(runs[0]["holds"], 1);
+  EXPECT_EQ(runs[1]["run"], "older");
+  EXPECT_EQ(runs[1]["writes"], 1);
+  const std::regex rfc3339(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)");
+  for (const auto& r : runs) {
+    const std::string first = r["first_seen"], last = r["last_seen"];
+    EXPECT_TRUE(std::regex_match(first, rfc3339)) << first;
+    EXPECT_TRUE(std::regex_match(last, rfc3339)) << last;
+    EXPECT_LE(first, last);
+  }
+  EXPECT_GT(runs[0]["last_seen"].get<std::string>(), runs[1]["last_seen"].get<std::string>());
+  EXPECT_LT(runs[0]["first_seen"].get<std::string>(), runs[0]["last_seen"].get<std::string>())
+      << "the second call did not move last_seen";
 }
 
 } // namespace
