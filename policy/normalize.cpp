@@ -221,8 +221,12 @@ NormalizeError normalize_path(std::string_view raw, std::string& out) {
   if (raw.empty() || raw.front() != '/') {
     return NormalizeError::bad_target;
   }
-  // Pass 1: validate bytes, decode unreserved escapes, upper-case the rest.
-  std::string decoded;
+  // Pass 1: validate bytes, decode unreserved escapes, upper-case the rest. The working
+  // buffers are per thread and keep their capacity: every request's target comes through.
+  thread_local std::string decoded;
+  thread_local std::vector<std::string_view> segs;
+  decoded.clear();
+  segs.clear();
   decoded.reserve(raw.size());
   for (std::size_t i = 0; i < raw.size(); ++i) {
     auto c = static_cast<unsigned char>(raw[i]);
@@ -261,7 +265,6 @@ NormalizeError normalize_path(std::string_view raw, std::string& out) {
     decoded.push_back(static_cast<char>(c));
   }
   // Pass 2: split, collapse empty segments, resolve dot-segments (RFC 3986 5.2.4).
-  std::vector<std::string_view> segs;
   bool trailing_slash = false;
   std::string_view rest = std::string_view(decoded).substr(1);
   while (true) {
@@ -360,12 +363,11 @@ NormalizeError normalize_target(std::string_view raw_target, std::string& path,
   if (NormalizeError e = check_query(raw_query); e != NormalizeError::ok) {
     return e;
   }
-  std::string p;
-  if (NormalizeError e = normalize_path(raw_target.substr(0, q), p); e != NormalizeError::ok) {
+  // normalize_path writes `path` only once it succeeded; straight into it, its capacity kept.
+  if (NormalizeError e = normalize_path(raw_target.substr(0, q), path); e != NormalizeError::ok) {
     return e;
   }
-  path = std::move(p);
-  query = std::string(raw_query);
+  query.assign(raw_query);
   return NormalizeError::ok;
 }
 

@@ -27,8 +27,11 @@ struct Request {
 
   /// "scheme://host[:port]/path[?query]" with the port omitted when default.
   std::string url() const;
+  /// The same URL appended to `out` (a string reused per request keeps its capacity).
+  void append_url(std::string& out) const;
   /// Path plus "?query" when present: the origin-form target that is forwarded.
   std::string target() const;
+  void append_target(std::string& out) const;
   /// First header with this name (case-insensitive), or nullptr.
   const Header* header(std::string_view name) const;
 };

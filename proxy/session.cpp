@@ -1635,7 +1635,8 @@ private:
     if (req_.host.empty()) {
       ex.request.url.assign(raw_url_);
     } else {
-      ex.request.url = req_.url();
+      ex.request.url.clear();
+      req_.append_url(ex.request.url);
     }
     auto& headers = ex.request.headers;
     headers.resize(req_.headers.size());
