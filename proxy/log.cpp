@@ -99,10 +99,14 @@ void write_all(const std::string& bytes) {
 }
 
 /// Lines below warn are buffered and written by a flusher thread at most kFlushDelay later
-/// (or as soon as kFlushBytes are pending), so a busy proxy does not pay one write(2) per
-/// request line. A warn or error line is written before log_event returns, together with
-/// everything buffered before it, so order is kept and no error waits. The buffer is also
-/// written at exit. The sink is never destroyed: the detached flusher may outlive main.
+/// (or as soon as kFlushBytes are pending, when it is woken early), so a busy proxy does not
+/// pay one write(2) per request line. A warn or error line is written before log_event
+/// returns, together with everything buffered before it, so order is kept and no error
+/// waits. The buffer is also written at exit. The sink is never destroyed: the detached
+/// flusher may outlive main. The write(2) happens outside the lock lines are appended under:
+/// an I/O thread appending its line never waits for another's write to a slow stderr. Only
+/// past kMaxPendingBytes (stderr slower than the lines come) does the appending thread
+/// write itself, so memory stays bounded.
 class Sink {
 public:
   static Sink& get() {
@@ -112,56 +116,70 @@ public:
 
   void add(std::string& line, bool urgent) {
     std::unique_lock lock(mu_);
-    bool was_empty = buf_.empty();
+    const bool was_empty = buf_.empty();
     buf_.append(line);
-    if (urgent || buf_.size() >= kFlushBytes) {
-      flush_locked();
+    if (urgent || buf_.size() >= kMaxPendingBytes) {
+      lock.unlock();
+      flush();
       return;
     }
-    if (was_empty) {
-      if (!started_) {
-        started_ = true;
-        std::thread([this] { run(); }).detach();
-        std::atexit([] { Sink::get().flush(); });
-      }
-      lock.unlock();
+    if (!started_) {
+      started_ = true;
+      std::thread([this] { run(); }).detach();
+      std::atexit([] { Sink::get().flush(); });
+    }
+    const bool wake = was_empty || (buf_.size() >= kFlushBytes && !early_);
+    early_ = early_ || buf_.size() >= kFlushBytes;
+    lock.unlock();
+    if (wake) {
       cv_.notify_one();
     }
   }
 
+  /// Writes everything appended so far, in order (flushes are serialized, and each takes
+  /// the whole buffer while holding that order).
   void flush() {
-    std::lock_guard lock(mu_);
-    flush_locked();
+    std::lock_guard write_lock(write_mu_);
+    {
+      std::lock_guard lock(mu_);
+      out_.swap(buf_);
+      early_ = false;
+    }
+    if (!out_.empty()) {
+      write_all(out_);
+      out_.clear();
+    }
+    if (out_.capacity() > kMaxPendingBytes) {
+      std::string().swap(out_); // a burst's buffer does not stay resident
+    }
   }
 
 private:
   static constexpr std::size_t kFlushBytes = 32 * 1024;
+  static constexpr std::size_t kMaxPendingBytes = 1024 * 1024;
   static constexpr std::chrono::milliseconds kFlushDelay{20};
 
   Sink() = default;
-
-  void flush_locked() {
-    if (!buf_.empty()) {
-      write_all(buf_);
-      buf_.clear();
-    }
-  }
 
   [[noreturn]] void run() {
     std::unique_lock lock(mu_);
     for (;;) {
       cv_.wait(lock, [this] { return !buf_.empty(); });
+      // Let a burst of lines gather, unless kFlushBytes are already waiting.
+      cv_.wait_for(lock, kFlushDelay, [this] { return early_; });
       lock.unlock();
-      std::this_thread::sleep_for(kFlushDelay); // let a burst of lines gather
+      flush();
       lock.lock();
-      flush_locked();
     }
   }
 
-  std::mutex mu_;
+  std::mutex mu_; // buf_, early_, started_
   std::condition_variable cv_;
   std::string buf_;
+  bool early_ = false; // kFlushBytes are pending: the flusher was woken to write now
   bool started_ = false;
+  std::mutex write_mu_; // out_, and the order of writes
+  std::string out_;
 };
 
 } // namespace
