@@ -135,8 +135,9 @@ RunStats& RuntimeState::run_locked(const std::string& run,
 }
 
 void RuntimeState::note_call(const std::string& run, const std::string& runbook, CallKind kind) {
-  const auto now = std::chrono::system_clock::now();
   std::lock_guard lock(mutex_);
+  // Read under the lock: a run's times then never step back, whichever thread counts it.
+  const auto now = std::chrono::system_clock::now();
   auto& s = run_locked(run, now);
   if (!runbook.empty() && s.runbook != runbook) {
     s.runbook = runbook;
