@@ -10,12 +10,15 @@
 
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <future>
 #include <gtest/gtest.h>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -403,6 +406,149 @@ TEST_F(TurnBatchingTest, ALoopStoppedMidTurnLeavesNothingWaiting) {
   loop.reset();
   log->close();
   EXPECT_EQ(lines_in(o.path), 1u);
+}
+
+// A defers, B joins, and A's task writes both. B then records again while its first task
+// is still queued: B posts no second task, and that queued one writes B's new record (and
+// the record A joins to it meanwhile).
+TEST_F(TurnBatchingTest, AJoinersQueuedTaskWritesItsNextRecord) {
+  o.fsync_interval = std::chrono::seconds(30);
+  auto log = AuditLog::open(o);
+  Completions done(o.path, 4);
+  Turn a;
+  log->record(numbered(0), false, done.at(0)); // A defers
+  ASSERT_EQ(a.posted.size(), 1u);
+  std::mutex mu;
+  std::condition_variable cv;
+  int step = 0;
+  std::size_t b_posted_1 = 0, b_posted_2 = 0;
+  std::thread b([&] {
+    Turn bt;
+    log->record(numbered(1), false, done.at(1)); // joins A's batch
+    std::unique_lock lock(mu);
+    b_posted_1 = bt.posted.size();
+    step = 1;
+    cv.notify_all();
+    cv.wait(lock, [&] { return step == 2; });
+    lock.unlock();
+    log->record(numbered(2), false, done.at(2)); // defers, post deduped
+    lock.lock();
+    b_posted_2 = bt.posted.size();
+    step = 3;
+    cv.notify_all();
+    cv.wait(lock, [&] { return step == 4; });
+    lock.unlock();
+    bt.run_posted(); // the stale task
+    lock.lock();
+    step = 5;
+    cv.notify_all();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return step == 1; });
+  EXPECT_EQ(b_posted_1, 1u);
+  lock.unlock();
+  a.run_posted(); // writes 0 and 1
+  EXPECT_EQ(done.count(0), 1);
+  EXPECT_EQ(done.count(1), 1);
+  lock.lock();
+  step = 2;
+  cv.notify_all();
+  cv.wait(lock, [&] { return step == 3; });
+  EXPECT_EQ(b_posted_2, 1u) << "deduped";
+  EXPECT_EQ(done.count(2), 0);
+  lock.unlock();
+  log->record(numbered(3), false, done.at(3)); // A joins B's deferral, posts its own task
+  EXPECT_EQ(a.posted.size(), 1u);
+  lock.lock();
+  step = 4;
+  cv.notify_all();
+  cv.wait(lock, [&] { return step == 5; });
+  lock.unlock();
+  b.join();
+  EXPECT_EQ(done.count(2), 1) << "B's record stranded";
+  EXPECT_EQ(done.count(3), 1) << "A's joined record stranded";
+  a.run_posted(); // finds nothing
+  for (std::size_t k = 0; k < 4; ++k) {
+    EXPECT_EQ(done.count(k), 1) << k;
+  }
+  EXPECT_EQ(done.error_count(), 0);
+  log->close();
+  expect_chain_verifies(o.path, 4);
+}
+
+// A loop blocked in a long turn after it deferred (or joined) never delays the other loop's
+// records, and its own deferred record is written by the other loop's task (the background
+// thread's backstop is out of reach: 10 s).
+TEST_F(TurnBatchingTest, ALoopBlockedInALongTurnDelaysNoRecordOfTheOther) {
+  o.fsync_interval = std::chrono::seconds(10); // no backstop
+  auto log = AuditLog::open(o);
+  net::io_context a(1), b(1);
+  auto ga = net::make_work_guard(a);
+  auto gb = net::make_work_guard(b);
+  auto runner = [](net::io_context& c) {
+    return std::thread([&c] {
+      const TurnBatching batching([&c](std::function<void()> t) { net::post(c, std::move(t)); });
+      c.run();
+    });
+  };
+  std::thread ta = runner(a), tb = runner(b);
+  using clock = std::chrono::steady_clock;
+  std::mutex mu;
+  std::vector<std::pair<std::string, long>> lat;
+  auto rec = [&](const std::string& name, int n) {
+    const auto t0 = clock::now();
+    log->record(numbered(n), false, [&, name, t0](std::error_code) {
+      std::lock_guard lock(mu);
+      lat.emplace_back(
+          name,
+          static_cast<long>(
+              std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0).count()));
+    });
+  };
+  for (int it = 0; it < 2; ++it) {
+    // B records, then blocks 300 ms in the same turn; A records meanwhile (joins B's batch).
+    std::promise<void> b_recorded;
+    net::post(b, [&] {
+      rec("b-deferred-then-blocked", 1);
+      b_recorded.set_value();
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    });
+    b_recorded.get_future().wait();
+    net::post(a, [&] { rec("a-joins-blocked-b", 2); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    // A defers, B joins, then B blocks; A's records keep flowing.
+    std::promise<void> a_recorded;
+    net::post(a, [&] {
+      rec("a-defers", 3);
+      a_recorded.set_value();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    });
+    a_recorded.get_future().wait();
+    net::post(b, [&] {
+      rec("b-joins-then-blocks", 4);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int i = 0; i < 5; ++i) {
+      net::post(a, [&] { rec("a-while-b-blocked", 5); });
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  }
+  ga.reset();
+  gb.reset();
+  ta.join();
+  tb.join();
+  std::map<std::string, long> worst;
+  for (auto& [n, ms] : lat) {
+    worst[n] = std::max(worst[n], ms);
+  }
+  EXPECT_LT(worst["a-joins-blocked-b"], 100);
+  EXPECT_LT(worst["b-deferred-then-blocked"], 100);
+  EXPECT_LT(worst["a-while-b-blocked"], 100);
+  EXPECT_EQ(lat.size(), 2u * 9u);
+  log->close();
+  expect_chain_verifies(o.path, lat.size());
 }
 
 } // namespace
