@@ -137,6 +137,18 @@ public:
   /// (each log posts the same one every time) is kept for the destructor.
   void post(const void* key, const std::function<void()>& task);
 
+  /// Whether a record that would open a batch should wait for the turn to end. A batch that
+  /// only ever holds one record (one connection at a time) gains nothing from waiting and
+  /// pays a hop through the loop, with an extra poll of the reactor, twice per request: after
+  /// kSinglesBeforeInline such batches in a row the thread writes at once, as without an
+  /// instance, and tries waiting again every kProbeEvery records; a batch of two or more
+  /// switches waiting back on.
+  bool defer_next();
+  /// How many records the batch a task of this thread just wrote held.
+  void note_batch(std::size_t records);
+  static constexpr int kSinglesBeforeInline = 8;
+  static constexpr int kProbeEvery = 64;
+
 private:
   struct Kept {
     std::function<void()> task;
@@ -144,6 +156,9 @@ private:
   };
   Post post_;
   TurnBatching* previous_;
+  bool deferring_ = true;
+  int singles_ = 0;     // single-record batches in a row
+  int since_probe_ = 0; // records written at once since the last probe
   // One per log; shared with the posted wrappers, since the loop may outlive this instance.
   std::vector<std::pair<const void*, std::shared_ptr<Kept>>> kept_;
 };

@@ -148,6 +148,29 @@ TurnBatching::~TurnBatching() {
   }
 }
 
+bool TurnBatching::defer_next() {
+  if (deferring_) {
+    return true;
+  }
+  if (++since_probe_ >= kProbeEvery) {
+    since_probe_ = 0;
+    return true; // a probe: does a batch gather more than one record again?
+  }
+  return false;
+}
+
+void TurnBatching::note_batch(std::size_t records) {
+  if (records >= 2) {
+    deferring_ = true;
+    singles_ = 0;
+    return;
+  }
+  if (++singles_ >= kSinglesBeforeInline) {
+    deferring_ = false;
+    singles_ = 0;
+  }
+}
+
 TurnBatching* TurnBatching::current() {
   return t_turn_batching;
 }
@@ -511,7 +534,7 @@ void FileAuditLog::submit(std::string_view members, Completion done, RecordBuild
   // that its loop writes once the handlers ready in this turn have run, so the records they
   // make share its write(2). Not while closing: close() would have to take it over.
   if (TurnBatching* batching = TurnBatching::current();
-      batching != nullptr && !writing_ && !stop_) {
+      batching != nullptr && !writing_ && !stop_ && batching->defer_next()) {
     start_batch_locked();
     seal_locked(members, false, open_.data);
     open_.dones.push_back(std::move(done));
@@ -619,6 +642,9 @@ void FileAuditLog::write_deferred() {
     return; // the background thread took it over
   }
   deferred_ = false;
+  if (TurnBatching* batching = TurnBatching::current(); batching != nullptr) {
+    batching->note_batch(open_.dones.size());
+  }
   drain_locked(lock, kLeaderRounds);
 }
 

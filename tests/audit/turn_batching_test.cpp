@@ -551,5 +551,53 @@ TEST_F(TurnBatchingTest, ALoopBlockedInALongTurnDelaysNoRecordOfTheOther) {
   expect_chain_verifies(o.path, lat.size());
 }
 
+// One connection at a time: batches that only ever hold one record stop waiting for the
+// turn to end (each wait cost a hop through the loop and an extra reactor poll), a probe
+// every kProbeEvery records waits again, and a probe that gathers two records switches
+// waiting back on.
+TEST_F(TurnBatchingTest, SingleRecordTurnsWriteAtOnceUntilAProbeGathersMore) {
+  o.fsync_interval = std::chrono::seconds(30);
+  auto log = AuditLog::open(o);
+  constexpr int kSingles = TurnBatching::kSinglesBeforeInline;
+  constexpr int kProbe = TurnBatching::kProbeEvery;
+  Completions done(o.path, kSingles + kProbe + 8);
+  Turn turn;
+  std::size_t k = 0;
+  for (int i = 0; i < kSingles; ++i, ++k) {
+    log->record(numbered(static_cast<int>(k)), true, done.at(k));
+    ASSERT_EQ(done.count(k), 0) << "turn " << i << " did not wait";
+    ASSERT_EQ(turn.posted.size(), 1u);
+    turn.run_posted();
+    ASSERT_EQ(done.count(k), 1);
+  }
+  // Written at once from here: the completion runs inside record(), nothing is posted.
+  for (int i = 1; i < kProbe; ++i, ++k) {
+    log->record(numbered(static_cast<int>(k)), true, done.at(k));
+    ASSERT_EQ(done.count(k), 1) << "record " << k << " waited";
+    ASSERT_TRUE(turn.posted.empty());
+  }
+  // The probe waits, and a second record of the same turn joins it.
+  log->record(numbered(static_cast<int>(k)), true, done.at(k));
+  EXPECT_EQ(done.count(k), 0) << "no probe";
+  ASSERT_EQ(turn.posted.size(), 1u);
+  ++k;
+  log->record(numbered(static_cast<int>(k)), true, done.at(k));
+  EXPECT_EQ(done.count(k), 0);
+  turn.run_posted();
+  EXPECT_EQ(done.count(k - 1), 1);
+  EXPECT_EQ(done.count(k), 1);
+  EXPECT_EQ(done.size_seen[k - 1], done.size_seen[k]) << "the probe's two records, one write";
+  ++k;
+  // Two records gathered: the next record waits again.
+  log->record(numbered(static_cast<int>(k)), true, done.at(k));
+  EXPECT_EQ(done.count(k), 0) << "waiting did not come back on";
+  turn.run_posted();
+  EXPECT_EQ(done.count(k), 1);
+  ++k;
+  EXPECT_EQ(done.error_count(), 0);
+  log->close();
+  expect_chain_verifies(o.path, k);
+}
+
 } // namespace
 } // namespace runwarden::audit
