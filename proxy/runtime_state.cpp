@@ -1,8 +1,8 @@
 #include "proxy/runtime_state.hpp"
 
+#include "approval/clock.hpp"
+
 #include <algorithm>
-#include <cstdio>
-#include <ctime>
 #include <vector>
 
 namespace runwarden::proxy {
@@ -18,21 +18,7 @@ policy::BudgetTime monotonic_ms() {
 } // namespace
 
 std::string RuntimeState::now_rfc3339() {
-  return rfc3339(std::chrono::system_clock::now());
-}
-
-std::string RuntimeState::rfc3339(std::chrono::system_clock::time_point now) {
-  const auto t = std::chrono::system_clock::to_time_t(now);
-  const auto us =
-      std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count() %
-      1000000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>(us < 0 ? 0 : us));
-  return buf;
+  return approval::format_time(std::chrono::system_clock::now());
 }
 
 namespace {
@@ -222,8 +208,8 @@ nlohmann::json RuntimeState::runs_json() const {
                      {"holds", s.holds},
                      {"writes", s.writes},
                      {"killed", s.killed},
-                     {"first_seen", rfc3339(s.first_seen)},
-                     {"last_seen", rfc3339(s.last_seen)}};
+                     {"first_seen", approval::format_time(s.first_seen)},
+                     {"last_seen", approval::format_time(s.last_seen)}};
     if (s.killed) {
       j["killed_at"] = s.killed_at;
       j["killed_by"] = s.killed_by;

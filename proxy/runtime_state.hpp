@@ -90,7 +90,6 @@ public:
 
   /// RFC 3339 UTC now with microseconds.
   static std::string now_rfc3339();
-  static std::string rfc3339(std::chrono::system_clock::time_point t);
 
 private:
   // `now` is its first_seen when the run is new.
