@@ -23,7 +23,7 @@ public:
   }
 
 private:
-  audit::Completion wrap(std::string_view kind, audit::Completion done);
+  audit::Completion wrap(const MetricFamily::Handle& seconds, audit::Completion done);
   std::shared_ptr<audit::AuditLog> inner_;
   std::shared_ptr<ProxyMetrics> metrics_;
 };

@@ -142,7 +142,18 @@ void MetricFamily::set(std::initializer_list<std::string_view> values, double va
 }
 
 void MetricFamily::observe(std::initializer_list<std::string_view> values, double value) {
-  auto& s = series(values);
+  observe(series(values), value);
+}
+
+void MetricFamily::Handle::inc(double by) const {
+  series_->value.fetch_add(by, std::memory_order_relaxed);
+}
+
+void MetricFamily::Handle::observe(double value) const {
+  family_->observe(*series_, value);
+}
+
+void MetricFamily::observe(Series& s, double value) const {
   for (std::size_t i = 0; i < buckets_.size(); ++i) {
     if (value <= buckets_[i]) {
       s.counts[i].fetch_add(1, std::memory_order_relaxed);
@@ -270,7 +281,10 @@ ProxyMetrics::ProxyMetrics()
       mode_changes(
           registry.counter("runwarden_mode_changes_total", "Mode changes.", {"to", "via"})),
       runs_killed(registry.counter("runwarden_runs_killed_total",
-                                   "Runs killed, by how: admin_api or budget.", {"via"})) {
+                                   "Runs killed, by how: admin_api or budget.", {"via"})),
+      audit_record_seconds(audit_seconds.handle({"record"})),
+      audit_event_seconds(audit_seconds.handle({"event"})), audit_failures(audit_errors.handle({})),
+      upstream_time(upstream_seconds.handle({})) {
   prime({});
 }
 

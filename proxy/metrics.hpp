@@ -34,17 +34,35 @@ public:
   /// The current value of a counter or gauge series (0 when absent), for tests and status.
   double value(std::initializer_list<std::string_view> values) const;
 
+  struct Series;
+  /// One series, looked up (and created) once: updating it through the handle takes no lock
+  /// and no lookup, for the series every request updates. Valid as long as its family.
+  class Handle {
+  public:
+    void inc(double by = 1) const;
+    void observe(double value) const;
+
+  private:
+    friend class MetricFamily;
+    Handle(const MetricFamily& family, Series& series) : family_(&family), series_(&series) {}
+    const MetricFamily* family_;
+    Series* series_;
+  };
+  Handle handle(std::initializer_list<std::string_view> values) { return {*this, series(values)}; }
+
   void render(std::string& out) const;
   const std::string& name() const { return name_; }
 
-private:
   struct Series {
     explicit Series(std::size_t buckets) : counts(buckets) {}
     std::atomic<double> value{0};
     std::vector<std::atomic<std::uint64_t>> counts; // histogram: per bucket (not cumulative)
     std::atomic<std::uint64_t> count{0};
   };
+
+private:
   Series& series(std::initializer_list<std::string_view> values);
+  void observe(Series& s, double value) const;
 
   std::string name_;
   std::string help_;
@@ -98,6 +116,11 @@ struct ProxyMetrics {
   MetricFamily& reloads;          // {result}
   MetricFamily& mode_changes;     // {to, via}
   MetricFamily& runs_killed;      // {via}: admin_api, budget
+  // Series every forwarded request updates, resolved once.
+  MetricFamily::Handle audit_record_seconds; // audit_seconds{kind="record"}
+  MetricFamily::Handle audit_event_seconds;  // audit_seconds{kind="event"}
+  MetricFamily::Handle audit_failures;       // audit_errors{}
+  MetricFamily::Handle upstream_time;        // upstream_seconds{}
   ProxyMetrics();
 
   /// The counters alerts watch with increase() start at 0 instead of appearing with their

@@ -1251,7 +1251,7 @@ private:
                " needs approval, and an approval shows the whole request body; this one is " +
                size + ", not read whole (" + limit + ")";
     } else if (decision_.verdict == policy::Verdict::allow) {
-      const std::string rb_name = decision_.runbook.empty() ? runbook_ : decision_.runbook;
+      const std::string& rb_name = decision_.runbook.empty() ? runbook_ : decision_.runbook;
       if (const policy::Runbook* rb = policy_->engine->runbook(rb_name)) {
         for (std::size_t i = 0; i < rb->budgets.sums.size(); ++i) {
           const auto& sum = rb->budgets.sums[i];
@@ -1422,7 +1422,7 @@ private:
       return false;
     }
     auto& rt = *ctx_->runtime;
-    const std::string rb_name = decision_.runbook.empty() ? runbook_ : decision_.runbook;
+    const std::string& rb_name = decision_.runbook.empty() ? runbook_ : decision_.runbook;
     if (ctx_->metrics) {
       ctx_->metrics->requests.inc(
           {policy::to_string(decision_.verdict), decision_.action, rb_name});
@@ -2860,7 +2860,7 @@ private:
            {"pooled_upstream", reused_ ? "yes" : "no"}});
     }
     if (ctx_->metrics) {
-      ctx_->metrics->upstream_seconds.observe({}, upstream_ms_ / 1000.0);
+      ctx_->metrics->upstream_time.observe(upstream_ms_ / 1000.0);
       ctx_->metrics->request_seconds.observe({outcome_}, ms_since(started_) / 1000.0);
     }
     release_in_flight();

@@ -49,5 +49,33 @@ TEST(ProxyMetrics, EachBudgetOfEachRunbookStartsAtZeroAndCountsOnFromThere) {
   EXPECT_TRUE(has_line(text, series + " 1")) << text;
 }
 
+// A handle updates the same series as a lookup by its label values does, and the series it
+// names is listed from the start (a histogram at count 0), not from its first sample.
+TEST(MetricFamilyHandle, UpdatesTheSeriesItNamesAndNoOther) {
+  ProxyMetrics m;
+  std::string text = m.registry.render();
+  EXPECT_TRUE(has_line(text, "runwarden_audit_write_duration_seconds_count{kind=\"record\"} 0"))
+      << text;
+  EXPECT_TRUE(has_line(text, "runwarden_upstream_duration_seconds_count 0"));
+
+  m.audit_record_seconds.observe(0.002);
+  m.audit_record_seconds.observe(0.004);
+  m.audit_seconds.observe({"record"}, 0.001); // the same series, by lookup
+  m.audit_event_seconds.observe(0.25);
+  m.audit_failures.inc();
+  m.audit_failures.inc(2);
+  text = m.registry.render();
+  EXPECT_TRUE(has_line(text, "runwarden_audit_write_duration_seconds_count{kind=\"record\"} 3"))
+      << text;
+  EXPECT_TRUE(has_line(text, "runwarden_audit_write_duration_seconds_sum{kind=\"record\"} 0.007"));
+  EXPECT_TRUE(has_line(text, "runwarden_audit_write_duration_seconds_count{kind=\"event\"} 1"));
+  EXPECT_TRUE(has_line(text, "runwarden_audit_write_duration_seconds_bucket{kind=\"event\","
+                             "le=\"0.1\"} 0"));
+  EXPECT_TRUE(has_line(text, "runwarden_audit_write_duration_seconds_bucket{kind=\"event\","
+                             "le=\"0.25\"} 1"));
+  EXPECT_EQ(m.audit_errors.value({}), 3);
+  EXPECT_TRUE(has_line(text, "runwarden_upstream_duration_seconds_count 0"));
+}
+
 } // namespace
 } // namespace runwarden::proxy
