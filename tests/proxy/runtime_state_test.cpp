@@ -86,6 +86,7 @@ TEST(RuntimeStateRuns, ListsTimesAsRfc3339NewestFirstWithCounts) {
   state.note_call("older", "rb-1", CallKind::allowed_write);
   std::this_thread::sleep_for(std::chrono::milliseconds(2));
   state.note_call("newer", "rb-2", CallKind::denied);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2)); // last_seen moves visibly
   state.note_call("newer", "", CallKind::held); // no runbook name: the last one stays
   const nlohmann::json runs = state.runs_json()["runs"];
   ASSERT_EQ(runs.size(), 2u);
