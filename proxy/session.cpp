@@ -813,15 +813,33 @@ private:
   }
 
   void on_read_error(beast::error_code ec, bool in_header) {
+    // A body being buffered to be judged belongs to a request whose head was read: a
+    // request all the same, so it gets its final record, with the part of the body that
+    // arrived, whether the agent stalls or goes away (as a relayed upload's does).
+    const bool judged_body = !in_header && have_request_;
     if (ec == beast::error::timeout) {
       if (in_header && buffer_.size() == 0) {
         return; // idle keep-alive connection: close quietly
+      }
+      if (judged_body) {
+        send_error(http::status::request_timeout, "request_timeout",
+                   "the request body stalled after " + keep_partial_body() +
+                       " (limits.idle_timeout), before it was judged",
+                   true, true);
+        return;
       }
       send_error(http::status::request_timeout, "request_timeout",
                  "the request was not received within the configured timeout", true, false);
       return;
     }
     if (is_orderly_close(ec) || ec == http::error::partial_message) {
+      if (judged_body) {
+        record_final("client_gone", "client_gone",
+                     "the agent closed the connection during the request body, after " +
+                         keep_partial_body() + ", before it was judged: " + ec.message());
+        beast::error_code ignored;
+        lowest().socket().close(ignored);
+      }
       return;
     }
     // A refused request is still a request: it gets its audit record, with whatever of the
@@ -854,6 +872,18 @@ private:
     }
     send_error(http::status::bad_request, "malformed_request",
                "HTTP framing error: " + ec.message(), true, true);
+  }
+
+  /// The part of a buffered body that arrived, kept for the record of a request cut short
+  /// before it was judged; says how much that was ("N of M bytes", or "N bytes" chunked).
+  std::string keep_partial_body() {
+    req_.body = std::move(parser_->get().body());
+    req_.body_complete = false;
+    std::string said = std::to_string(req_.body.size());
+    if (auto length = parser_->content_length()) {
+      said += " of " + std::to_string(*length);
+    }
+    return said + " bytes";
   }
 
   void on_header(beast::error_code ec, std::size_t head_bytes) {

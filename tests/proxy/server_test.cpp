@@ -1447,6 +1447,47 @@ TEST_F(UploadTimeoutTest, StalledUploadGets408AndTheRecordSaysSo) {
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
+// A body buffered to be judged (a rule reads it): an agent that stops sending it gets 408
+// and the request its one record, with the part of the body that arrived; nothing of it
+// reaches the upstream.
+TEST_F(UploadTimeoutTest, StalledBufferedBodyGets408AndItsRecord) {
+  auto s = connect();
+  net::write(s, net::buffer(upload_head(up(), "/mcp", 200) + std::string(120, 'b')));
+  beast::flat_buffer buffer;
+  auto res = read_response(s, buffer);
+  EXPECT_EQ(res.result_int(), 408u);
+  EXPECT_EQ(json(res).value("error", ""), "request_timeout");
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 1u); // never judged: no decision record, this final one only
+  EXPECT_TRUE(records[0].second);
+  EXPECT_EQ(records[0].first.outcome, "refused");
+  EXPECT_EQ(records[0].first.code, "request_timeout");
+  EXPECT_NE(records[0].first.reason.find("120 of 200 bytes"), std::string::npos)
+      << records[0].first.reason;
+  EXPECT_EQ(records[0].first.request.body, std::string(120, 'b'));
+  EXPECT_FALSE(records[0].first.request.body_complete);
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
+// The same body, and the agent goes away: the request's record says so (client_gone).
+TEST_F(ProxyTest, AgentLeavingMidBufferedBodyIsRecorded) {
+  {
+    auto s = connect();
+    net::write(s, net::buffer(upload_head(up(), "/mcp", 200) + std::string(120, 'b')));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50)); // read by the proxy
+  }                                                             // closed
+  for (int i = 0; i < 500 && audit_->records().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].first.outcome, "client_gone");
+  EXPECT_NE(records[0].first.reason.find("120 of 200 bytes"), std::string::npos)
+      << records[0].first.reason;
+  EXPECT_EQ(records[0].first.request.body, std::string(120, 'b'));
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
 TEST_F(ProxyTest, UpgradeAndOriginFormAndHttpsOverPlainAreRefused) {
   {
     auto s = connect();
