@@ -923,7 +923,7 @@ private:
       return;
     }
     if (hosts == 0 && !is_connect) {
-      refuse(http::status::bad_request, "missing_host", "HTTP/1.1 request without a Host header");
+      refuse(http::status::bad_request, "missing_host", "request without a Host header");
       return;
     }
     if (h.count(http::field::content_length) > 0 && h.count(http::field::transfer_encoding) > 0) {
@@ -931,9 +931,12 @@ private:
              "Content-Length together with Transfer-Encoding is refused (request smuggling)");
       return;
     }
-    if (h.count(http::field::content_length) > 1) {
+    // Beast takes a list of equal values ("5, 5"), in one field or several; RFC 9110 §8.6
+    // lets a recipient refuse it, as another parser on the path may read it otherwise.
+    if (h.count(http::field::content_length) > 1 ||
+        h[http::field::content_length].find(',') != std::string_view::npos) {
       refuse(http::status::bad_request, "duplicate_content_length",
-             "more than one Content-Length header");
+             "more than one Content-Length value");
       return;
     }
     if (h.count(http::field::transfer_encoding) > 0) {

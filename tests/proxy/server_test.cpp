@@ -920,6 +920,27 @@ TEST_F(ProxyTest, ContentLengthWithTransferEncodingIsRefused) {
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
+// Two Content-Length values are refused whether they agree or not, as two fields or as a
+// list in one (which Beast alone would take as one length).
+TEST_F(ProxyTest, MoreThanOneContentLengthValueIsRefused) {
+  for (const std::string fields : {"Content-Length: 5\r\nContent-Length: 5\r\n",
+                                   "Content-Length: 5, 5\r\n", "Content-Length: 5,5\r\n"}) {
+    auto s = connect();
+    auto res = exchange(s, "POST http://" + up() + "/post HTTP/1.1\r\nHost: " + up() + "\r\n" +
+                               fields + "\r\nhello");
+    EXPECT_EQ(res.result_int(), 400u) << fields;
+    EXPECT_EQ(json(res).value("error", ""), "duplicate_content_length") << fields;
+    EXPECT_FALSE(res.keep_alive());
+  }
+  EXPECT_TRUE(upstream_->seen().empty());
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 3u); // each refused request has its record
+  for (const auto& [record, final] : records) {
+    EXPECT_TRUE(final);
+    EXPECT_EQ(record.code, "duplicate_content_length");
+  }
+}
+
 TEST_F(ProxyTest, MalformedChunkingIsRefused) {
   auto s = connect();
   auto res = exchange(s, "POST http://" + up() + "/post HTTP/1.1\r\nHost: " + up() +
@@ -947,6 +968,12 @@ TEST_F(ProxyTest, MissingOrDuplicateHostIsRefused) {
   {
     auto s = connect();
     auto res = exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\n\r\n");
+    EXPECT_EQ(res.result_int(), 400u);
+    EXPECT_EQ(json(res).value("error", ""), "missing_host");
+  }
+  {
+    auto s = connect(); // HTTP/1.0 needs no Host; runwarden asks for one all the same
+    auto res = exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.0\r\n\r\n");
     EXPECT_EQ(res.result_int(), 400u);
     EXPECT_EQ(json(res).value("error", ""), "missing_host");
   }
