@@ -78,8 +78,11 @@ std::optional<BudgetTrip> BudgetTracker::admit(const Budgets& b, const BudgetCal
                 b.on_exceed, static_cast<double>(*b.calls), static_cast<double>(calls_ + 1));
   }
   if (b.per_minute) {
-    prune(minute_, now, kMinute);
-    const auto in_window = static_cast<std::uint64_t>(minute_.entries.size());
+    if (!minute_) {
+      minute_.emplace();
+    }
+    prune(*minute_, now, kMinute);
+    const auto in_window = static_cast<std::uint64_t>(minute_->entries.size());
     if (in_window + 1 > *b.per_minute) {
       return trip(
           "per_minute",
@@ -130,7 +133,7 @@ std::optional<BudgetTrip> BudgetTracker::admit(const Budgets& b, const BudgetCal
   }
   ++calls_;
   if (b.per_minute) {
-    minute_.entries.emplace_back(now, 1.0);
+    minute_->entries.emplace_back(now, 1.0); // made above, where per_minute was checked
   }
   if (!call.action.empty()) {
     per_action_[std::string(call.action)] = action_count + 1;

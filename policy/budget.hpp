@@ -69,7 +69,9 @@ private:
 
   std::uint64_t calls_ = 0;
   std::uint64_t denials_ = 0;
-  Window minute_;
+  // Made on the first call a per_minute budget counts: an empty deque allocates ~600 bytes,
+  // and every run of the run table has a tracker.
+  std::optional<Window> minute_;
   std::map<std::string, std::uint64_t, std::less<>> per_action_;
   std::map<std::string, Window, std::less<>> sums_;
 };

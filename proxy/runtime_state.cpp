@@ -96,35 +96,36 @@ bool RuntimeState::set_kill_switch(bool present) {
   return true;
 }
 
-RunStats& RuntimeState::run_locked(const std::string& run,
-                                   std::chrono::system_clock::time_point now) {
+RuntimeState::RunSlot& RuntimeState::run_locked(const std::string& run,
+                                                std::chrono::system_clock::time_point now) {
   auto it = runs_.find(run);
   if (it != runs_.end()) {
     return it->second;
   }
-  if (runs_.size() >= kMaxRuns) {
-    auto victim = runs_.end();
-    for (auto i = runs_.begin(); i != runs_.end(); ++i) {
-      if (!i->second.killed &&
-          (victim == runs_.end() || i->second.last_seen < victim->second.last_seen)) {
-        victim = i;
-      }
-    }
-    if (victim != runs_.end()) {
-      runs_.erase(victim);
-    }
+  if (runs_.size() >= kMaxRuns && !recency_.empty()) {
+    const std::string* victim = recency_.back();
+    recency_.pop_back();
+    runs_.erase(*victim);
   }
-  auto& stats = runs_[run];
-  stats.first_seen = now;
-  stats.last_seen = stats.first_seen;
-  return stats;
+  it = runs_.try_emplace(run).first;
+  auto& slot = it->second;
+  slot.stats.first_seen = now;
+  slot.stats.last_seen = now;
+  recency_.push_front(&it->first);
+  slot.recent = recency_.begin();
+  slot.listed = true;
+  return slot;
 }
 
 void RuntimeState::note_call(const std::string& run, const std::string& runbook, CallKind kind) {
   std::lock_guard lock(mutex_);
   // Read under the lock: a run's times then never step back, whichever thread counts it.
   const auto now = std::chrono::system_clock::now();
-  auto& s = run_locked(run, now);
+  auto& slot = run_locked(run, now);
+  if (slot.listed && slot.recent != recency_.begin()) {
+    recency_.splice(recency_.begin(), recency_, slot.recent); // seen now: evicted last
+  }
+  auto& s = slot.stats;
   if (!runbook.empty() && s.runbook != runbook) {
     s.runbook = runbook;
   }
@@ -153,17 +154,22 @@ bool RuntimeState::run_killed(const std::string& run) const {
   }
   std::lock_guard lock(mutex_);
   auto it = runs_.find(run);
-  return it != runs_.end() && it->second.killed;
+  return it != runs_.end() && it->second.stats.killed;
 }
 
 bool RuntimeState::kill_run(const std::string& run, const std::string& by,
                             const std::string& reason) {
   std::lock_guard lock(mutex_);
-  auto& s = run_locked(run);
+  auto& slot = run_locked(run);
+  auto& s = slot.stats;
   if (s.killed) {
     return false;
   }
   s.killed = true;
+  if (slot.listed) { // a killed run stays in the table, killed, until the process ends
+    recency_.erase(slot.recent);
+    slot.listed = false;
+  }
   killed_runs_.fetch_add(1, std::memory_order_release);
   s.killed_at = now_rfc3339();
   s.killed_by = by;
@@ -175,13 +181,13 @@ std::optional<policy::BudgetTrip> RuntimeState::admit(const std::string& run,
                                                       const policy::Budgets& budgets,
                                                       const policy::BudgetCall& call) {
   std::lock_guard lock(mutex_);
-  return run_locked(run).budget.admit(budgets, call, monotonic_ms());
+  return run_locked(run).stats.budget.admit(budgets, call, monotonic_ms());
 }
 
 std::optional<policy::BudgetTrip> RuntimeState::record_denial(const std::string& run,
                                                               const policy::Budgets& budgets) {
   std::lock_guard lock(mutex_);
-  return run_locked(run).budget.record_denial(budgets);
+  return run_locked(run).stats.budget.record_denial(budgets);
 }
 
 std::size_t RuntimeState::run_count() const {
@@ -191,17 +197,17 @@ std::size_t RuntimeState::run_count() const {
 
 nlohmann::json RuntimeState::runs_json() const {
   std::lock_guard lock(mutex_);
-  std::vector<const std::pair<const std::string, RunStats>*> order;
+  std::vector<std::pair<const std::string*, const RunStats*>> order;
   order.reserve(runs_.size());
-  for (const auto& entry : runs_) {
-    order.push_back(&entry);
+  for (const auto& [run, slot] : runs_) {
+    order.emplace_back(&run, &slot.stats);
   }
   std::sort(order.begin(), order.end(),
-            [](const auto* a, const auto* b) { return a->second.last_seen > b->second.last_seen; });
+            [](const auto& a, const auto& b) { return a.second->last_seen > b.second->last_seen; });
   nlohmann::json runs = nlohmann::json::array();
-  for (const auto* entry : order) {
-    const auto& s = entry->second;
-    nlohmann::json j{{"run", entry->first},
+  for (const auto& [run, stats] : order) {
+    const auto& s = *stats;
+    nlohmann::json j{{"run", *run},
                      {"runbook", s.runbook},
                      {"calls", s.calls},
                      {"denials", s.denials},

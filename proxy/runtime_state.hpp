@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -92,10 +93,17 @@ public:
   static std::string now_rfc3339();
 
 private:
-  // `now` is its first_seen when the run is new.
-  RunStats&
-  run_locked(const std::string& run,
-             std::chrono::system_clock::time_point now = std::chrono::system_clock::now());
+  /// A run's row and its place in the eviction order (`recency`: live runs only, most
+  /// recently seen first; a killed run leaves it, as it is never evicted).
+  struct RunSlot {
+    RunStats stats;
+    std::list<const std::string*>::iterator recent;
+    bool listed = false;
+  };
+  // `now` is its first_seen when the run is new; past kMaxRuns runs, the least recently
+  // seen live one is dropped to make room (in constant time, not a scan of the table).
+  RunSlot& run_locked(const std::string& run,
+                      std::chrono::system_clock::time_point now = std::chrono::system_clock::now());
   void recompute_effective_locked();
 
   std::atomic<std::shared_ptr<const config::Config>> config_;
@@ -108,7 +116,8 @@ private:
   mutable std::mutex mutex_;
   ModeState mode_;
   std::string kill_switch_since_;
-  std::map<std::string, RunStats, std::less<>> runs_;
+  std::map<std::string, RunSlot, std::less<>> runs_;
+  std::list<const std::string*> recency_; // keys of runs_ (stable in a map node)
 };
 
 } // namespace runwarden::proxy

@@ -10,6 +10,8 @@
 #include <memory>
 #include <new>
 #include <regex>
+#include <set>
+#include <string>
 #include <thread>
 
 namespace runwarden::proxy {
@@ -87,7 +89,7 @@ TEST(RuntimeStateRuns, ListsTimesAsRfc3339NewestFirstWithCounts) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2));
   state.note_call("newer", "rb-2", CallKind::denied);
   std::this_thread::sleep_for(std::chrono::milliseconds(2)); // last_seen moves visibly
-  state.note_call("newer", "", CallKind::held); // no runbook name: the last one stays
+  state.note_call("newer", "", CallKind::held);              // no runbook name: the last one stays
   const nlohmann::json runs = state.runs_json()["runs"];
   ASSERT_EQ(runs.size(), 2u);
   EXPECT_EQ(runs[0]["run"], "newer");
@@ -107,6 +109,48 @@ TEST(RuntimeStateRuns, ListsTimesAsRfc3339NewestFirstWithCounts) {
   EXPECT_GT(runs[0]["last_seen"].get<std::string>(), runs[1]["last_seen"].get<std::string>());
   EXPECT_LT(runs[0]["first_seen"].get<std::string>(), runs[0]["last_seen"].get<std::string>())
       << "the second call did not move last_seen";
+}
+
+// The table keeps at most 10,000 runs: a new one evicts the least recently seen live run.
+// A killed run is never evicted (it stays killed), and a run seen again moves to the back.
+TEST(RuntimeStateRuns, AFullTableEvictsTheLeastRecentlySeenLiveRun) {
+  RuntimeState state(config_for("a"));
+  constexpr int kFull = 10000;
+  for (int i = 0; i < kFull; ++i) {
+    state.note_call("r" + std::to_string(i), "rb", CallKind::allowed_read);
+  }
+  ASSERT_EQ(state.run_count(), static_cast<std::size_t>(kFull));
+  EXPECT_TRUE(state.kill_run("r0", "alice", "stop"));  // the oldest, but killed
+  state.note_call("r1", "rb", CallKind::allowed_read); // the next oldest, seen again
+  state.note_call("new-1", "rb", CallKind::allowed_read);
+  state.note_call("new-2", "rb", CallKind::allowed_read);
+  EXPECT_EQ(state.run_count(), static_cast<std::size_t>(kFull));
+  std::set<std::string> present;
+  nlohmann::json listed = state.runs_json(); // kept: the loops below read into it
+  for (const auto& r : listed["runs"]) {
+    present.insert(r["run"].get<std::string>());
+  }
+  EXPECT_TRUE(present.count("r0")) << "a killed run was evicted";
+  EXPECT_TRUE(state.run_killed("r0"));
+  EXPECT_TRUE(present.count("r1")) << "a run seen again was evicted";
+  EXPECT_FALSE(present.count("r2"));
+  EXPECT_FALSE(present.count("r3"));
+  EXPECT_TRUE(present.count("r4"));
+  EXPECT_TRUE(present.count("new-1"));
+  EXPECT_TRUE(present.count("new-2"));
+  // An evicted run seen again starts afresh; r4, now the least recent, makes room.
+  state.note_call("r2", "rb", CallKind::denied);
+  present.clear();
+  listed = state.runs_json();
+  for (const auto& r : listed["runs"]) {
+    present.insert(r["run"].get<std::string>());
+    if (r["run"] == "r2") {
+      EXPECT_EQ(r["calls"], 1);
+    }
+  }
+  EXPECT_TRUE(present.count("r2"));
+  EXPECT_FALSE(present.count("r4"));
+  EXPECT_EQ(state.run_count(), static_cast<std::size_t>(kFull));
 }
 
 } // namespace
