@@ -735,11 +735,18 @@ private:
       std::string canonical;
       if (policy::normalize_host(sni, canonical) != policy::NormalizeError::ok ||
           canonical != target_.host) {
-        req_id_ = next_id("req_");
+        // Refused before any request is read: recorded as the CONNECT it refuses, so an
+        // agent that asks for one host and names another leaves a trace in the audit log.
+        reset_exchange();
+        req_.method = "CONNECT";
+        req_.scheme = "https";
+        req_.host = target_.host;
+        req_.port = target_.port;
+        req_.path = "/";
         send_error(http::status::bad_request, "sni_mismatch",
                    "TLS SNI \"" + std::string(sni) + "\" does not match the CONNECT host " +
                        target_.host,
-                   true, false);
+                   true, true);
         return;
       }
     }

@@ -1934,8 +1934,9 @@ protected:
     std::filesystem::remove_all(dir_);
   }
 
-  /// CONNECT to the upstream through the proxy, then a TLS client verified by the test CA.
-  void open_tunnel() {
+  /// CONNECT to the upstream through the proxy, then a TLS client verified by the test CA
+  /// (sending `sni` as its server name, if given).
+  void open_tunnel(const std::string& sni = {}) {
     socket_ = std::make_unique<tcp::socket>(connect());
     std::string connect_req = "CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() + "\r\n\r\n";
     net::write(*socket_, net::buffer(connect_req));
@@ -1950,6 +1951,10 @@ protected:
     client_tls_.set_verify_mode(net::ssl::verify_peer);
     tls_ = std::make_unique<net::ssl::stream<tcp::socket&>>(*socket_, client_tls_);
     tls_->set_verify_callback(net::ssl::host_name_verification("127.0.0.1"));
+    if (!sni.empty()) {
+      SSL_ctrl(tls_->native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+               const_cast<char*>(sni.c_str())); // SSL_set_tlsext_host_name, without its C cast
+    }
     tls_->handshake(net::ssl::stream_base::client, ec);
     ASSERT_FALSE(ec) << ec.message();
   }
@@ -1982,6 +1987,28 @@ TEST_F(InterceptTest, InnerAllowedRequestIsForwardedOverVerifiedUpstreamTls) {
   EXPECT_EQ(seen[0].target, "/allowed/x?y=1");
   EXPECT_TRUE(seen[0].has("x-keep"));
   EXPECT_EQ(upstream_->accepted(), 1); // one pooled upstream TLS connection for both
+}
+
+// A TLS client that names another host in its SNI than its CONNECT did is refused before
+// any request is read, and the refusal is recorded as the CONNECT it refuses.
+TEST_F(InterceptTest, SniNamingAnotherHostIsRefusedAndRecorded) {
+  open_tunnel("evil.example");
+  http::response<http::string_body> res;
+  boost::system::error_code ec;
+  http::read(*tls_, buffer_, res, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_EQ(json(res).value("error", ""), "sni_mismatch");
+  EXPECT_NE(json(res).value("reason", "").find("evil.example"), std::string::npos);
+  auto records = audit_->records();
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_TRUE(records[0].second);
+  EXPECT_EQ(records[0].first.outcome, "refused");
+  EXPECT_EQ(records[0].first.code, "sni_mismatch");
+  EXPECT_EQ(records[0].first.request.method, "CONNECT");
+  EXPECT_EQ(records[0].first.request.url, "https://" + up() + "/");
+  EXPECT_EQ(records[0].first.id, json(res).value("request_id", ""));
+  EXPECT_TRUE(upstream_->seen().empty());
 }
 
 TEST_F(InterceptTest, StreamedEventArrivesBeforeTheUpstreamFinishes) {
