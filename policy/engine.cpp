@@ -14,6 +14,7 @@
 #include "policy/predicate.hpp"
 #include "policy/strict_json.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <functional>
 #include <iterator>
@@ -733,7 +734,72 @@ const std::vector<std::shared_ptr<const Runbook>>& Engine::runbooks() const {
   return runbooks_;
 }
 
+namespace {
+
+/// The path as a server that drops path parameters routes it: each segment cut at its first
+/// ';', empty segments then collapsed as normalization does ("/a;x/b;y" -> "/a/b").
+std::string without_path_parameters(std::string_view path) {
+  std::string out;
+  out.reserve(path.size());
+  std::size_t i = 0;
+  while (i < path.size()) {
+    const std::size_t end = std::min(path.find('/', i + 1), path.size()); // i is at a '/'
+    std::string_view segment = path.substr(i + 1, end - i - 1);
+    segment = segment.substr(0, segment.find(';'));
+    if (!segment.empty() || end == path.size()) {
+      out += '/';
+      out += segment;
+    }
+    i = end;
+  }
+  return out.empty() ? std::string("/") : out;
+}
+
+std::string said(const Decision& d) {
+  std::string out(to_string(d.verdict));
+  if (!d.action.empty()) {
+    out += " (action " + d.action + ")";
+  } else {
+    out += " (" + d.code + ")";
+  }
+  return out;
+}
+
+} // namespace
+
 Decision Engine::decide(const Request& req, std::string_view runbook_name, Mode mode) const {
+  Decision d = decide_as_read(req, runbook_name, mode);
+  if (req.path.find(';') == std::string::npos || d.verdict == Verdict::paused) {
+    return d;
+  }
+  Request dropped = req;
+  dropped.path = without_path_parameters(req.path);
+  const Decision other = decide_as_read(dropped, runbook_name, mode);
+  if (other.verdict == d.verdict && other.action == d.action) {
+    return d;
+  }
+  Decision refused;
+  refused.verdict = Verdict::deny;
+  refused.code = "ambiguous_path_parameters";
+  refused.reason = "path " + req.path + " has ;parameters, which a server such as Tomcat, " +
+                   "Spring or Jetty drops before routing (reading " + dropped.path +
+                   "); judged as sent it is " + said(d) + ", as such a server reads it " +
+                   said(other) + ": refused as ambiguous";
+  refused.runbook = std::move(d.runbook);
+  refused.runbook_sha256 = std::move(d.runbook_sha256);
+  refused.action = std::move(d.action); // as sent: the reason names the other
+  refused.matched_actions = std::move(d.matched_actions);
+  for (auto& a : other.matched_actions) {
+    if (std::find(refused.matched_actions.begin(), refused.matched_actions.end(), a) ==
+        refused.matched_actions.end()) {
+      refused.matched_actions.push_back(a);
+    }
+  }
+  return refused;
+}
+
+Decision Engine::decide_as_read(const Request& req, std::string_view runbook_name,
+                                Mode mode) const {
   Decision d;
   const Runbook* rb = runbook(runbook_name);
   if (rb != nullptr) {

@@ -87,7 +87,10 @@ public:
   Engine& operator=(const Engine&) = delete;
 
   /// Decide one canonical request under the named runbook and mode.
-  /// An unknown runbook name denies ("unknown_runbook").
+  /// An unknown runbook name denies ("unknown_runbook"). A path with ";parameters" is
+  /// judged as sent and as a server that drops them reads it (Tomcat, Spring and Jetty
+  /// route "/a;x/b" as "/a/b"): when the two differ, it is denied
+  /// ("ambiguous_path_parameters").
   Decision decide(const Request& req, std::string_view runbook, Mode mode) const;
 
   /// Every matcher that matched or nearly matched (same host and method), with
@@ -100,6 +103,7 @@ public:
 
 private:
   struct Index;
+  Decision decide_as_read(const Request& req, std::string_view runbook, Mode mode) const;
   std::shared_ptr<const Catalogue> catalogue_;
   std::vector<std::shared_ptr<const Runbook>> runbooks_;
   EngineLimits limits_;

@@ -399,7 +399,7 @@ std::vector<Case> cases() {
        Verdict::deny,
        "body_not_json",
        ""},
-      {"path_parameter_is_literal",
+      {"path_parameter_that_changes_the_match", // unmatched as sent, a refund without ";x"
        "POST",
        "https://api.stripe.com/v1/refunds;x",
        R"({"amount":100})",
@@ -407,7 +407,7 @@ std::vector<Case> cases() {
        "pay",
        N,
        Verdict::deny,
-       "unmatched",
+       "ambiguous_path_parameters",
        ""},
       {"double_slash_collapsed",
        "POST",
@@ -729,6 +729,41 @@ TEST_P(DecisionTable, Decides) {
 
 INSTANTIATE_TEST_SUITE_P(Table, DecisionTable, ::testing::ValuesIn(cases()),
                          [](const auto& p) { return std::string(p.param.name); });
+
+// ";parameters": Tomcat, Spring and Jetty drop them before routing, so "/query/secret;x/keys"
+// reaches the handler of "/query/secret/keys". A path whose parameters change the decision
+// is refused; one whose parameters change nothing is judged as sent.
+TEST_F(EngineTest, PathParametersThatChangeTheDecisionAreRefused) {
+  // As sent, only fetch_logs (/api/v1/query/**) matches; without the parameter,
+  // shadow_logs (/api/v1/query/secret/**, not in the runbook) matches too.
+  const Decision plain = engine_.decide(
+      make_request("GET", "https://logs.internal/api/v1/query/secret/keys"), "pay", Mode::normal);
+  ASSERT_EQ(to_string(plain.verdict), "deny") << plain.reason;
+  Decision d =
+      engine_.decide(make_request("GET", "https://logs.internal/api/v1/query/secret;x=1/keys"),
+                     "pay", Mode::normal);
+  EXPECT_EQ(to_string(d.verdict), "deny") << d.reason;
+  EXPECT_EQ(d.code, "ambiguous_path_parameters") << d.reason;
+  EXPECT_NE(d.reason.find("/api/v1/query/secret/keys"), std::string::npos) << d.reason;
+  EXPECT_NE(d.reason.find("fetch_logs"), std::string::npos) << d.reason;
+  EXPECT_EQ(d.runbook, "pay");
+  // Empty and trailing parameters, several segments.
+  d = engine_.decide(make_request("GET", "https://logs.internal/api/v1/query/secret;/keys;v=2"),
+                     "pay", Mode::normal);
+  EXPECT_EQ(d.code, "ambiguous_path_parameters") << d.reason;
+  // Parameters that change nothing: judged as sent.
+  d = engine_.decide(make_request("GET", "https://logs.internal/api/v1/query/errors;v=2"), "pay",
+                     Mode::normal);
+  EXPECT_EQ(to_string(d.verdict), "allow") << d.reason;
+  EXPECT_EQ(d.action, "fetch_logs");
+  d = engine_.decide(make_request("POST", kRefunds + ";x", R"({"amount":100})"), "pay",
+                     Mode::normal);
+  EXPECT_EQ(d.code, "ambiguous_path_parameters") << d.reason; // unmatched as sent, allowed without
+  // An encoded ';' is not a parameter (such servers split before decoding): judged as sent.
+  d = engine_.decide(make_request("GET", "https://logs.internal/api/v1/query/secret%3Bx/keys"),
+                     "pay", Mode::normal);
+  EXPECT_EQ(d.action, "fetch_logs") << d.reason;
+}
 
 TEST_F(EngineTest, HoldCarriesApprovalPacketAndRuleLocation) {
   Decision d =
