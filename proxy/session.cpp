@@ -1166,15 +1166,24 @@ private:
     std::string wanted_runbook;
     bool runbook_given = false;
     bool run_given = conn_.run_given;
+    bool run_header = false;
     for (const auto& f : h) {
       std::string_view name = f.name_string();
       std::string_view value = f.value();
       if (istarts_with(name, "runwarden-")) {
-        if (iequals(name, "runwarden-run")) {
+        const bool run = iequals(name, "runwarden-run");
+        if ((run && run_header) || (!run && runbook_given && iequals(name, "runwarden-runbook"))) {
+          // Which one counts would be a guess: the run decides budgets and kills.
+          refuse(http::status::bad_request, "duplicate_runwarden_header",
+                 "more than one " + std::string(name) + " header");
+          return false;
+        }
+        if (run) {
           if (!take_run_id(value, run_)) {
             return false;
           }
           run_given = true;
+          run_header = true;
         } else if (iequals(name, "runwarden-runbook")) {
           wanted_runbook = std::string(trim_ows(value));
           runbook_given = true;

@@ -964,6 +964,25 @@ TEST_F(ProxyTest, PipelinedAllowedThenDeniedForwardsOnlyTheAllowedOne) {
   EXPECT_EQ(seen[0].target, "/allowed/1");
 }
 
+// The run decides budgets and kills: two Runwarden-Run headers (or two Runwarden-Runbook
+// ones) are refused rather than one of them picked.
+TEST_F(ProxyTest, DuplicateRunwardenHeadersAreRefused) {
+  for (const std::string fields :
+       {"Runwarden-Run: a\r\nRunwarden-Run: b\r\n", "Runwarden-Run: a\r\nrunwarden-run: a\r\n",
+        "Runwarden-Runbook: x\r\nRunwarden-Runbook: y\r\n"}) {
+    auto s = connect();
+    auto res = exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() + "\r\n" +
+                               fields + "\r\n");
+    EXPECT_EQ(res.result_int(), 400u) << fields;
+    EXPECT_EQ(json(res).value("error", ""), "duplicate_runwarden_header") << fields;
+  }
+  EXPECT_TRUE(upstream_->seen().empty());
+  auto s = connect(); // one of each is fine
+  auto res = exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() +
+                             "\r\nRunwarden-Run: a\r\n\r\n");
+  EXPECT_EQ(res.result_int(), 200u);
+}
+
 TEST_F(ProxyTest, MissingOrDuplicateHostIsRefused) {
   {
     auto s = connect();
