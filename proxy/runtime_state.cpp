@@ -103,9 +103,10 @@ RuntimeState::RunSlot& RuntimeState::run_locked(const std::string& run,
     return it->second;
   }
   if (runs_.size() >= kMaxRuns && !recency_.empty()) {
-    const std::string* victim = recency_.back();
+    // Found first, then erased by iterator: the key named by the list lives in the node.
+    const auto victim = runs_.find(*recency_.back());
     recency_.pop_back();
-    runs_.erase(*victim);
+    runs_.erase(victim);
   }
   it = runs_.try_emplace(run).first;
   auto& slot = it->second;

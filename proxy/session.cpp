@@ -840,10 +840,15 @@ private:
       return;
     }
     if (is_orderly_close(ec) || ec == http::error::partial_message) {
-      if (judged_body) {
-        record_final("client_gone", "client_gone",
-                     "the agent closed the connection during the request body, after " +
-                         keep_partial_body() + ", before it was judged: " + ec.message());
+      if (judged_body) { // nothing was judged or forwarded: no response in the record
+        auto ex =
+            make_exchange("client_gone", "client_gone",
+                          "the agent closed the connection during the request body, "
+                          "after " +
+                              keep_partial_body() + ", before it was judged: " + ec.message());
+        ctx_->gate->observe(run_, req_id_, decision_.action, "client_gone", req_.method,
+                            ex.request.url);
+        ctx_->audit->record(ex, true, audit_failure_logger());
         beast::error_code ignored;
         lowest().socket().close(ignored);
       }
@@ -1903,12 +1908,19 @@ private:
     // The run this CONNECT names judges it; the connection keeps it only once interception
     // starts (a refused CONNECT leaves the connection's run as it was).
     bool named = conn_.run_given;
+    bool run_header = false;
     for (const auto& f : h) {
       if (iequals(f.name_string(), "runwarden-run")) {
+        if (run_header) { // as consume_headers: which one counts would be a guess
+          refuse(http::status::bad_request, "duplicate_runwarden_header",
+                 "more than one " + std::string(f.name_string()) + " header");
+          return;
+        }
         if (!take_run_id(f.value(), run_)) {
           return;
         }
         named = true;
+        run_header = true;
       }
     }
     const bool passthrough = policy_->tls.passes_through(target.host); // as reloaded: live

@@ -976,6 +976,13 @@ TEST_F(ProxyTest, DuplicateRunwardenHeadersAreRefused) {
     EXPECT_EQ(res.result_int(), 400u) << fields;
     EXPECT_EQ(json(res).value("error", ""), "duplicate_runwarden_header") << fields;
   }
+  { // a CONNECT's run too (a tunnel's, or an intercepted connection's requests')
+    auto s = connect();
+    auto res = exchange(s, "CONNECT " + up() + " HTTP/1.1\r\nHost: " + up() +
+                               "\r\nRunwarden-Run: a\r\nRunwarden-Run: b\r\n\r\n");
+    EXPECT_EQ(res.result_int(), 400u);
+    EXPECT_EQ(json(res).value("error", ""), "duplicate_runwarden_header");
+  }
   EXPECT_TRUE(upstream_->seen().empty());
   auto s = connect(); // one of each is fine
   auto res = exchange(s, "GET http://" + up() + "/allowed/1 HTTP/1.1\r\nHost: " + up() +
@@ -1531,6 +1538,7 @@ TEST_F(ProxyTest, AgentLeavingMidBufferedBodyIsRecorded) {
   EXPECT_NE(records[0].first.reason.find("120 of 200 bytes"), std::string::npos)
       << records[0].first.reason;
   EXPECT_EQ(records[0].first.request.body, std::string(120, 'b'));
+  EXPECT_FALSE(records[0].first.response) << "nothing was forwarded: no response to record";
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
