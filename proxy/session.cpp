@@ -544,11 +544,7 @@ public:
     reset_exchange();
     dial_ = destination;
     ctx_->requests.fetch_add(1);
-    req_.method = "CONNECT";
-    req_.scheme = "https";
-    req_.host = target_.host;
-    req_.port = target_.port;
-    req_.path = "/";
+    describe_connect(target_);
     raw_url_ = target_.host + ":" + std::to_string(target_.port);
     have_request_ = true;
     tunnel_ = true;
@@ -738,11 +734,7 @@ private:
         // Refused before any request is read: recorded as the CONNECT it refuses, so an
         // agent that asks for one host and names another leaves a trace in the audit log.
         reset_exchange();
-        req_.method = "CONNECT";
-        req_.scheme = "https";
-        req_.host = target_.host;
-        req_.port = target_.port;
-        req_.path = "/";
+        describe_connect(target_);
         send_error(http::status::bad_request, "sni_mismatch",
                    "TLS SNI \"" + std::string(sni) + "\" does not match the CONNECT host " +
                        target_.host,
@@ -1138,7 +1130,25 @@ private:
 
   /// A Runwarden-Run value, OWS trimmed, into `run`; a value that cannot be a run id is
   /// refused rather than silently replaced (the call would land in another run's budget).
-  bool take_run_id(std::string_view value, std::string& run) {
+  /// The request a CONNECT to `target` is judged and recorded as: `CONNECT
+  /// https://host[:port]/`.
+  void describe_connect(const Target& target) {
+    req_.method = "CONNECT";
+    req_.scheme = "https";
+    req_.host = target.host;
+    req_.port = target.port;
+    req_.path = "/";
+  }
+
+  /// One Runwarden-Run header's value into `run`; `seen` says one was taken already: the
+  /// run decides budgets and kills, so which of two counts would be a guess (refused).
+  bool take_run_id(std::string_view value, std::string& run, bool& seen) {
+    if (seen) {
+      refuse(http::status::bad_request, "duplicate_runwarden_header",
+             "more than one Runwarden-Run header");
+      return false;
+    }
+    seen = true;
     std::string_view v = trim_ows(value);
     if (v.empty() || v.size() > kMaxRunId) {
       refuse(http::status::bad_request, "bad_run_id",
@@ -1176,20 +1186,17 @@ private:
       std::string_view name = f.name_string();
       std::string_view value = f.value();
       if (istarts_with(name, "runwarden-")) {
-        const bool run = iequals(name, "runwarden-run");
-        if ((run && run_header) || (!run && runbook_given && iequals(name, "runwarden-runbook"))) {
-          // Which one counts would be a guess: the run decides budgets and kills.
-          refuse(http::status::bad_request, "duplicate_runwarden_header",
-                 "more than one " + std::string(name) + " header");
-          return false;
-        }
-        if (run) {
-          if (!take_run_id(value, run_)) {
+        if (iequals(name, "runwarden-run")) {
+          if (!take_run_id(value, run_, run_header)) {
             return false;
           }
           run_given = true;
-          run_header = true;
         } else if (iequals(name, "runwarden-runbook")) {
+          if (runbook_given) {
+            refuse(http::status::bad_request, "duplicate_runwarden_header",
+                   "more than one Runwarden-Runbook header");
+            return false;
+          }
           wanted_runbook = std::string(trim_ows(value));
           runbook_given = true;
         }
@@ -1881,10 +1888,7 @@ private:
       refuse(http::status::bad_request, "bad_connect_target", "CONNECT target: " + why);
       return;
     }
-    req_.scheme = "https";
-    req_.host = target.host;
-    req_.port = target.port;
-    req_.path = "/";
+    describe_connect(target);
     if (h.count(http::field::host) == 1) {
       std::string host;
       std::uint16_t port = 0;
@@ -1911,16 +1915,10 @@ private:
     bool run_header = false;
     for (const auto& f : h) {
       if (iequals(f.name_string(), "runwarden-run")) {
-        if (run_header) { // as consume_headers: which one counts would be a guess
-          refuse(http::status::bad_request, "duplicate_runwarden_header",
-                 "more than one " + std::string(f.name_string()) + " header");
-          return;
-        }
-        if (!take_run_id(f.value(), run_)) {
+        if (!take_run_id(f.value(), run_, run_header)) {
           return;
         }
         named = true;
-        run_header = true;
       }
     }
     const bool passthrough = policy_->tls.passes_through(target.host); // as reloaded: live
