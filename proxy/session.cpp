@@ -832,17 +832,9 @@ private:
       return;
     }
     if (is_orderly_close(ec) || ec == http::error::partial_message) {
-      if (judged_body) { // nothing was judged or forwarded: no response in the record
-        auto ex =
-            make_exchange("client_gone", "client_gone",
-                          "the agent closed the connection during the request body, "
-                          "after " +
-                              keep_partial_body() + ", before it was judged: " + ec.message());
-        ctx_->gate->observe(run_, req_id_, decision_.action, "client_gone", req_.method,
-                            ex.request.url);
-        ctx_->audit->record(ex, true, audit_failure_logger());
-        beast::error_code ignored;
-        lowest().socket().close(ignored);
+      if (judged_body) {
+        record_client_gone("the agent closed the connection during the request body, after " +
+                           keep_partial_body() + ", before it was judged: " + ec.message());
       }
       return;
     }
@@ -876,6 +868,17 @@ private:
     }
     send_error(http::status::bad_request, "malformed_request",
                "HTTP framing error: " + ec.message(), true, true);
+  }
+
+  /// The agent went away before anything of its request was forwarded: the request's one
+  /// final record (client_gone, no response), then the connection closes.
+  void record_client_gone(const std::string& reason) {
+    auto ex = make_exchange("client_gone", "client_gone", reason);
+    ctx_->gate->observe(run_, req_id_, decision_.action, "client_gone", req_.method,
+                        ex.request.url);
+    ctx_->audit->record(ex, true, audit_failure_logger());
+    beast::error_code ignored;
+    lowest().socket().close(ignored);
   }
 
   /// The part of a buffered body that arrived, kept for the record of a request cut short
@@ -1594,14 +1597,8 @@ private:
     approval_ = result.approval;
     if (client_gone_) {
       // Nobody is waiting: nothing is forwarded, whatever the hold's outcome was.
-      auto ex = make_exchange("client_gone", "client_gone",
-                              "the agent disconnected while the request was held; nothing was "
-                              "forwarded");
-      ctx_->gate->observe(run_, req_id_, decision_.action, "client_gone", req_.method,
-                          ex.request.url);
-      ctx_->audit->record(ex, true, audit_failure_logger());
-      beast::error_code ignored;
-      lowest().socket().close(ignored);
+      record_client_gone("the agent disconnected while the request was held; nothing was "
+                         "forwarded");
       return;
     }
     if (result.approved) {
