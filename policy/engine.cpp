@@ -775,7 +775,8 @@ Decision Engine::decide(const Request& req, std::string_view runbook_name, Mode 
   Request dropped = req;
   dropped.path = without_path_parameters(req.path);
   const Decision other = decide_as_read(dropped, runbook_name, mode);
-  if (other.verdict == d.verdict && other.action == d.action) {
+  // Refused either way: the request as sent is denied for its own reason.
+  if (other.verdict == d.verdict && (other.action == d.action || d.verdict == Verdict::deny)) {
     return d;
   }
   Decision refused;

@@ -90,7 +90,7 @@ public:
   /// An unknown runbook name denies ("unknown_runbook"). A path with ";parameters" is
   /// judged as sent and as a server that drops them reads it (Tomcat, Spring and Jetty
   /// route "/a;x/b" as "/a/b"): when the two differ, it is denied
-  /// ("ambiguous_path_parameters").
+  /// ("ambiguous_path_parameters"); one denied as sent keeps its own denial.
   Decision decide(const Request& req, std::string_view runbook, Mode mode) const;
 
   /// Every matcher that matched or nearly matched (same host and method), with

@@ -759,6 +759,10 @@ TEST_F(EngineTest, PathParametersThatChangeTheDecisionAreRefused) {
   d = engine_.decide(make_request("POST", kRefunds + ";x", R"({"amount":100})"), "pay",
                      Mode::normal);
   EXPECT_EQ(d.code, "ambiguous_path_parameters") << d.reason; // unmatched as sent, allowed without
+  // Denied either way (unmatched as sent, run_database_migration without ";x"): the denial
+  // as sent stands, with its own reason.
+  d = engine_.decide(make_request("POST", "https://db.internal/migrate;x"), "pay", Mode::normal);
+  EXPECT_EQ(d.code, "unmatched") << d.reason;
   // An encoded ';' is not a parameter (such servers split before decoding): judged as sent.
   d = engine_.decide(make_request("GET", "https://logs.internal/api/v1/query/secret%3Bx/keys"),
                      "pay", Mode::normal);
