@@ -789,6 +789,15 @@ Decision Engine::decide(const Request& req, std::string_view runbook_name, Mode 
   refused.runbook = std::move(d.runbook);
   refused.runbook_sha256 = std::move(d.runbook_sha256);
   refused.action = std::move(d.action); // as sent: the reason names the other
+  refused.cls = d.cls;
+  // An MCP call is answered with JSON-RPC errors (its calls, from whichever reading parsed the
+  // body): every call is refused, for the path's reason.
+  refused.jsonrpc = d.jsonrpc.empty() ? other.jsonrpc : std::move(d.jsonrpc);
+  refused.jsonrpc_batch = d.jsonrpc_batch;
+  for (JsonRpcCall& call : refused.jsonrpc) {
+    call.verdict = Verdict::deny;
+    call.reason = refused.reason;
+  }
   refused.matched_actions = std::move(d.matched_actions);
   for (auto& a : other.matched_actions) {
     if (std::find(refused.matched_actions.begin(), refused.matched_actions.end(), a) ==

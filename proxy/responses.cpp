@@ -21,7 +21,9 @@ std::string call_code(const policy::JsonRpcCall& call, const policy::Decision& d
   case policy::Verdict::deny:
     break;
   }
-  if (!decision.jsonrpc_batch && !decision.code.empty()) {
+  // A single call's code is the decision's; so is a whole body's refusal for its path.
+  if ((!decision.jsonrpc_batch && !decision.code.empty()) ||
+      decision.code == "ambiguous_path_parameters") {
     return decision.code;
   }
   if (call.action.empty()) {

@@ -769,6 +769,20 @@ TEST_F(EngineTest, PathParametersThatChangeTheDecisionAreRefused) {
   EXPECT_EQ(d.action, "fetch_logs") << d.reason;
 }
 
+// A JSON-RPC body whose path is refused as ambiguous: each call carries the refusal, so the
+// proxy answers with JSON-RPC errors (the MCP client reads why), not a plain 403. Unmatched as
+// sent (the body not read), the calls come from the other reading. Batches: server_test.
+TEST_F(EngineTest, AmbiguousPathParametersRefuseEachJsonRpcCall) {
+  const std::string call = R"({"jsonrpc":"2.0","id":7,"method":"tools/call","amount":100})";
+  Decision d = engine_.decide(make_request("POST", kRefunds + ";x", call), "pay", Mode::normal);
+  ASSERT_EQ(d.code, "ambiguous_path_parameters") << d.reason;
+  ASSERT_EQ(d.jsonrpc.size(), 1U);
+  EXPECT_EQ(d.jsonrpc[0].id, 7);
+  EXPECT_EQ(to_string(d.jsonrpc[0].verdict), "deny");
+  EXPECT_EQ(d.jsonrpc[0].reason, d.reason);
+  EXPECT_FALSE(d.jsonrpc_batch);
+}
+
 TEST_F(EngineTest, HoldCarriesApprovalPacketAndRuleLocation) {
   Decision d =
       engine_.decide(make_request("POST", kRefunds, R"({"amount":9000})"), "pay", Mode::normal);

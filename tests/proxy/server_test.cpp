@@ -854,6 +854,30 @@ TEST_F(ProxyTest, JsonRpcBatchWithOneDeniedCallForwardsNothingAndErrsPerId) {
   EXPECT_TRUE(upstream_->seen().empty());
 }
 
+// ";x" hides /mcp from its matcher: judged as a server that drops path parameters reads it,
+// the call is allowed; as sent, unmatched. Refused as ambiguous, as JSON-RPC errors per id.
+TEST_F(ProxyTest, JsonRpcCallsOnAnAmbiguousPathGetJsonRpcErrors) {
+  const std::string call =
+      R"({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file"}})";
+  for (const std::string& body : {call, "[" + call + "," + call + "]"}) {
+    auto s = connect();
+    auto res = exchange(s, "POST http://" + up() + "/mcp;x HTTP/1.1\r\nHost: " + up() +
+                               "\r\nContent-Type: application/json\r\nContent-Length: " +
+                               std::to_string(body.size()) + "\r\n\r\n" + body);
+    EXPECT_EQ(res.result_int(), 200u) << res.body();
+    auto j = json(res);
+    const bool batch = body[0] == '[';
+    ASSERT_EQ(j.is_array(), batch) << res.body();
+    for (const auto& e : batch ? j : nlohmann::json::array({j})) {
+      EXPECT_EQ(e["id"], 7) << res.body();
+      EXPECT_EQ(e["error"]["code"], -32001) << res.body();
+      EXPECT_EQ(e["error"]["data"]["code"], "ambiguous_path_parameters") << res.body();
+      EXPECT_NE(e["error"]["message"].get<std::string>().find("/mcp"), std::string::npos);
+    }
+  }
+  EXPECT_TRUE(upstream_->seen().empty());
+}
+
 TEST_F(ProxyTest, JsonRpcSingleAllowedCallIsForwarded) {
   auto s = connect();
   std::string body =
