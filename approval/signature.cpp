@@ -154,6 +154,21 @@ VerifyResult SignatureVerifier::verify(std::string_view header, std::string_view
   return r;
 }
 
+void SignatureVerifier::spend(std::string_view header, std::int64_t now_unix) {
+  Parsed parsed;
+  if (!parse_header(trim_ows(header), parsed)) {
+    return; // not one of ours: nothing could verify against it either
+  }
+  std::lock_guard lock(mutex_);
+  forget_expired_locked(now_unix);
+  for (const Sha256& mac : parsed.v1) {
+    std::string key = to_hex(mac.data(), mac.size());
+    if (seen_.insert(key).second) {
+      expiry_.emplace(parsed.t + window_, std::move(key));
+    }
+  }
+}
+
 void SignatureVerifier::forget_expired_locked(std::int64_t now_unix) {
   while (!expiry_.empty() && expiry_.begin()->first < now_unix) {
     seen_.erase(expiry_.begin()->second);

@@ -54,6 +54,13 @@ public:
   /// v1), replay. Only a valid signature is remembered, so forgeries cannot fill the cache.
   VerifyResult verify(std::string_view header, std::string_view body, std::int64_t now_unix);
 
+  /// A signature runwarden made for an outbound webhook (`sign`'s header): remembered as
+  /// if accepted, until it leaves the window. Outbound and inbound calls share the secret
+  /// and the format (DESIGN §5), so without this a delivery captured from a receiver's log
+  /// or a relay could be replayed to the admin API as a credential (onto another hold's
+  /// approve, or a list). Not bounded by `max_remembered`: the webhook queue bounds it.
+  void spend(std::string_view header, std::int64_t now_unix);
+
   std::size_t remembered() const;
 
 private:

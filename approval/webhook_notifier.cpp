@@ -103,6 +103,9 @@ void WebhookNotifier::tick() {
       const WebhookEndpoint& ep = endpoints_[d.endpoint];
       WebhookRequest req{ep.url,   d.event, d.delivery_id, d.body, sign(ep.secret, t, d.body),
                          d.attempt};
+      if (signed_) {
+        signed_(req.signature, t); // spent before anyone can see it
+      }
       ready.emplace_back(std::move(req), std::move(d));
     }
   }

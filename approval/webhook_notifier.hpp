@@ -11,12 +11,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace runwarden::approval {
@@ -60,6 +62,11 @@ public:
   /// A listener for HoldRegistry::set_listener.
   EventListener listener();
 
+  /// Called with every signature header the notifier makes, before the delivery is sent
+  /// (the admin API's SignatureVerifier::spend). Set before the first publish.
+  using SignatureSink = std::function<void(std::string_view header, std::int64_t t)>;
+  void set_signature_sink(SignatureSink sink) { signed_ = std::move(sink); }
+
   /// Sends every delivery whose time has come. The proxy calls it from a timer at
   /// next_due() (and right after publish).
   void tick();
@@ -88,6 +95,7 @@ private:
   WebhookSender& sender_;
   const Clock& clock_;
   RetryPolicy policy_;
+  SignatureSink signed_;
   mutable std::mutex mutex_;
   std::multimap<SteadyTime, Delivery> due_;
   WebhookStats stats_;

@@ -35,6 +35,8 @@ export async function startWebhookReceiver({ secret, failFirst = 0 }) {
         event: req.headers["runwarden-event"],
         delivery: req.headers["runwarden-delivery"],
         signatureOk: verify(secret, req.headers["runwarden-signature"], body),
+        signature: req.headers["runwarden-signature"], // as delivered (replay tests)
+        body,
         json,
       };
       if (failures > 0) {

@@ -62,6 +62,23 @@ TEST(Signature, ReplayIsRefusedWithinTheWindow) {
   EXPECT_EQ(v.remembered(), 0u);
 }
 
+// An outbound webhook's signature (the same secret and format as an inbound call's) is spent
+// when made: replayed to the admin API it is refused, and forgotten after the window.
+TEST(Signature, SpentOutboundSignatureIsRefusedAsReplayed) {
+  auto v = verifier();
+  const std::string h = sign("s3cret", now, body);
+  v.spend(h, now);
+  EXPECT_EQ(v.remembered(), 1u);
+  EXPECT_EQ(v.verify(h, body, now + 1).error, SignatureError::replayed);
+  v.spend("garbage", now); // not a signature: nothing remembered
+  EXPECT_EQ(v.remembered(), 1u);
+  EXPECT_EQ(v.verify(h, body, now + 301).error, SignatureError::stale);
+  EXPECT_EQ(v.remembered(), 0u);
+  // Another signature of the same secret still works once.
+  const std::string fresh = sign("s3cret", now + 2, body);
+  EXPECT_EQ(v.verify(fresh, body, now + 2).error, SignatureError::ok);
+}
+
 TEST(Signature, MissingAndMalformed) {
   auto v = verifier();
   const std::string mac(64, 'a');

@@ -109,6 +109,31 @@ TEST(WebhookNotifier, EveryAttemptIsFreshlySignedAndVerifies) {
   EXPECT_EQ(body["id"].get<std::string>().rfind("evt_", 0), 0u);
 }
 
+// The sink (the admin API's replay cache) gets every attempt's signature before it is sent:
+// a delivery then never verifies as an inbound call.
+TEST(WebhookNotifier, EverySignatureReachesTheSinkBeforeItsDelivery) {
+  FakeClock clock;
+  FakeSender sender(clock);
+  SignatureVerifier admin(std::vector<SignatureKey>{{"webhook:a", "whsec"}});
+  WebhookNotifier n({{"https://a", "whsec"}}, sender, clock, {.max_attempts = 2});
+  std::vector<std::string> spent;
+  n.set_signature_sink([&](std::string_view header, std::int64_t t) {
+    EXPECT_EQ(sender.sent.size(), spent.size()); // before the send
+    spent.emplace_back(header);
+    admin.spend(header, t);
+  });
+  n.publish("approval.requested", {{"id", "apr_1"}});
+  run_until_idle(n, clock);
+  ASSERT_EQ(sender.sent.size(), 2u);
+  ASSERT_EQ(spent.size(), 2u);
+  const std::int64_t now = unix_seconds(clock.wall());
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(spent[i], sender.sent[i].signature);
+    EXPECT_EQ(admin.verify(sender.sent[i].signature, sender.sent[i].body, now).error,
+              SignatureError::replayed);
+  }
+}
+
 TEST(WebhookNotifier, EachEndpointGetsItsOwnSignedDelivery) {
   FakeClock clock;
   FakeSender sender(clock);
