@@ -21,7 +21,6 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <strings.h>
 #include <thread>
 
 namespace runwarden::app {
@@ -84,25 +83,6 @@ int serve(const std::string& file, unsigned threads_opt, const std::string& leve
   proxy::ServerOptions options{cfg, audit_log, authority, nullptr};
   options.io_threads = threads;
   proxy::Server server(ioc, std::move(options));
-  if (!cfg->approvals.operator_tokens_file.empty()) {
-    // Operator bearer tokens guard POST /v1/mode and POST /v1/runs/{run}/kill. The server's
-    // handle: a reload re-reads the file into it, so a revoked token stops working here too.
-    approval::OperatorTokens tokens = server.operator_tokens();
-    server.context()->authenticate_admin = [tokens](const proxy::AdminRequest& req,
-                                                    std::string* error) {
-      for (const auto& [name, value] : req.headers) {
-        if (name.size() == 13 && strcasecmp(name.c_str(), "authorization") == 0) {
-          if (auto who = tokens.authenticate_header(value)) {
-            return who;
-          }
-          *error = "bad_token";
-          return std::optional<std::string>();
-        }
-      }
-      *error = "missing_credentials";
-      return std::optional<std::string>();
-    };
-  }
   // A kill-switch file present at start-up pauses before the first connection is accepted:
   // the Reloader's poll, which keeps the mode current from then on, runs on this thread.
   if (std::error_code fs_ec;

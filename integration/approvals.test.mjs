@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -112,6 +113,7 @@ approvals:
 audit:
   path: audit/audit.jsonl
   fsync: always
+kill_switch_file: KILL
 threads: 2
 `);
   return { dir, proxyPort, adminPort, adminUrl: `http://127.0.0.1:${adminPort}`,
@@ -366,6 +368,45 @@ describe("holds and approvals", () => {
     assert.equal(arrivals(run).length, 0);
   });
 
+  // The gate looks for the file every 50 ms, the reloader every 250 ms: whichever sees it
+  // first, the pause is one mode_changed event by the kill switch that counts the holds it
+  // denied, and the holds name it. Before, the gate usually won and ended them as
+  // "mode:paused" while the event said holds_denied 0 (3 rounds in 5).
+  test("kill-switch file with holds pending: one event counting them, each hold ended by the switch", async () => {
+    const killFile = path.join(world.dir, "KILL");
+    for (let round = 0; round < 3; round++) {
+      const runs = [0, 1, 2].map((i) => runId(`ks${round}-${i}`));
+      const pendings = runs.map((r, i) => agentPost("/restart", r, `{"ks":${i}}`));
+      const holds = [];
+      for (const r of runs) holds.push(await pendingOf(r));
+      const before = readAudit(world.auditPath).length;
+      fs.writeFileSync(killFile, "");
+      for (const p of pendings) assert.equal((await p).status, 403);
+      let change;
+      for (let i = 0; i < 100 && !change; i++) {
+        change = readAudit(world.auditPath).slice(before)
+          .find((r) => r.type === "event" && r.event === "mode_changed" && r.data?.to === "paused");
+        if (!change) await sleep(50);
+      }
+      assert.ok(change, `round ${round}: no mode_changed event`);
+      assert.equal(change.data.via, "kill_switch_file");
+      assert.equal(change.data.holds_denied, 3, `round ${round}: ${JSON.stringify(change.data)}`);
+      for (const h of holds) {
+        const ended = events("approval.resolved", h.id);
+        assert.equal(ended.length, 1);
+        assert.equal(ended[0].data.by, "kill_switch_file", `round ${round}: ${JSON.stringify(ended[0].data)}`);
+      }
+      fs.unlinkSync(killFile);
+      let resumed = false;
+      for (let i = 0; i < 100 && !resumed; i++) {
+        resumed = (await admin("GET", "/v1/status")).json?.mode === "normal";
+        if (!resumed) await sleep(50);
+      }
+      assert.ok(resumed, "removing the file did not resume");
+      for (const r of runs) assert.equal(arrivals(r).length, 0);
+    }
+  });
+
   test("read_only entered while held: a later approval releases nothing (paused ends the hold at once)", async () => {
     try {
       const run = runId("mode-read-only");
@@ -517,6 +558,55 @@ describe("holds and approvals", () => {
     assert.equal(arrivals(run).length + arrivals(run2).length, 0);
   });
 
+  // Outbound and inbound calls share the secret and the signature format: a delivery seen
+  // by a receiver's log or a relay must not work as a credential (runwarden spends each
+  // signature it sends). Before: the approval.requested delivery of one hold approved another.
+  test("a captured webhook delivery replayed to the admin API is refused; the hold stays pending", async () => {
+    const runA = runId("hookA");
+    const runB = runId("hookB");
+    const pendingA = agentPost("/restart", runA, "{\"h\":1}");
+    const holdA = await pendingOf(runA);
+    const pendingB = agentPost("/restart", runB, "{\"h\":2}");
+    const holdB = await pendingOf(runB);
+    const hook = await hooks.waitFor((d) => d.event === "approval.requested" && d.json?.data?.id === holdA.id);
+    assert.ok(hook && hook.signatureOk, "the delivery was signed correctly");
+    const headers = { "runwarden-signature": hook.signature, "content-type": "application/json" };
+    const approveB = await admin("POST", `/v1/approvals/${holdB.id}/approve`, { token: null, body: hook.body, headers });
+    assert.equal(approveB.status, 401, approveB.text);
+    assert.equal(approveB.json.reason, "signature_replayed");
+    // A GET carrying the delivery's body (fetch sends none with GET: node:http does).
+    const listStatus = await new Promise((resolve, reject) => {
+      const req = http.request(`${world.adminUrl}/v1/approvals?state=all`, {
+        method: "GET", headers: { ...headers, "content-length": Buffer.byteLength(hook.body) },
+      }, (res) => { res.resume(); res.on("end", () => resolve(res.statusCode)); });
+      req.on("error", reject);
+      req.end(hook.body);
+    });
+    assert.equal(listStatus, 401, "nor does it list the packets");
+    const mode = await admin("POST", "/v1/mode", { token: null, body: hook.body, headers });
+    assert.equal(mode.status, 401, mode.text);
+    assert.equal((await admin("GET", `/v1/approvals/${holdB.id}`)).json.state, "pending", "nothing changed");
+    // A call signed afresh by the secret's holder still works, on the operations routes too.
+    const sig = (b) => ({ "runwarden-signature": signBody(SECRET, b) });
+    const ro = JSON.stringify({ mode: "read_only" });
+    const toRo = await admin("POST", "/v1/mode", { token: null, body: ro, headers: sig(ro) });
+    assert.equal(toRo.status, 200, toRo.text);
+    assert.equal(toRo.json.mode, "read_only");
+    const back = JSON.stringify({ mode: "normal" });
+    assert.equal((await admin("POST", "/v1/mode", { token: null, body: back, headers: sig(back) })).status, 200);
+    // Unknown keys are refused, not ignored: a webhook envelope is no decision body.
+    const envelope = await admin("POST", `/v1/approvals/${holdB.id}/approve`, { body: hook.body });
+    assert.equal(envelope.status, 400, envelope.text);
+    assert.match(envelope.json.reason, /unknown key/);
+    const dup = await admin("POST", "/v1/mode", { body: '{"mode":"paused","mode":"normal"}' });
+    assert.equal(dup.status, 400, dup.text);
+    await admin("POST", `/v1/approvals/${holdA.id}/deny`);
+    await admin("POST", `/v1/approvals/${holdB.id}/deny`);
+    assert.equal((await pendingA).status, 403);
+    assert.equal((await pendingB).status, 403);
+    assert.equal(arrivals(runA).length + arrivals(runB).length, 0);
+  });
+
   test("MCP SDK client: a held tools/call completes after approval and fails with approval_denied after denial", async () => {
     const run = runId("mcp");
     const mcpFetch = (url, init = {}) => {
@@ -574,6 +664,18 @@ describe("holds and approvals", () => {
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal((await pending).status, 200);
     assert.equal(arrivals(run).length, 1);
+    // ctl kill of a mistyped run: killed (a run yet to start is covered) but exit 3, and the
+    // warning names the run that does exist.
+    const ctl = (args) => new Promise((resolve) => execFile(runwardenBin(), ["ctl", ...args, "--admin", world.adminUrl,
+      "--token-file", path.join(world.dir, "alice.token")], { timeout: 20000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? err.code : 0, stdout, stderr })));
+    const typo = `${run}x`;
+    const killed = await ctl(["kill", typo, "--reason", "typo test"]);
+    assert.equal(killed.code, 3, killed.stderr);
+    assert.match(killed.stderr, /had seen no call of run/);
+    assert.ok(killed.stderr.includes(run), killed.stderr);
+    const real = await ctl(["kill", run]);
+    assert.equal(real.code, 0, real.stderr);
   });
 
   test("restart with a pending hold releases nothing and records the expiry", async () => {

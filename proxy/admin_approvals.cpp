@@ -7,6 +7,7 @@
 #include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -83,25 +84,6 @@ std::string query_param(std::string_view query, std::string_view name) {
     query.remove_prefix(amp + 1);
   }
   return {};
-}
-
-/// The optional {"reason"} of a decision; "by" in the body is ignored by design.
-bool parse_reason(const std::string& body, std::string& reason) {
-  reason.clear();
-  if (body.empty()) {
-    return true;
-  }
-  const auto j = nlohmann::json::parse(body, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return false;
-  }
-  if (j.contains("reason")) {
-    if (!j["reason"].is_string()) {
-      return false;
-    }
-    reason = j["reason"].get<std::string>();
-  }
-  return reason.size() <= 4096;
 }
 
 std::string joined(const std::vector<std::string>& items) {
@@ -264,10 +246,14 @@ void add_approval_routes(AdminRouter& router, std::shared_ptr<ApprovalGate> gate
         if (!decode_segment(rest.substr(0, slash), id)) {
           return error(404, "not_found");
         }
-        std::string reason;
-        if (!parse_reason(req.body, reason)) {
-          return error(400, "bad_body", "body must be {\"reason\": string} (at most 4096 bytes)");
+        // {"reason"}; "by" is accepted and ignored by design (the credential names the
+        // approver).
+        std::map<std::string, std::string, std::less<>> fields;
+        std::string why;
+        if (!parse_admin_body(req.body, {"by", "reason"}, fields, why)) {
+          return error(400, "bad_body", why);
         }
+        const std::string reason = fields["reason"];
         auto result = gate->registry().decide(id, choice, by, reason);
         switch (result.error) {
         case approval::DecideError::not_found:

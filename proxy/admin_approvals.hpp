@@ -29,6 +29,8 @@ public:
   AdminAuth(approval::OperatorTokens tokens, std::vector<approval::SignatureKey> keys);
   /// Bearer token first (if an Authorization header is present), else the signature.
   AdminIdentity authenticate(const AdminRequest& request);
+  /// The replay cache that also holds the signatures of outbound webhooks (spend).
+  approval::SignatureVerifier& verifier() { return verifier_; }
 
 private:
   approval::OperatorTokens tokens_;

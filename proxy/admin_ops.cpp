@@ -4,6 +4,7 @@
 #include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
 
+#include <map>
 #include <nlohmann/json.hpp>
 
 namespace runwarden::proxy {
@@ -225,11 +226,14 @@ void add_ops_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx) {
     if (!who) {
       return refusal;
     }
-    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
-    if (!body.is_object() || !body.contains("mode") || !body["mode"].is_string()) {
-      return error(400, "bad_request", "expected {\"mode\": \"normal\"|\"read_only\"|\"paused\"}");
+    std::map<std::string, std::string, std::less<>> body;
+    std::string why;
+    if (!parse_admin_body(req.body, {"mode"}, body, why) || body.count("mode") == 0) {
+      return error(400, "bad_request",
+                   (why.empty() ? std::string() : why + ": ") +
+                       "expected {\"mode\": \"normal\"|\"read_only\"|\"paused\"}");
     }
-    auto mode = policy::parse_mode(body["mode"].get<std::string>());
+    auto mode = policy::parse_mode(body["mode"]);
     if (!mode) {
       return error(400, "bad_mode", "mode must be normal, read_only or paused");
     }
@@ -262,13 +266,23 @@ void add_ops_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx) {
     if (!decode_path_segment(rest.substr(0, slash), run, true, why)) {
       return error(400, "bad_run_id", why);
     }
-    std::string reason = "killed by operator";
-    nlohmann::json body = nlohmann::json::parse(req.body, nullptr, false);
-    if (body.is_object() && body.contains("reason") && body["reason"].is_string()) {
-      reason = body["reason"].get<std::string>();
+    if (run.size() > 128) { // what Runwarden-Run accepts: no call can ever carry this id
+      return error(400, "bad_run_id",
+                   "the run id is " + std::to_string(run.size()) +
+                       " bytes; a Runwarden-Run value is 1-128 bytes, so no call has this one");
     }
+    std::map<std::string, std::string, std::less<>> body;
+    if (!parse_admin_body(req.body, {"reason"}, body, why)) {
+      return error(400, "bad_request", why + ": expected {\"reason\": string} or no body");
+    }
+    const std::string reason = body.count("reason") != 0 ? body["reason"] : "killed by operator";
+    // A run not in the table is killed too (its first call may be still to come, or it
+    // was evicted past the table's cap), but the answer says so: a mistyped id must not
+    // look like the run that goes on was stopped (`ctl kill` warns and exits 3).
+    const bool known = ctx->runtime->run_known(run);
     const bool newly = kill_run(ctx, run, *who, reason, "admin_api");
-    return json_response(200, {{"run", run}, {"killed", true}, {"already_killed", !newly}});
+    return json_response(
+        200, {{"run", run}, {"killed", true}, {"already_killed", !newly}, {"known", known}});
   });
   router.add("GET", "/metrics", [ctx](const AdminRequest&) {
     AdminResponse r;

@@ -1,7 +1,9 @@
 #include "proxy/admin_router.hpp"
 
 #include "policy/hex.hpp"
+#include "policy/strict_json.hpp"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace runwarden::proxy {
@@ -57,22 +59,81 @@ void AdminRouter::add_prefix(std::string method, std::string prefix, AdminHandle
   prefix_.push_back({{std::move(method), std::move(prefix)}, std::move(handler)});
 }
 
-AdminResponse AdminRouter::handle(const AdminRequest& request) const {
-  auto it = exact_.find({request.method, request.path});
+const AdminHandler* AdminRouter::find(std::string_view method, const std::string& path) const {
+  auto it = exact_.find({std::string(method), path});
   if (it != exact_.end()) {
-    return it->second(request);
+    return &it->second;
   }
   for (const auto& [key, handler] : prefix_) {
-    if (key.first == request.method && request.path.rfind(key.second, 0) == 0) {
-      return handler(request);
+    if (key.first == method && path.rfind(key.second, 0) == 0) {
+      return &handler;
     }
   }
-  for (const auto& [key, handler] : exact_) {
-    if (key.second == request.path) {
-      return json_error(405, "method_not_allowed");
+  return nullptr;
+}
+
+AdminResponse AdminRouter::handle(const AdminRequest& request) const {
+  const bool head = request.method == "HEAD";
+  if (const AdminHandler* h = find(head ? "GET" : request.method, request.path)) {
+    return (*h)(request);
+  }
+  std::string allow;
+  for (const char* method : {"GET", "POST", "PUT", "PATCH", "DELETE"}) {
+    if (find(method, request.path) != nullptr) {
+      allow += allow.empty() ? method : std::string(", ") + method;
+      if (std::string_view(method) == "GET") {
+        allow += ", HEAD";
+      }
     }
+  }
+  if (!allow.empty()) {
+    AdminResponse r = json_error(405, "method_not_allowed");
+    r.headers.emplace_back("Allow", allow);
+    return r;
   }
   return json_error(404, "not_found");
+}
+
+bool parse_admin_body(std::string_view body, std::initializer_list<std::string_view> keys,
+                      std::map<std::string, std::string, std::less<>>& out, std::string& why) {
+  constexpr std::size_t kMaxValue = 4096;
+  out.clear();
+  if (body.empty()) {
+    return true;
+  }
+  policy::StrictJsonResult parsed = policy::parse_strict_json(body, 8);
+  if (parsed.error != policy::JsonError::ok) {
+    why = "the body is not valid JSON (" + std::string(policy::to_code(parsed.error)) +
+          (parsed.detail.empty() ? "" : ": " + parsed.detail) + ")";
+    return false;
+  }
+  if (!parsed.value.is_object()) {
+    why = "the body must be a JSON object";
+    return false;
+  }
+  for (const auto& [key, value] : parsed.value.items()) {
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
+      std::string known;
+      for (std::string_view k : keys) {
+        known += (known.empty() ? "\"" : ", \"") + std::string(k) + "\"";
+      }
+      why = "unknown key \"" + key + "\" (this call takes " +
+            (known.empty() ? std::string("no body") : known) + ")";
+      return false;
+    }
+    if (!value.is_string()) {
+      why = "\"" + key + "\" must be a string";
+      return false;
+    }
+    std::string text = value.get<std::string>();
+    if (text.size() > kMaxValue) {
+      why = "\"" + key + "\" is " + std::to_string(text.size()) + " bytes, over the " +
+            std::to_string(kMaxValue) + "-byte limit";
+      return false;
+    }
+    out.emplace(key, std::move(text));
+  }
+  return true;
 }
 
 } // namespace runwarden::proxy

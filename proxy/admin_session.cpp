@@ -19,11 +19,27 @@ using tcp = net::ip::tcp;
 constexpr std::uint32_t kAdminHeaderLimit = 16 * 1024;
 constexpr std::uint64_t kAdminBodyLimit = 1024 * 1024;
 constexpr std::chrono::seconds kAdminTimeout{30};
+/// The admin port is reachable by anything in the pod (the agent too): without a cap, idle
+/// or half-sent connections to it could use up the process's descriptors and starve the
+/// proxy. Over the cap a connection gets 503 admin_busy at once; signals and the
+/// kill-switch file still work (docs/operations.md).
+constexpr std::uint64_t kMaxAdminConnections = 64;
 
 class AdminSession : public std::enable_shared_from_this<AdminSession> {
 public:
   AdminSession(const AdminRouter& router, std::shared_ptr<ProxyContext> ctx, tcp::socket&& socket)
-      : router_(router), ctx_(std::move(ctx)), stream_(std::move(socket)) {}
+      : router_(router), ctx_(std::move(ctx)), stream_(std::move(socket)) {
+    ctx_->admin_connections.fetch_add(1);
+  }
+  ~AdminSession() { ctx_->admin_connections.fetch_sub(1); }
+  AdminSession(const AdminSession&) = delete;
+  AdminSession& operator=(const AdminSession&) = delete;
+
+  /// Over the cap: the answer, then the connection closes.
+  void refuse_busy() {
+    reply(503, "application/json",
+          R"j({"error":"admin_busy","reason":"too many open admin connections (64)"})j", false);
+  }
 
   void start() { do_read(); }
 
@@ -39,8 +55,12 @@ private:
 
   void on_read(beast::error_code ec, std::size_t) {
     if (ec) {
-      if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
-          ec != net::error::operation_aborted) {
+      if (ec == http::error::body_limit) {
+        reply(413, "application/json",
+              R"({"error":"body_too_large","reason":"an admin request body is at most 1 MiB"})",
+              false);
+      } else if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
+                 ec != net::error::operation_aborted) {
         reply(400, "application/json", R"({"error":"malformed_request"})", false);
       }
       return;
@@ -61,17 +81,27 @@ private:
     AdminResponse r = router_.handle(ar);
     log_event(LogLevel::debug, "admin", 0, {},
               {{"method", ar.method}, {"path", ar.path}, {"status", std::to_string(r.status)}});
-    reply(r.status, r.content_type, std::move(r.body), req.keep_alive() && !ctx_->draining.load());
+    reply(r.status, r.content_type, std::move(r.body), req.keep_alive() && !ctx_->draining.load(),
+          r.headers, req.method() == http::verb::head);
   }
 
-  void reply(int status, const std::string& content_type, std::string body, bool keep) {
+  void reply(int status, const std::string& content_type, std::string body, bool keep,
+             const std::vector<std::pair<std::string, std::string>>& fields = {},
+             bool head = false) {
     auto res =
         std::make_shared<http::response<http::string_body>>(static_cast<http::status>(status), 11);
     res->set(http::field::server, "runwarden");
     res->set(http::field::content_type, content_type);
-    res->body() = std::move(body);
+    for (const auto& [name, value] : fields) {
+      res->set(name, value);
+    }
     res->keep_alive(keep);
-    res->prepare_payload();
+    if (head) { // the GET's Content-Length, no body
+      res->content_length(body.size());
+    } else {
+      res->body() = std::move(body);
+      res->prepare_payload();
+    }
     stream_.expires_after(kAdminTimeout);
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res, keep](beast::error_code ec, std::size_t) {
@@ -95,7 +125,16 @@ private:
 
 void start_admin_session(const AdminRouter& router, std::shared_ptr<ProxyContext> ctx,
                          tcp::socket socket) {
-  std::make_shared<AdminSession>(router, std::move(ctx), std::move(socket))->start();
+  const bool busy = ctx->admin_connections.load() >= kMaxAdminConnections;
+  auto session = std::make_shared<AdminSession>(router, ctx, std::move(socket));
+  if (busy) {
+    ctx->rejected_connections.fetch_add(1);
+    log_event(LogLevel::warn, "admin_busy", 0, {},
+              {{"open_admin_connections", std::to_string(ctx->admin_connections.load())}});
+    session->refuse_busy();
+    return;
+  }
+  session->start();
 }
 
 } // namespace runwarden::proxy

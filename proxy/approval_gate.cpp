@@ -4,6 +4,7 @@
 #include "approval/crypto.hpp"
 #include "audit/redactor.hpp"
 #include "config/approver_reach.hpp"
+#include "proxy/admin_ops.hpp"
 #include "proxy/log.hpp"
 #include "proxy/proxy_context.hpp"
 
@@ -86,6 +87,7 @@ ApprovalGate::ApprovalGate(boost::asio::io_context& ioc, boost::asio::ssl::conte
     options_.redactor = std::make_shared<approval::HeaderOnlyRedactor>();
   }
   redactor_.store(options_.redactor);
+  notifier_.set_signature_sink(options_.spend);
   if (options_.journal_path.empty()) {
     throw std::runtime_error("approvals: no journal path (it lives beside audit.path)");
   }
@@ -153,11 +155,17 @@ void ApprovalGate::schedule_tick() {
 
 void ApprovalGate::tick() {
   if (auto ctx = ctx_.lock()) {
-    bool paused = ctx->mode.load() == policy::Mode::paused;
     std::error_code fs_ec;
     const auto cfg = ctx->runtime ? ctx->runtime->config() : ctx->config; // as reloaded
     const auto& kill_switch = cfg->kill_switch_file;
-    paused = paused || (!kill_switch.empty() && std::filesystem::exists(kill_switch, fs_ec));
+    // The file, seen here first (this tick is 50 ms, the reloader's poll 250 ms), pauses
+    // through the same path the poll takes: one mode_changed event, by the kill switch,
+    // counting the holds it denied (this gate's pause_all). Its removal is the poll's.
+    const bool file = !kill_switch.empty() && std::filesystem::exists(kill_switch, fs_ec);
+    if (file && ctx->runtime) {
+      apply_kill_switch(ctx, true);
+    }
+    const bool paused = ctx->mode.load() == policy::Mode::paused || file;
     if (paused && registry_.stats().pending > 0) {
       pause_all("mode:paused");
     }
@@ -473,6 +481,9 @@ Approvals make_approvals(boost::asio::io_context& ioc, boost::asio::ssl::context
   warn_unmatched_approvers(config, tokens, keys);
   out.tokens = tokens; // shares one set with the copy `auth` keeps
   out.auth = std::make_shared<AdminAuth>(std::move(tokens), std::move(keys));
+  o.spend = [auth = out.auth](std::string_view header, std::int64_t t) {
+    auth->verifier().spend(header, t);
+  };
   out.gate = std::make_shared<ApprovalGate>(ioc, webhook_tls, std::move(audit), std::move(o));
   return out;
 }

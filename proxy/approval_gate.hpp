@@ -44,6 +44,9 @@ struct ApprovalGateOptions {
   std::shared_ptr<const approval::PacketRedactor> redactor;
   approval::PacketOptions packet;
   std::chrono::milliseconds tick{50}; // timer period for timeouts, defers, webhooks, pause
+  /// Every outbound webhook signature, before it is sent: the admin API's replay cache
+  /// (a delivery must never work as an inbound credential).
+  approval::WebhookNotifier::SignatureSink spend;
 };
 
 class ApprovalGate final : public Gate, public std::enable_shared_from_this<ApprovalGate> {

@@ -59,6 +59,9 @@ struct ProxyContext {
   std::atomic<std::uint64_t> next_conn_id{1};
   std::atomic<std::uint64_t> open_connections{0};
   std::atomic<std::uint64_t> rejected_connections{0};
+  /// Admin connections open now (capped at kMaxAdminConnections, admin_session.cpp); those
+  /// refused over the cap count in rejected_connections too.
+  std::atomic<std::uint64_t> admin_connections{0};
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> in_flight{0};
   /// Passthrough tunnels whose closing record is not yet written. They do not hold a drain

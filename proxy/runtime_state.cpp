@@ -158,6 +158,11 @@ bool RuntimeState::run_killed(const std::string& run) const {
   return it != runs_.end() && it->second.stats.killed;
 }
 
+bool RuntimeState::run_known(const std::string& run) const {
+  std::lock_guard lock(mutex_);
+  return runs_.find(run) != runs_.end();
+}
+
 bool RuntimeState::kill_run(const std::string& run, const std::string& by,
                             const std::string& reason) {
   std::lock_guard lock(mutex_);

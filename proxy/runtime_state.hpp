@@ -77,6 +77,8 @@ public:
   void note_call(const std::string& run, const std::string& runbook, CallKind kind);
   /// True when `run` was killed (new calls are refused).
   bool run_killed(const std::string& run) const;
+  /// True when `run` is in the run table (seen, or killed, and not evicted).
+  bool run_known(const std::string& run) const;
   /// Marks `run` killed; false when it already was.
   bool kill_run(const std::string& run, const std::string& by, const std::string& reason);
   /// Checks a call the engine lets through against the run's budgets (counting it if none

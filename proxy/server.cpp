@@ -100,11 +100,22 @@ std::set<std::uint16_t> catalogue_connect_ports(const policy::Catalogue* catalog
 }
 
 struct Server::Listener {
-  explicit Listener(net::io_context& ioc) : acceptor(ioc) {}
+  explicit Listener(net::io_context& ioc) : acceptor(ioc), retry(ioc) {}
   tcp::acceptor acceptor;
   bool admin = false;
   bool transparent = false; // listen.transparent: transparent_session.cpp
+  // After a failed accept (EMFILE: out of descriptors), the next one waits kAcceptBackoff;
+  // failures are logged at most once per kAcceptLogEvery, with how many were not.
+  net::steady_timer retry;
+  std::uint64_t unlogged_failures = 0;
+  std::chrono::steady_clock::time_point last_logged{};
 };
+
+/// A failed accept leaves the connection in the backlog, so accepting again at once fails
+/// the same way: a busy loop that took a core and wrote ~140 MB of log a second when the
+/// descriptors ran out. nginx pauses its accepts for 500 ms in that case; 100 ms here.
+constexpr std::chrono::milliseconds kAcceptBackoff{100};
+constexpr std::chrono::seconds kAcceptLogEvery{1};
 
 /// Name lookup workers kept, and at most running at once (each hung name holds one until the
 /// C library gives up; Asio's resolver would have held the whole I/O thread's lookups
@@ -354,7 +365,24 @@ void Server::accept(const std::shared_ptr<Listener>& listener) {
         });
       }
     } else {
-      log_event(LogLevel::warn, "accept_failed", 0, {}, {{"error", ec.message()}});
+      const auto now = std::chrono::steady_clock::now();
+      if (now - listener->last_logged >= kAcceptLogEvery) {
+        log_event(LogLevel::warn, "accept_failed", 0, {},
+                  {{"error", ec.message()},
+                   {"not_logged_since", std::to_string(listener->unlogged_failures)},
+                   {"retry_in_ms", std::to_string(kAcceptBackoff.count())}});
+        listener->last_logged = now;
+        listener->unlogged_failures = 0;
+      } else {
+        ++listener->unlogged_failures;
+      }
+      listener->retry.expires_after(kAcceptBackoff);
+      listener->retry.async_wait([this, listener](boost::system::error_code wait_ec) {
+        if (!wait_ec && listener->acceptor.is_open()) {
+          accept(listener);
+        }
+      });
+      return;
     }
     accept(listener);
   };
@@ -415,6 +443,7 @@ void Server::drain(std::chrono::milliseconds grace, std::function<void()> done) 
       net::post(listener->acceptor.get_executor(), [listener] {
         boost::system::error_code ignored;
         listener->acceptor.close(ignored);
+        listener->retry.cancel();
       });
     }
   }
