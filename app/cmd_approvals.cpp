@@ -24,6 +24,7 @@ namespace runwarden::app {
 namespace {
 
 using approval::escape_display;
+using approval::terminal_safe;
 
 /// Options shared by every admin-API command.
 struct AdminOptions {
@@ -107,12 +108,47 @@ int call(const AdminOptions& o, std::string_view method, const std::string& path
   return 0;
 }
 
+/// Up to five run ids of GET /v1/runs most like `target`: the longest common prefix, then
+/// one containing the other; at least half the id (and four bytes) in common.
+std::vector<std::string> similar_runs(const nlohmann::json& runs, const std::string& target) {
+  std::vector<std::pair<std::size_t, std::string>> scored;
+  if (!runs.is_object() || !runs.contains("runs") || !runs["runs"].is_array()) {
+    return {};
+  }
+  for (const auto& r : runs["runs"]) {
+    if (!r.is_object() || !r.contains("run") || !r["run"].is_string()) {
+      continue;
+    }
+    const std::string id = r["run"].get<std::string>();
+    if (id == target) {
+      continue;
+    }
+    std::size_t common = 0;
+    while (common < id.size() && common < target.size() && id[common] == target[common]) {
+      ++common;
+    }
+    if (id.find(target) != std::string::npos || target.find(id) != std::string::npos) {
+      common = std::max(common, std::min(id.size(), target.size()));
+    }
+    if (common >= std::max<std::size_t>(4, target.size() / 2)) {
+      scored.emplace_back(common, id);
+    }
+  }
+  std::stable_sort(scored.begin(), scored.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < scored.size() && i < 5; ++i) {
+    out.push_back(scored[i].second);
+  }
+  return out;
+}
+
 std::string str(const nlohmann::json& j, const char* key) {
   if (!j.is_object() || !j.contains(key)) {
     return "";
   }
   const auto& v = j[key];
-  return escape_display(v.is_string() ? v.get<std::string>() : v.dump());
+  return terminal_safe(v.is_string() ? v.get<std::string>() : v.dump());
 }
 
 /// "payments-on-call, sre", or "any operator" when the action names no approvers.
@@ -124,7 +160,7 @@ std::string who_may_approve(const nlohmann::json& packet) {
   std::string out;
   for (const auto& a : packet["approvers"]) {
     out +=
-        (out.empty() ? "" : ", ") + escape_display(a.is_string() ? a.get<std::string>() : a.dump());
+        (out.empty() ? "" : ", ") + terminal_safe(a.is_string() ? a.get<std::string>() : a.dump());
   }
   return out;
 }
@@ -213,15 +249,15 @@ void print_hold(const nlohmann::json& h) {
     std::cout << "headers:\n";
     for (const auto& kv : req["headers"]) {
       if (kv.is_array() && kv.size() == 2 && kv[0].is_string() && kv[1].is_string()) {
-        std::cout << "  " << escape_display(kv[0].get<std::string>()) << ": "
-                  << escape_display(kv[1].get<std::string>()) << "\n";
+        std::cout << "  " << terminal_safe(kv[0].get<std::string>()) << ": "
+                  << terminal_safe(kv[1].get<std::string>()) << "\n";
       }
     }
   }
   if (req.contains("body") && req["body"].is_string() && !req["body"].get<std::string>().empty()) {
     std::cout << "body (" << req.value("body_bytes", 0ULL) << " bytes"
               << (req.value("body_truncated", false) ? ", truncated for display" : "") << "):\n"
-              << escape_display(req["body"].get<std::string>(), true) << "\n";
+              << terminal_safe(req["body"].get<std::string>(), true) << "\n";
   }
   if (p.contains("history") && p["history"].is_array() && !p["history"].empty()) {
     std::cout << "earlier calls in this run:\n";
@@ -359,16 +395,23 @@ void add_ctl_commands(CLI::App& root, Runner& run) {
     };
   });
 
-  auto* kill =
-      ctl->add_subcommand("kill", "Stop one run: deny its pending holds, refuse its calls");
+  auto* kill = ctl->add_subcommand(
+      "kill", "Stop one run: deny its pending holds, refuse its calls.\n"
+              "Exits 3 when runwarden had not seen the run (it is killed all the same, so a\n"
+              "run yet to start is covered; check the id: the runs with the most similar ids\n"
+              "are listed).");
   add_admin_options(*kill, *opts);
   kill->add_option("run", *target, "Run id")->required();
-  kill->callback([&run, opts, target] {
-    run = [opts, target] {
+  auto kill_reason = std::make_shared<std::string>();
+  kill->add_option("-r,--reason", *kill_reason, "Why (recorded in the run_killed event)");
+  kill->callback([&run, opts, target, kill_reason] {
+    run = [opts, target, kill_reason] {
       nlohmann::json j;
+      const std::string body =
+          kill_reason->empty() ? "{}" : nlohmann::json{{"reason", *kill_reason}}.dump();
       if (const int rc =
               call(*opts, "POST", "/v1/runs/" + approval::encode_path_segment(*target) + "/kill",
-                   "{}", j);
+                   body, j);
           rc != 0) {
         return rc;
       }
@@ -383,7 +426,26 @@ void add_ctl_commands(CLI::App& root, Runner& run) {
                   << "\" (a server that does not percent-decode run ids); the run is NOT killed\n";
         return 1;
       }
-      return print(*opts, j, print_status);
+      const int rc = print(*opts, j, print_status);
+      if (rc != 0 || !j.contains("known") || j["known"] != false) {
+        return rc;
+      }
+      std::cerr << "runwarden: warning: runwarden had seen no call of run \""
+                << escape_display(*target)
+                << "\": it is killed now (its first call will be refused), but if you meant a "
+                   "run that is running, check the id";
+      nlohmann::json runs;
+      if (call(*opts, "GET", "/v1/runs", "", runs) == 0) {
+        const auto similar = similar_runs(runs, *target);
+        if (!similar.empty()) {
+          std::cerr << "; runs with similar ids:";
+          for (const auto& s : similar) {
+            std::cerr << "\n  " << escape_display(s);
+          }
+        }
+      }
+      std::cerr << "\n";
+      return 3;
     };
   });
 

@@ -26,7 +26,9 @@ int main(int argc, char** argv) {
   try {
     root.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return root.exit(e);
+    // --help and --version exit 0; every usage error (a missing argument, an unknown
+    // option) exits 2, as the commands' own usage errors do, not CLI11's 105, 106, ...
+    return root.exit(e) == 0 ? 0 : 2;
   }
   try {
     return run ? run() : 2;

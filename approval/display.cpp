@@ -67,14 +67,16 @@ std::size_t decode_utf8(std::string_view text, std::size_t i, std::uint32_t& cp)
 
 } // namespace
 
-std::string escape_display(std::string_view text, bool keep_newlines) {
+namespace {
+
+std::string escape(std::string_view text, bool keep_newlines, bool backslash) {
   std::string out;
   out.reserve(text.size());
   std::size_t i = 0;
   while (i < text.size()) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c < 0x80) {
-      if (c == '\\') {
+      if (c == '\\' && backslash) {
         out += "\\\\";
       } else if (keep_newlines && (c == '\n' || c == '\t')) {
         out.push_back(static_cast<char>(c));
@@ -101,6 +103,16 @@ std::string escape_display(std::string_view text, bool keep_newlines) {
     i += len;
   }
   return out;
+}
+
+} // namespace
+
+std::string escape_display(std::string_view text, bool keep_newlines) {
+  return escape(text, keep_newlines, true);
+}
+
+std::string terminal_safe(std::string_view text, bool keep_newlines) {
+  return escape(text, keep_newlines, false);
 }
 
 bool host_has_punycode(std::string_view host) {

@@ -14,6 +14,11 @@ namespace runwarden::approval {
 /// Never truncates.
 std::string escape_display(std::string_view text, bool keep_newlines = false);
 
+/// For text escape_display already made (an approval packet, a hold's reason, as the
+/// admin API serves them): what a terminal must not get is escaped again, but a backslash
+/// stays one, so the operator reads the server's unambiguous form, not a doubled one.
+std::string terminal_safe(std::string_view text, bool keep_newlines = false);
+
 /// True when any DNS label of a canonical host is punycode ("xn--"): the packet flags
 /// such hosts so a look-alike name is noticed; the host is always shown in ASCII.
 bool host_has_punycode(std::string_view host);

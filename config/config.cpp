@@ -202,18 +202,37 @@ private:
   }
 
   void listen(const Field& f) {
+    std::optional<Field> admin;
+    std::optional<Field> transparent_field;
     r_.for_each(f, {"proxy", "transparent", "admin"},
                 [&](const std::string& key, const YAML::Mark&, const Field& v) {
                   if (key == "proxy") {
                     endpoint(v, c_.listen.proxy);
                   } else if (key == "admin") {
                     endpoint(v, c_.listen.admin);
+                    admin = v;
                   } else {
                     transparent(v);
+                    transparent_field = v;
                   }
                 });
     r_.require(f, "proxy");
     r_.require(f, "admin");
+    // Listeners that would take each other's connections: an error here, not a bind
+    // failure (or an agent reaching the admin API) at start-up.
+    if (auto reason = overlap(c_.listen.proxy, c_.listen.admin); reason && admin) {
+      r_.error(*admin, c_.listen.admin.to_string() + " overlaps listen.proxy " +
+                           c_.listen.proxy.to_string() + ": " + *reason);
+    }
+    for (const auto& t : c_.listen.transparent) {
+      for (const auto* other : {&c_.listen.proxy, &c_.listen.admin}) {
+        if (auto reason = overlap(t, *other); reason && transparent_field) {
+          r_.error(*transparent_field, t.to_string() + " overlaps listen." +
+                                           (other == &c_.listen.proxy ? "proxy " : "admin ") +
+                                           other->to_string() + ": " + *reason);
+        }
+      }
+    }
   }
 
   /// listen.transparent: "127.0.0.1:15006" or a list of such endpoints. Two endpoints that

@@ -31,6 +31,15 @@ done
 
 expect_exit 0 "check on the example" "$bin" check -c "$src/examples/runwarden.yaml"
 expect_in "$tmp/out" "^ok: [0-9]+ actions, [0-9]+ runbooks, active demo" "check summary"
+# Usage errors exit 2, not CLI11's own codes (105, 106, ...).
+expect_exit 2 "approve without an id" "$bin" approvals approve
+expect_exit 2 "audit verify without a path" "$bin" audit verify
+expect_exit 2 "an unknown option" "$bin" check --no-such-option
+# listen.admin on the proxy's endpoint: an error at check, not a bind failure at serve.
+mkdir -p "$tmp/exl" && cp -r "$src/examples/." "$tmp/exl/"
+sed -i 's/^\(  admin: \).*/\1127.0.0.1:15001/' "$tmp/exl/runwarden.yaml"
+expect_exit 1 "check with admin on the proxy's endpoint" "$bin" check -c "$tmp/exl/runwarden.yaml"
+expect_in "$tmp/err" "listen.admin: 127.0.0.1:15001 overlaps listen.proxy" "admin overlap named"
 
 # A broken copy of the example: a typo'd key and an unknown action, both reported with positions.
 cp -r "$src/examples" "$tmp/ex"

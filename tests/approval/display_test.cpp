@@ -26,6 +26,16 @@ TEST(Display, EscapesControlsInvisiblesAndBadUtf8) {
   EXPECT_EQ(escape_display("\xed\xa0\x80"), "\\xed\\xa0\\x80"); // surrogate
 }
 
+// What the CLI shows of a string the server escaped already: one backslash stays one (the
+// server's form), and what a terminal must not get is still escaped.
+TEST(Display, TerminalSafeKeepsTheServersEscapingAsIs) {
+  const std::string served = escape_display("C:\\temp \x1b[2J");
+  EXPECT_EQ(served, "C:\\\\temp \\x1b[2J");
+  EXPECT_EQ(terminal_safe(served), served);
+  EXPECT_EQ(terminal_safe("raw\x1b[2J\xe2\x80\xae"), "raw\\x1b[2J\\u{202e}");
+  EXPECT_EQ(terminal_safe("a\nb", true), "a\nb");
+}
+
 TEST(Display, NeverTruncates) {
   const std::string long_host(5000, 'h');
   EXPECT_EQ(escape_display(long_host), long_host);

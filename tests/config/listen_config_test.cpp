@@ -134,6 +134,28 @@ TEST_F(ListenConfigTest, OverlappingEndpointsAreErrors) {
             std::vector<std::string>{});
 }
 
+// Listeners that would take each other's connections: an error at check, not a bind failure
+// at serve (admin on the proxy's port passed `check` before).
+TEST_F(ListenConfigTest, ListenersOverlappingEachOtherAreErrors) {
+  write("runwarden.yaml",
+        "listen:\n  proxy: 127.0.0.1:15001\n  admin: 127.0.0.1:15001\n" + std::string(kRest));
+  try {
+    load_config(dir_ / "runwarden.yaml");
+    ADD_FAILURE() << "admin on the proxy's endpoint loaded";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.errors(),
+              std::vector<std::string>{at() + "3:10: listen.admin: 127.0.0.1:15001 overlaps "
+                                              "listen.proxy 127.0.0.1:15001: the same endpoint "
+                                              "twice"});
+  }
+  const auto errors = load("  transparent: [127.0.0.1:15007, 0.0.0.0:15000]\n");
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_NE(errors[0].find("0.0.0.0:15000 overlaps listen.admin 127.0.0.1:15000"),
+            std::string::npos)
+      << errors[0];
+  EXPECT_EQ(load("  transparent: 127.0.0.1:15006\n"), std::vector<std::string>{});
+}
+
 TEST_F(ListenConfigTest, UnquotedIpv6EndpointGetsAHint) {
   // Alone, an unquoted [::1]:15006 is not even valid YAML: a syntax error at its line.
   auto errors = load("  transparent: [::1]:15006\n");
