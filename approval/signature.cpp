@@ -138,7 +138,7 @@ VerifyResult SignatureVerifier::verify(std::string_view header, std::string_view
   const std::string seen_key = to_hex(matched_mac->data(), matched_mac->size());
   std::lock_guard lock(mutex_);
   forget_expired_locked(now_unix);
-  if (seen_.count(seen_key) != 0) {
+  if (seen_.count(seen_key) != 0 || spent_.count(seen_key) != 0) {
     r.error = SignatureError::replayed;
     return r;
   }
@@ -163,9 +163,13 @@ void SignatureVerifier::spend(std::string_view header, std::int64_t now_unix) {
   forget_expired_locked(now_unix);
   for (const Sha256& mac : parsed.v1) {
     std::string key = to_hex(mac.data(), mac.size());
-    if (seen_.insert(key).second) {
-      expiry_.emplace(parsed.t + window_, std::move(key));
+    if (spent_.insert(key).second) {
+      spent_expiry_.emplace(parsed.t + window_, std::move(key));
     }
+  }
+  while (spent_.size() > max_ && !spent_expiry_.empty()) {
+    spent_.erase(spent_expiry_.begin()->second);
+    spent_expiry_.erase(spent_expiry_.begin());
   }
 }
 
@@ -174,11 +178,15 @@ void SignatureVerifier::forget_expired_locked(std::int64_t now_unix) {
     seen_.erase(expiry_.begin()->second);
     expiry_.erase(expiry_.begin());
   }
+  while (!spent_expiry_.empty() && spent_expiry_.begin()->first < now_unix) {
+    spent_.erase(spent_expiry_.begin()->second);
+    spent_expiry_.erase(spent_expiry_.begin());
+  }
 }
 
 std::size_t SignatureVerifier::remembered() const {
   std::lock_guard lock(mutex_);
-  return seen_.size();
+  return seen_.size() + spent_.size();
 }
 
 } // namespace runwarden::approval

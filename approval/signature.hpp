@@ -58,7 +58,8 @@ public:
   /// if accepted, until it leaves the window. Outbound and inbound calls share the secret
   /// and the format (DESIGN §5), so without this a delivery captured from a receiver's log
   /// or a relay could be replayed to the admin API as a credential (onto another hold's
-  /// approve, or a list). Not bounded by `max_remembered`: the webhook queue bounds it.
+  /// approve, or a list). Kept apart from accepted signatures (it never makes verify
+  /// answer cache_full), at most `max_remembered` of them, the oldest forgotten first.
   void spend(std::string_view header, std::int64_t now_unix);
 
   std::size_t remembered() const;
@@ -71,6 +72,12 @@ private:
   mutable std::mutex mutex_;
   std::unordered_set<std::string> seen_;            // accepted v1 values
   std::multimap<std::int64_t, std::string> expiry_; // forget-at -> v1
+  // Spent outbound signatures: apart from seen_, so deliveries (which an agent can cause,
+  // by holds it abandons) never fill the inbound cache into signature_cache_full. Capped
+  // at max_remembered too: past it the oldest is forgotten (the strict bodies and the
+  // signed-GET rule still refuse a replayed delivery; this is the second line).
+  std::unordered_set<std::string> spent_;
+  std::multimap<std::int64_t, std::string> spent_expiry_;
 };
 
 } // namespace runwarden::approval

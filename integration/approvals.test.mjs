@@ -381,22 +381,25 @@ describe("holds and approvals", () => {
       for (const r of runs) holds.push(await pendingOf(r));
       const before = readAudit(world.auditPath).length;
       fs.writeFileSync(killFile, "");
-      for (const p of pendings) assert.equal((await p).status, 403);
-      let change;
-      for (let i = 0; i < 100 && !change; i++) {
-        change = readAudit(world.auditPath).slice(before)
-          .find((r) => r.type === "event" && r.event === "mode_changed" && r.data?.to === "paused");
-        if (!change) await sleep(50);
+      try {
+        for (const p of pendings) assert.equal((await p).status, 403);
+        let change;
+        for (let i = 0; i < 100 && !change; i++) {
+          change = readAudit(world.auditPath).slice(before)
+            .find((r) => r.type === "event" && r.event === "mode_changed" && r.data?.to === "paused");
+          if (!change) await sleep(50);
+        }
+        assert.ok(change, `round ${round}: no mode_changed event`);
+        assert.equal(change.data.via, "kill_switch_file");
+        assert.equal(change.data.holds_denied, 3, `round ${round}: ${JSON.stringify(change.data)}`);
+        for (const h of holds) {
+          const ended = events("approval.resolved", h.id);
+          assert.equal(ended.length, 1);
+          assert.equal(ended[0].data.by, "kill_switch_file", `round ${round}: ${JSON.stringify(ended[0].data)}`);
+        }
+      } finally {
+        fs.rmSync(killFile, { force: true }); // a failure must not leave the rest of the suite paused
       }
-      assert.ok(change, `round ${round}: no mode_changed event`);
-      assert.equal(change.data.via, "kill_switch_file");
-      assert.equal(change.data.holds_denied, 3, `round ${round}: ${JSON.stringify(change.data)}`);
-      for (const h of holds) {
-        const ended = events("approval.resolved", h.id);
-        assert.equal(ended.length, 1);
-        assert.equal(ended[0].data.by, "kill_switch_file", `round ${round}: ${JSON.stringify(ended[0].data)}`);
-      }
-      fs.unlinkSync(killFile);
       let resumed = false;
       for (let i = 0; i < 100 && !resumed; i++) {
         resumed = (await admin("GET", "/v1/status")).json?.mode === "normal";
@@ -673,7 +676,7 @@ describe("holds and approvals", () => {
     const killed = await ctl(["kill", typo, "--reason", "typo test"]);
     assert.equal(killed.code, 3, killed.stderr);
     assert.match(killed.stderr, /had seen no call of run/);
-    assert.ok(killed.stderr.includes(run), killed.stderr);
+    assert.ok(killed.stderr.includes(`runs with similar ids:\n  ${run}\n`), killed.stderr);
     const real = await ctl(["kill", run]);
     assert.equal(real.code, 0, real.stderr);
   });

@@ -792,8 +792,9 @@ Decision Engine::decide(const Request& req, std::string_view runbook_name, Mode 
   refused.cls = d.cls;
   // An MCP call is answered with JSON-RPC errors (its calls, from whichever reading parsed the
   // body): every call is refused, for the path's reason.
-  refused.jsonrpc = d.jsonrpc.empty() ? other.jsonrpc : std::move(d.jsonrpc);
-  refused.jsonrpc_batch = d.jsonrpc_batch;
+  const bool calls_as_sent = !d.jsonrpc.empty();
+  refused.jsonrpc_batch = calls_as_sent ? d.jsonrpc_batch : other.jsonrpc_batch;
+  refused.jsonrpc = calls_as_sent ? std::move(d.jsonrpc) : other.jsonrpc;
   for (JsonRpcCall& call : refused.jsonrpc) {
     call.verdict = Verdict::deny;
     call.reason = refused.reason;

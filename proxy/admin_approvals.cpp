@@ -165,6 +165,14 @@ AdminIdentity AdminAuth::authenticate(const AdminRequest& request) {
     id.error = "signature_not_configured";
     return id;
   }
+  // A read carries no body, so its signature covers "t." alone; every webhook delivery has
+  // one. A signed GET/HEAD with a body is a delivery replayed (from another process's
+  // cache, or a sidecar sharing the secret) to read the packets: refused whatever the
+  // replay cache holds.
+  if ((request.method == "GET" || request.method == "HEAD") && !request.body.empty()) {
+    id.error = "signed_read_with_body";
+    return id;
+  }
   const auto v =
       verifier_.verify(*sig, request.body, approval::unix_seconds(approval::system_clock().wall()));
   if (v.error != approval::SignatureError::ok) {

@@ -4,6 +4,7 @@
 #include "proxy/approval_gate.hpp"
 #include "proxy/log.hpp"
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -266,7 +267,10 @@ void add_ops_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx) {
     if (!decode_path_segment(rest.substr(0, slash), run, true, why)) {
       return error(400, "bad_run_id", why);
     }
-    if (run.size() > 128) { // what Runwarden-Run accepts: no call can ever carry this id
+    // What Runwarden-Run accepts, or agent.id (the run of headerless calls under
+    // agent.runs: shared): no call can ever carry a longer id.
+    const std::size_t longest = std::max<std::size_t>(128, ctx->runtime->config()->agent_id.size());
+    if (run.size() > longest) {
       return error(400, "bad_run_id",
                    "the run id is " + std::to_string(run.size()) +
                        " bytes; a Runwarden-Run value is 1-128 bytes, so no call has this one");

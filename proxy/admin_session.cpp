@@ -19,6 +19,8 @@ using tcp = net::ip::tcp;
 constexpr std::uint32_t kAdminHeaderLimit = 16 * 1024;
 constexpr std::uint64_t kAdminBodyLimit = 1024 * 1024;
 constexpr std::chrono::seconds kAdminTimeout{30};
+/// A kept-alive connection waits this long for its next request (a slot is not held idle).
+constexpr std::chrono::seconds kAdminIdleTimeout{5};
 /// The admin port is reachable by anything in the pod (the agent too): without a cap, idle
 /// or half-sent connections to it could use up the process's descriptors and starve the
 /// proxy. Over the cap a connection gets 503 admin_busy at once; signals and the
@@ -41,14 +43,14 @@ public:
           R"j({"error":"admin_busy","reason":"too many open admin connections (64)"})j", false);
   }
 
-  void start() { do_read(); }
+  void start() { do_read(kAdminTimeout); }
 
 private:
-  void do_read() {
+  void do_read(std::chrono::seconds deadline) {
     parser_.emplace();
     parser_->header_limit(kAdminHeaderLimit);
     parser_->body_limit(kAdminBodyLimit);
-    stream_.expires_after(kAdminTimeout);
+    stream_.expires_after(deadline);
     http::async_read(stream_, buffer_, *parser_,
                      beast::bind_front_handler(&AdminSession::on_read, shared_from_this()));
   }
@@ -58,6 +60,10 @@ private:
       if (ec == http::error::body_limit) {
         reply(413, "application/json",
               R"({"error":"body_too_large","reason":"an admin request body is at most 1 MiB"})",
+              false);
+      } else if (ec == http::error::header_limit) {
+        reply(431, "application/json",
+              R"({"error":"headers_too_large","reason":"an admin request head is at most 16 KiB"})",
               false);
       } else if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
                  ec != net::error::operation_aborted) {
@@ -110,7 +116,7 @@ private:
                           self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
                           return;
                         }
-                        self->do_read();
+                        self->do_read(kAdminIdleTimeout);
                       });
   }
 
@@ -129,8 +135,19 @@ void start_admin_session(const AdminRouter& router, std::shared_ptr<ProxyContext
   auto session = std::make_shared<AdminSession>(router, ctx, std::move(socket));
   if (busy) {
     ctx->rejected_connections.fetch_add(1);
-    log_event(LogLevel::warn, "admin_busy", 0, {},
-              {{"open_admin_connections", std::to_string(ctx->admin_connections.load())}});
+    // Logged at most once a second (accepts run on one thread), with the count between.
+    static std::chrono::steady_clock::time_point last_logged{};
+    static std::uint64_t unlogged = 0;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_logged >= std::chrono::seconds(1)) {
+      log_event(LogLevel::warn, "admin_busy", 0, {},
+                {{"open_admin_connections", std::to_string(ctx->admin_connections.load())},
+                 {"not_logged_since", std::to_string(unlogged)}});
+      last_logged = now;
+      unlogged = 0;
+    } else {
+      ++unlogged;
+    }
     session->refuse_busy();
     return;
   }

@@ -79,6 +79,19 @@ TEST(Signature, SpentOutboundSignatureIsRefusedAsReplayed) {
   EXPECT_EQ(v.verify(fresh, body, now + 2).error, SignatureError::ok);
 }
 
+// Deliveries an agent can cause (holds it abandons) must not fill the inbound cache: spent
+// signatures have their own cap, the oldest forgotten first.
+TEST(Signature, SpentSignaturesNeverMakeTheInboundCacheFull) {
+  auto v = verifier(2);
+  for (int i = 0; i < 5; ++i) {
+    v.spend(sign("s3cret", now + i, "delivery " + std::to_string(i)), now);
+  }
+  EXPECT_EQ(v.remembered(), 2u); // the two newest
+  EXPECT_EQ(v.verify(sign("s3cret", now + 4, "delivery 4"), "delivery 4", now + 4).error,
+            SignatureError::replayed);
+  EXPECT_EQ(v.verify(sign("s3cret", now, body), body, now).error, SignatureError::ok);
+}
+
 TEST(Signature, MissingAndMalformed) {
   auto v = verifier();
   const std::string mac(64, 'a');

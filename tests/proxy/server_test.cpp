@@ -859,7 +859,7 @@ TEST_F(ProxyTest, JsonRpcBatchWithOneDeniedCallForwardsNothingAndErrsPerId) {
 TEST_F(ProxyTest, JsonRpcCallsOnAnAmbiguousPathGetJsonRpcErrors) {
   const std::string call =
       R"({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file"}})";
-  for (const std::string& body : {call, "[" + call + "," + call + "]"}) {
+  for (const std::string& body : {call, "[" + call + "]", "[" + call + "," + call + "]"}) {
     auto s = connect();
     auto res = exchange(s, "POST http://" + up() + "/mcp;x HTTP/1.1\r\nHost: " + up() +
                                "\r\nContent-Type: application/json\r\nContent-Length: " +
