@@ -269,11 +269,12 @@ void add_ops_routes(AdminRouter& router, std::shared_ptr<ProxyContext> ctx) {
     }
     // What Runwarden-Run accepts, or agent.id (the run of headerless calls under
     // agent.runs: shared): no call can ever carry a longer id.
-    const std::size_t longest = std::max<std::size_t>(128, ctx->runtime->config()->agent_id.size());
+    const std::size_t longest = std::max(kMaxRunId, ctx->runtime->config()->agent_id.size());
     if (run.size() > longest) {
       return error(400, "bad_run_id",
                    "the run id is " + std::to_string(run.size()) +
-                       " bytes; a Runwarden-Run value is 1-128 bytes, so no call has this one");
+                       " bytes; a Runwarden-Run value is 1-" + std::to_string(kMaxRunId) +
+                       " bytes, so no call has this one");
     }
     std::map<std::string, std::string, std::less<>> body;
     if (!parse_admin_body(req.body, {"reason"}, body, why)) {

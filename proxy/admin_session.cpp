@@ -135,18 +135,12 @@ void start_admin_session(const AdminRouter& router, std::shared_ptr<ProxyContext
   auto session = std::make_shared<AdminSession>(router, ctx, std::move(socket));
   if (busy) {
     ctx->rejected_connections.fetch_add(1);
-    // Logged at most once a second (accepts run on one thread), with the count between.
-    static std::chrono::steady_clock::time_point last_logged{};
-    static std::uint64_t unlogged = 0;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_logged >= std::chrono::seconds(1)) {
+    // Logged at most once a second (admin accepts run on one thread), the rest counted.
+    static LogThrottle throttle{std::chrono::seconds(1)};
+    if (std::uint64_t skipped = 0; throttle.due(skipped)) {
       log_event(LogLevel::warn, "admin_busy", 0, {},
                 {{"open_admin_connections", std::to_string(ctx->admin_connections.load())},
-                 {"not_logged_since", std::to_string(unlogged)}});
-      last_logged = now;
-      unlogged = 0;
-    } else {
-      ++unlogged;
+                 {"not_logged_since", std::to_string(skipped)}});
     }
     session->refuse_busy();
     return;

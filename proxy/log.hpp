@@ -2,6 +2,7 @@
 // Operational log: one line per event on stderr,
 // "ts level event conn=N req=... key=value". Never a credential, cookie or body.
 
+#include <chrono>
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -28,5 +29,33 @@ void log_event(LogLevel level, std::string_view event, std::uint64_t conn, std::
 
 /// Writes every buffered line now.
 void flush_log();
+
+/// For an event that can repeat in a tight loop (a failing accept, connections refused over
+/// a cap): at most one line per `every`, the occurrences in between counted for it. Not
+/// thread-safe: one per listener, used on its one thread.
+class LogThrottle {
+public:
+  explicit LogThrottle(std::chrono::steady_clock::duration every) : every_(every) {}
+  /// True when this occurrence is to be logged; `skipped` is then how many were not since
+  /// the last logged one.
+  bool due(std::uint64_t& skipped) {
+    const auto now = std::chrono::steady_clock::now();
+    if (logged_ && now - last_ < every_) {
+      ++skipped_;
+      return false;
+    }
+    logged_ = true;
+    last_ = now;
+    skipped = skipped_;
+    skipped_ = 0;
+    return true;
+  }
+
+private:
+  std::chrono::steady_clock::duration every_;
+  std::chrono::steady_clock::time_point last_{};
+  bool logged_ = false;
+  std::uint64_t skipped_ = 0;
+};
 
 } // namespace runwarden::proxy

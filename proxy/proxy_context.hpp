@@ -28,6 +28,10 @@ class Authority;
 
 namespace runwarden::proxy {
 
+/// A Runwarden-Run value as sent (OWS trimmed): 1-128 bytes, or the request is refused; a kill
+/// of a longer id (unless agent.id is that long) is refused too.
+constexpr std::size_t kMaxRunId = 128;
+
 struct ProxyContext {
   std::shared_ptr<const config::Config> config;
   std::shared_ptr<audit::AuditLog> audit;

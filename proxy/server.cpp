@@ -105,17 +105,15 @@ struct Server::Listener {
   bool admin = false;
   bool transparent = false; // listen.transparent: transparent_session.cpp
   // After a failed accept (EMFILE: out of descriptors), the next one waits kAcceptBackoff;
-  // failures are logged at most once per kAcceptLogEvery, with how many were not.
+  // failures are logged at most once a second, with how many were not.
   net::steady_timer retry;
-  std::uint64_t unlogged_failures = 0;
-  std::chrono::steady_clock::time_point last_logged{};
+  LogThrottle failures{std::chrono::seconds(1)};
 };
 
 /// A failed accept leaves the connection in the backlog, so accepting again at once fails
 /// the same way: a busy loop that took a core and wrote ~140 MB of log a second when the
 /// descriptors ran out. nginx pauses its accepts for 500 ms in that case; 100 ms here.
 constexpr std::chrono::milliseconds kAcceptBackoff{100};
-constexpr std::chrono::seconds kAcceptLogEvery{1};
 
 /// Name lookup workers kept, and at most running at once (each hung name holds one until the
 /// C library gives up; Asio's resolver would have held the whole I/O thread's lookups
@@ -365,16 +363,11 @@ void Server::accept(const std::shared_ptr<Listener>& listener) {
         });
       }
     } else {
-      const auto now = std::chrono::steady_clock::now();
-      if (now - listener->last_logged >= kAcceptLogEvery) {
+      if (std::uint64_t skipped = 0; listener->failures.due(skipped)) {
         log_event(LogLevel::warn, "accept_failed", 0, {},
                   {{"error", ec.message()},
-                   {"not_logged_since", std::to_string(listener->unlogged_failures)},
+                   {"not_logged_since", std::to_string(skipped)},
                    {"retry_in_ms", std::to_string(kAcceptBackoff.count())}});
-        listener->last_logged = now;
-        listener->unlogged_failures = 0;
-      } else {
-        ++listener->unlogged_failures;
       }
       listener->retry.expires_after(kAcceptBackoff);
       listener->retry.async_wait([this, listener](boost::system::error_code wait_ec) {

@@ -249,9 +249,6 @@ struct ConnInfo {
   bool run_given = false; // the CONNECT named the run: its inner requests belong to it
 };
 
-/// A Runwarden-Run value as sent (OWS trimmed): 1-128 bytes, or the request is refused.
-constexpr std::size_t kMaxRunId = 128;
-
 struct Target {
   std::string host;
   std::uint16_t port = 0;
